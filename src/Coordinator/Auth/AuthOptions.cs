@@ -1,0 +1,16 @@
+namespace MsdFleet.Coordinator.Auth;
+
+/// <summary>Bound from <c>Auth</c>.</summary>
+public sealed class AuthOptions
+{
+    public const string Section = "Auth";
+
+    /// <summary>
+    /// An admin token supplied by the operator (e.g. from a Kubernetes secret). When set and no token
+    /// exists yet, it becomes the bootstrap admin token; otherwise one is generated and shown once.
+    /// </summary>
+    public string? BootstrapAdminToken { get; set; }
+
+    /// <summary>Optional file that receives a generated bootstrap token (mode 0600), for scripts.</summary>
+    public string? BootstrapTokenFile { get; set; }
+}

@@ -1,0 +1,51 @@
+using Microsoft.Extensions.Options;
+
+namespace MsdFleet.Coordinator.Auth;
+
+/// <summary>
+/// At first start (no token in the store) creates the bootstrap admin token: the configured one, or a
+/// generated one that is printed once to the console (never to the log) and optionally written to a
+/// 0600 file for scripts. Runs before Kestrel accepts requests.
+/// </summary>
+public sealed partial class BootstrapTokenService(
+    TokenStore tokens, IOptions<AuthOptions> options, TimeProvider time, ILogger<BootstrapTokenService> logger) : IHostedService
+{
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        if (await tokens.AnyAsync(cancellationToken))
+            return;
+        var configured = options.Value.BootstrapAdminToken;
+        var token = string.IsNullOrWhiteSpace(configured) ? SecretHash.NewSecret("msdf_") : configured;
+        await tokens.AddAsync(token, new ApiTokenRecord("bootstrap-admin", Roles.Admin, time.GetUtcNow()), cancellationToken);
+        if (!string.IsNullOrWhiteSpace(configured))
+        {
+            Log.ConfiguredTokenStored(logger);
+            return;
+        }
+        if (options.Value.BootstrapTokenFile is { Length: > 0 } file)
+        {
+            await File.WriteAllTextAsync(file, token + "\n", cancellationToken);
+            if (!OperatingSystem.IsWindows())
+                File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        }
+        await Console.Out.WriteLineAsync($"""
+
+            ==== MsdFleet bootstrap admin token (shown once, stored only as a hash) ====
+            {token}
+            ============================================================================
+
+            """);
+        Log.GeneratedTokenShown(logger);
+    }
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Information, "Stored the configured bootstrap admin token (hash only)")]
+        public static partial void ConfiguredTokenStored(ILogger logger);
+
+        [LoggerMessage(2, LogLevel.Warning, "Generated a bootstrap admin token and printed it once on the console; keep it safe")]
+        public static partial void GeneratedTokenShown(ILogger logger);
+    }
+}

@@ -1,0 +1,21 @@
+namespace MsdFleet.Coordinator.Auth;
+
+/// <summary>Role names in claims, and the authorization policies built from them.</summary>
+public static class Roles
+{
+    public const string Viewer = "viewer";
+    public const string Operator = "operator";
+    public const string Admin = "admin";
+    /// <summary>An EdgeAgent's own credentials: may read image bytes it is asked to present, nothing else.</summary>
+    public const string Agent = "agent";
+
+    public const string AgentIdClaim = "msdfleet:agent";
+}
+
+public static class Policies
+{
+    public const string Read = "read";
+    public const string Operate = "operate";
+    public const string Admin = "admin";
+    public const string ImageData = "image-data";
+}

@@ -1,0 +1,12 @@
+namespace MsdFleet.Coordinator.Catalog;
+
+/// <summary>A catalog entry: a human name pointing at a digest, like a registry tag. Stored as JSON.</summary>
+public sealed record CatalogEntry
+{
+    public required string Name { get; init; }
+    public required string Digest { get; init; }
+    public required long Size { get; init; }
+    public required string Sha256 { get; init; }
+    public required int ChunkCount { get; init; }
+    public required DateTimeOffset CreatedAt { get; init; }
+}

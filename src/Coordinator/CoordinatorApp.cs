@@ -1,0 +1,93 @@
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using MsdFleet.Coordinator.Auth;
+using MsdFleet.Coordinator.Catalog;
+using MsdFleet.Coordinator.Fleet;
+using MsdFleet.Coordinator.Messaging;
+using MsdFleet.Coordinator.Storage;
+using MsdFleet.Coordinator.Web;
+using MsdFleet.Protocol.Chunking;
+using MsdFleet.Protocol.Naming;
+
+namespace MsdFleet.Coordinator;
+
+/// <summary>Builds the Coordinator; Program.cs and the in-process integration tests both start it from here.</summary>
+public static class CoordinatorApp
+{
+    public static WebApplication Build(string[] args)
+    {
+        var builder = WebApplication.CreateBuilder(args);
+        builder.AddObjectStore();
+        builder.AddMessaging();
+        builder.AddAuth();
+        builder.AddCatalog();
+        builder.AddFleet();
+        builder.AddWebErrors();
+
+        var app = builder.Build();
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.MapHealthChecks();
+        app.MapCatalogApi();
+        app.MapFleetApi();
+        return app;
+    }
+
+    private static WebApplicationBuilder AddObjectStore(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<ObjectStoreOptions>().BindConfiguration(ObjectStoreOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddSingleton<IObjectStore, FileSystemObjectStore>();
+        builder.Services.AddSingleton(TimeProvider.System);
+        return builder;
+    }
+
+    private static WebApplicationBuilder AddMessaging(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<MqttOptions>().BindConfiguration(MqttOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        var options = builder.Configuration.GetSection(MqttOptions.Section).Get<MqttOptions>() ?? new MqttOptions();
+        builder.Services.AddSingleton(new TopicNames(string.IsNullOrEmpty(options.TopicPrefix) ? TopicNames.DefaultPrefix : options.TopicPrefix));
+        if (options.IsEmbedded)
+        {
+            builder.Services.AddSingleton<EmbeddedBrokerService>();
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<EmbeddedBrokerService>());
+        }
+        builder.Services.AddSingleton<CoordinatorMqttService>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<CoordinatorMqttService>());
+        return builder;
+    }
+
+    private static WebApplicationBuilder AddCatalog(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddSingleton(new ContentChunker(ChunkerParameters.Default));
+        builder.Services.AddSingleton<ImageCatalog>();
+        builder.Services.AddSingleton<ImageIngestor>();
+        builder.Services.AddSingleton<TransferCounters>();
+        // Images are many gigabytes; the upload route streams, so no global body limit applies to it.
+        builder.Services.Configure<KestrelServerOptions>(k => k.Limits.MaxRequestBodySize = 64 * 1024 * 1024);
+        return builder;
+    }
+
+    private static WebApplicationBuilder AddFleet(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddSingleton<FleetRegistry>();
+        builder.Services.AddSingleton<DesiredStateStore>();
+        return builder;
+    }
+
+    private static WebApplicationBuilder AddWebErrors(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddProblemDetails();
+        builder.Services.AddExceptionHandler<ApiExceptionHandler>();
+        builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.Converters.Add(new System.Text.Json.Serialization.JsonStringEnumConverter()));
+        return builder;
+    }
+
+    private static WebApplication MapHealthChecks(this WebApplication app)
+    {
+        app.MapGet("/healthz", () => Results.Ok(new { status = "ok" })).AllowAnonymous();
+        app.MapGet("/readyz", (CoordinatorMqttService mqtt) =>
+            mqtt.IsConnected ? Results.Ok(new { status = "ready" }) : Results.Json(new { status = "broker-disconnected" }, statusCode: 503)).AllowAnonymous();
+        return app;
+    }
+}

@@ -1,0 +1,148 @@
+using MsdFleet.Coordinator.Auth;
+using MsdFleet.Coordinator.Catalog;
+using MsdFleet.Coordinator.Messaging;
+using MsdFleet.Coordinator.Web;
+using MsdFleet.Protocol.Messages;
+using MsdFleet.Protocol.Naming;
+
+namespace MsdFleet.Coordinator.Fleet;
+
+/// <summary><c>/api/v1/agents</c>: the fleet view, per-drive desired state, and agent credentials.</summary>
+public static class FleetEndpoints
+{
+    public static WebApplication MapFleetApi(this WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        var agents = app.MapGroup("/api/v1/agents");
+        agents.MapGet("/", ListAsync).RequireAuthorization(Policies.Read);
+        agents.MapGet("/{agentId}", GetAsync).RequireAuthorization(Policies.Read);
+        agents.MapPut("/{agentId}/drives/{index:int}", SetDriveAsync).RequireAuthorization(Policies.Operate);
+        agents.MapPost("/{agentId}/credentials", CreateCredentialsAsync).RequireAuthorization(Policies.Admin);
+        return app;
+    }
+
+    private static async Task<IResult> ListAsync(FleetRegistry registry, DesiredStateStore desired, AgentCredentialStore credentials, CancellationToken ct)
+    {
+        var ids = (await credentials.ListAgentIdsAsync(ct)).Concat(registry.All.Select(a => a.AgentId)).Distinct().Order(StringComparer.Ordinal);
+        return Results.Ok(ids.Select(id => View(id, registry, desired)).ToList());
+    }
+
+    private static async Task<IResult> GetAsync(string agentId, FleetRegistry registry, DesiredStateStore desired, AgentCredentialStore credentials, CancellationToken ct)
+    {
+        ValidAgentId(agentId);
+        if (registry.Get(agentId) is null && await credentials.FindAsync(agentId, ct) is null)
+            throw UnknownAgent(agentId);
+        return Results.Ok(View(agentId, registry, desired));
+    }
+
+    private static async Task<IResult> SetDriveAsync(string agentId, int index, DriveRequest? request, ImageCatalog catalog, DesiredStateStore desired,
+        AgentCredentialStore credentials, CoordinatorMqttService mqtt, CancellationToken ct)
+    {
+        ValidAgentId(agentId);
+        if (request is null)
+            throw ApiException.BadRequest("invalid-body", "Send a JSON body {image, mode, readOnly, connected}.");
+        if (index is < 0 or >= DesiredStateStore.MaxDrives)
+            throw ApiException.BadRequest("invalid-drive", $"Drive index {index} is outside 0..{DesiredStateStore.MaxDrives - 1}.");
+        if (await credentials.FindAsync(agentId, ct) is null)
+            throw UnknownAgent(agentId);
+        var mode = request.Mode?.ToLowerInvariant() switch
+        {
+            null => request.Image is null ? DriveMode.None : throw ApiException.BadRequest("invalid-mode", "Give mode \"cdrom\" or \"flash\" with an image."),
+            "cdrom" => DriveMode.Cdrom,
+            "flash" => DriveMode.Flash,
+            _ => throw ApiException.BadRequest("invalid-mode", $"Mode '{request.Mode}' is not \"cdrom\" or \"flash\"."),
+        };
+        var readOnly = request.ReadOnly ?? true;
+        if (mode == DriveMode.Cdrom && !readOnly)
+            throw ApiException.BadRequest("invalid-mode", "A CD-ROM is always read-only; use mode \"flash\" for a writable drive.");
+        if (request.Image is not null && !NameRules.TryValidateImageName(request.Image, out var nameError))
+            throw ApiException.BadRequest("invalid-image-name", nameError);
+
+        var (state, bytes) = await desired.RunExclusiveAsync(async () =>
+        {
+            // Resolved under the lock, so a concurrent DELETE cannot remove the image between lookup and commit.
+            string? digest = null;
+            if (request.Image is not null)
+                digest = (await catalog.GetAsync(request.Image, ct) ?? throw CatalogEndpoints.ImageNotFound(request.Image)).Digest;
+            var drive = new DesiredDrive
+            {
+                Index = index,
+                ImageDigest = digest,
+                ImageName = request.Image,
+                Mode = mode,
+                ReadOnly = readOnly,
+                Connected = digest is not null && (request.Connected ?? true),
+            };
+            return await desired.SetDriveLockedAsync(agentId, drive, ct);
+        }, ct);
+        await mqtt.PublishDesiredAsync(agentId, bytes, ct);
+        return Results.Ok(DesiredView.From(state));
+    }
+
+    private static async Task<IResult> CreateCredentialsAsync(string agentId, AgentCredentialStore credentials, CancellationToken ct)
+    {
+        ValidAgentId(agentId);
+        var secret = await credentials.CreateOrRotateAsync(agentId, ct);
+        return Results.Ok(new { agentId, secret });
+    }
+
+    private static AgentView View(string agentId, FleetRegistry registry, DesiredStateStore desired)
+    {
+        var observed = registry.Get(agentId);
+        var state = desired.Get(agentId);
+        var report = observed?.Report;
+        return new AgentView(
+            agentId,
+            observed?.Online ?? false,
+            observed?.StatusAt,
+            observed?.ReportAt,
+            report?.AgentVersion,
+            report?.Labels,
+            report?.Drives.Select(d => new DriveView(d.Index, d.ImageDigest, ModeName(d.Mode), d.ReadOnly, d.Connected, d.HostState, d.Error)).ToList(),
+            report?.Cache.Select(c => new CachedImageView(c.ImageDigest, c.Size)).ToList(),
+            report?.Transfers.Select(t => new TransferView(t.ImageDigest, t.BytesDone, t.BytesTotal, t.State.ToString().ToLowerInvariant(), t.Error)).ToList(),
+            report?.FreeBytes,
+            report?.TotalBytes,
+            report?.AppliedGeneration,
+            report?.LastError,
+            state is null ? null : DesiredView.From(state));
+    }
+
+    internal static string? ModeName(DriveMode mode) => mode switch
+    {
+        DriveMode.Cdrom => "cdrom",
+        DriveMode.Flash => "flash",
+        _ => null,
+    };
+
+    private static void ValidAgentId(string agentId)
+    {
+        if (!NameRules.TryValidateAgentId(agentId, out var error))
+            throw ApiException.BadRequest("invalid-agent-id", error);
+    }
+
+    private static ApiException UnknownAgent(string agentId) =>
+        ApiException.NotFound("agent-not-found", $"No agent '{agentId}' is registered; create its credentials first.");
+}
+
+public sealed record DriveRequest(string? Image, string? Mode, bool? ReadOnly, bool? Connected);
+
+public sealed record AgentView(
+    string Id, bool Online, DateTimeOffset? StatusAt, DateTimeOffset? ReportedAt, string? Version,
+    IReadOnlyDictionary<string, string>? Labels, IReadOnlyList<DriveView>? Drives, IReadOnlyList<CachedImageView>? Cache,
+    IReadOnlyList<TransferView>? Transfers, long? FreeBytes, long? TotalBytes, long? AppliedGeneration, string? LastError,
+    DesiredView? Desired);
+
+public sealed record DriveView(int Index, string? Image, string? Mode, bool ReadOnly, bool Connected, string? HostState, string? Error);
+
+public sealed record CachedImageView(string Digest, long Size);
+
+public sealed record TransferView(string Digest, long BytesDone, long BytesTotal, string State, string? Error);
+
+public sealed record DesiredView(long Generation, IReadOnlyList<DesiredDriveView> Drives)
+{
+    public static DesiredView From(DesiredState state) =>
+        new(state.Generation, state.Drives.Select(d => new DesiredDriveView(d.Index, d.ImageName, d.ImageDigest, FleetEndpoints.ModeName(d.Mode), d.ReadOnly, d.Connected)).ToList());
+}
+
+public sealed record DesiredDriveView(int Index, string? Image, string? Digest, string? Mode, bool ReadOnly, bool Connected);

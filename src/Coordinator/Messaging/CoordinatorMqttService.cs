@@ -1,0 +1,185 @@
+using System.Buffers;
+using System.Text;
+using Microsoft.Extensions.Options;
+using MQTTnet;
+using MQTTnet.Formatter;
+using MQTTnet.Protocol;
+using MsdFleet.Coordinator.Fleet;
+using MsdFleet.Protocol;
+using MsdFleet.Protocol.Messages;
+using MsdFleet.Protocol.Naming;
+using MsdFleet.Protocol.Serialization;
+
+namespace MsdFleet.Coordinator.Messaging;
+
+/// <summary>
+/// The Coordinator's MQTT session. Keeps itself connected from a loop (never from the disconnected
+/// event), feeds the <see cref="FleetRegistry"/> from agents' retained status and reports, and publishes
+/// desired state retained. On every (re)connect it republishes all durable desired state, so a broker
+/// that lost its retained messages is repaired without any agent noticing.
+/// </summary>
+public sealed partial class CoordinatorMqttService : BackgroundService
+{
+    private static readonly TimeSpan ReconnectDelay = TimeSpan.FromSeconds(1);
+    private readonly MqttOptions _options;
+    private readonly TopicNames _topics;
+    private readonly FleetRegistry _registry;
+    private readonly DesiredStateStore _desired;
+    private readonly EmbeddedBrokerService? _embedded;
+    private readonly ILogger<CoordinatorMqttService> _logger;
+    private readonly IMqttClient _client;
+    private readonly TaskCompletionSource _firstConnect = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public CoordinatorMqttService(IOptions<MqttOptions> options, TopicNames topics, FleetRegistry registry, DesiredStateStore desired,
+        IServiceProvider services, ILogger<CoordinatorMqttService> logger)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options.Value;
+        _topics = topics;
+        _registry = registry;
+        _desired = desired;
+        _embedded = services.GetService<EmbeddedBrokerService>();
+        _logger = logger;
+        _client = new MqttClientFactory().CreateMqttClient();
+        _client.ApplicationMessageReceivedAsync += e =>
+        {
+            Handle(e.ApplicationMessage.Topic, e.ApplicationMessage.Payload);
+            return Task.CompletedTask;
+        };
+    }
+
+    public bool IsConnected => _client.IsConnected;
+
+    /// <summary>Completes once the first session is up (used by readiness and tests).</summary>
+    public Task Connected => _firstConnect.Task;
+
+    /// <summary>Publishes retained; if the broker is down the state is already durable and goes out on reconnect.</summary>
+    public async Task PublishDesiredAsync(string agentId, byte[] bytes, CancellationToken cancellationToken)
+    {
+        if (!_client.IsConnected)
+            return;
+        try
+        {
+            await _client.PublishAsync(DesiredMessage(agentId, bytes), cancellationToken);
+        }
+        catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException)
+        {
+            Log.PublishFailed(_logger, agentId, ex);
+        }
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        await _desired.LoadAsync(stoppingToken);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                if (!_client.IsConnected)
+                    await ConnectAsync(stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception ex)
+            {
+                Log.ConnectFailed(_logger, _options.BrokerUri, ex.Message);
+            }
+            try
+            {
+                await Task.Delay(ReconnectDelay, stoppingToken);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+        }
+        if (_client.IsConnected)
+            await _client.DisconnectAsync(new MqttClientDisconnectOptionsBuilder().Build(), CancellationToken.None);
+        _client.Dispose();
+    }
+
+    private async Task ConnectAsync(CancellationToken cancellationToken)
+    {
+        var uri = _options.BrokerUri;
+        var builder = new MqttClientOptionsBuilder()
+            .WithTcpServer(uri.Host, uri.Port)
+            .WithClientId($"msdfleet-coordinator-{Environment.MachineName}-{Environment.ProcessId}")
+            .WithProtocolVersion(MqttProtocolVersion.V500)
+            .WithCleanStart(true)
+            .WithKeepAlivePeriod(TimeSpan.FromSeconds(15))
+            .WithTimeout(TimeSpan.FromSeconds(10));
+        if (_embedded is not null)
+            builder.WithCredentials(EmbeddedBrokerService.CoordinatorUser, _embedded.CoordinatorPassword);
+        else if (!string.IsNullOrEmpty(_options.Username))
+            builder.WithCredentials(_options.Username, _options.Password);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(15));
+        var result = await _client.ConnectAsync(builder.Build(), timeout.Token);
+        if (result.ResultCode != MqttClientConnectResultCode.Success)
+        {
+            Log.ConnectFailed(_logger, uri, result.ResultCode.ToString());
+            return;
+        }
+        await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
+            .WithTopicFilter(_topics.AllStatus, MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithTopicFilter(_topics.AllReported, MqttQualityOfServiceLevel.AtLeastOnce)
+            .Build(), timeout.Token);
+        foreach (var (agentId, state) in _desired.All)
+            await _client.PublishAsync(DesiredMessage(agentId, ProtocolSerializer.Serialize(state)), timeout.Token);
+        Log.Connected(_logger, uri, _desired.All.Count);
+        _firstConnect.TrySetResult();
+    }
+
+    private MqttApplicationMessage DesiredMessage(string agentId, byte[] bytes) =>
+        new MqttApplicationMessageBuilder()
+            .WithTopic(_topics.Desired(agentId))
+            .WithPayload(bytes)
+            .WithRetainFlag()
+            .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
+            .Build();
+
+    private void Handle(string topic, ReadOnlySequence<byte> payload)
+    {
+        if (!_topics.TryParseAgentTopic(topic, out var agentId, out var leaf))
+            return;
+        switch (leaf)
+        {
+            case "status":
+                var text = Encoding.UTF8.GetString(payload);
+                if (text is AgentStatus.Online or AgentStatus.Offline)
+                    _registry.SetStatus(agentId, text == AgentStatus.Online);
+                else if (payload.Length > 0)
+                    Log.Dropped(_logger, topic, "status is neither 'online' nor 'offline'");
+                break;
+            case "reported":
+                if (payload.Length == 0)
+                    break; // retained message cleared
+                try
+                {
+                    _registry.SetReport(agentId, ProtocolSerializer.Deserialize<AgentReport>(payload.ToArray()));
+                }
+                catch (ProtocolFormatException ex)
+                {
+                    Log.Dropped(_logger, topic, ex.Message);
+                }
+                break;
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Information, "Connected to MQTT broker {Broker}; republished {Count} desired states")]
+        public static partial void Connected(ILogger logger, Uri broker, int count);
+
+        [LoggerMessage(2, LogLevel.Warning, "Cannot connect to MQTT broker {Broker}: {Reason}; retrying")]
+        public static partial void ConnectFailed(ILogger logger, Uri broker, string reason);
+
+        [LoggerMessage(3, LogLevel.Warning, "Dropped message on {Topic}: {Reason}")]
+        public static partial void Dropped(ILogger logger, string topic, string reason);
+
+        [LoggerMessage(4, LogLevel.Warning, "Publishing desired state for {AgentId} failed; it goes out on reconnect")]
+        public static partial void PublishFailed(ILogger logger, string agentId, Exception exception);
+    }
+}

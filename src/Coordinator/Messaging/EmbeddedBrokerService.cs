@@ -1,0 +1,190 @@
+using System.Buffers;
+using System.Net;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Options;
+using MQTTnet;
+using MQTTnet.Protocol;
+using MQTTnet.Server;
+using MsdFleet.Coordinator.Auth;
+using MsdFleet.Protocol.Naming;
+using MsdFleet.Protocol.Serialization;
+
+namespace MsdFleet.Coordinator.Messaging;
+
+/// <summary>
+/// The MQTTnet broker that serves a first run and small fleets. It authenticates every client (the
+/// Coordinator with a per-process secret, agents with their own credentials), confines each agent to
+/// publishing under its own subtree and subscribing to its own desired state, and keeps retained
+/// messages on disk so that a restarted Coordinator knows the fleet again at once.
+/// </summary>
+public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDisposable
+{
+    private readonly MqttOptions _options;
+    private readonly AgentCredentialStore _agents;
+    private readonly TopicNames _topics;
+    private readonly ILogger<EmbeddedBrokerService> _logger;
+    private readonly string _retainedFile;
+    private readonly SemaphoreSlim _saveLock = new(1, 1);
+    private MqttServer? _server;
+
+    public EmbeddedBrokerService(IOptions<MqttOptions> options, AgentCredentialStore agents, TopicNames topics, ILogger<EmbeddedBrokerService> logger)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options.Value;
+        _agents = agents;
+        _topics = topics;
+        _logger = logger;
+        _retainedFile = Path.Combine(_options.EmbeddedStatePath, "retained.msgpack");
+    }
+
+    /// <summary>User name and per-process password the Coordinator's own client presents to this broker.</summary>
+    public static string CoordinatorUser => "$coordinator";
+    public string CoordinatorPassword { get; } = Convert.ToHexString(RandomNumberGenerator.GetBytes(32));
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(_options.EmbeddedStatePath);
+        var serverOptions = new MqttServerOptionsBuilder()
+            .WithDefaultEndpoint()
+            .WithDefaultEndpointBoundIPAddress(IPAddress.Parse(_options.EmbeddedBindAddress))
+            .WithDefaultEndpointPort(_options.EmbeddedPort)
+            .WithPersistentSessions()
+            .Build();
+        _server = new MqttServerFactory().CreateMqttServer(serverOptions);
+        _server.ValidatingConnectionAsync += ValidateConnectionAsync;
+        _server.InterceptingPublishAsync += InterceptPublishAsync;
+        _server.InterceptingSubscriptionAsync += InterceptSubscriptionAsync;
+        _server.LoadingRetainedMessageAsync += LoadRetainedAsync;
+        _server.RetainedMessageChangedAsync += e => SaveRetainedAsync(e.StoredRetainedMessages);
+        _server.RetainedMessagesClearedAsync += _ => SaveRetainedAsync([]);
+        await _server.StartAsync();
+        Log.Started(_logger, _options.EmbeddedBindAddress, _options.EmbeddedPort);
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_server is not null)
+            await _server.StopAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _server?.Dispose();
+        _saveLock.Dispose();
+        await Task.CompletedTask;
+    }
+
+    private async Task ValidateConnectionAsync(ValidatingConnectionEventArgs e)
+    {
+        if (e.UserName == CoordinatorUser)
+        {
+            e.ReasonCode = CryptographicOperations.FixedTimeEquals(
+                System.Text.Encoding.UTF8.GetBytes(e.Password ?? string.Empty), System.Text.Encoding.UTF8.GetBytes(CoordinatorPassword))
+                ? MqttConnectReasonCode.Success : MqttConnectReasonCode.BadUserNameOrPassword;
+            return;
+        }
+        // Agents: the user name is the agent id; the client id must be the agent id too, so one agent's
+        // session can never take over another's.
+        var ok = NameRules.TryValidateAgentId(e.UserName, out _)
+            && e.ClientId == e.UserName
+            && await _agents.VerifyAsync(e.UserName, e.Password ?? string.Empty, e.CancellationToken);
+        e.ReasonCode = ok ? MqttConnectReasonCode.Success : MqttConnectReasonCode.BadUserNameOrPassword;
+        if (!ok)
+            Log.ConnectionRefused(_logger, e.ClientId, e.UserName);
+    }
+
+    private Task InterceptPublishAsync(InterceptingPublishEventArgs e)
+    {
+        if (e.UserName == CoordinatorUser || e.ClientId == null) // null client id: messages the server injects itself
+            return Task.CompletedTask;
+        if (!e.ApplicationMessage.Topic.StartsWith(_topics.AgentSubtree(e.UserName), StringComparison.Ordinal)
+            || e.ApplicationMessage.Topic.EndsWith("/desired", StringComparison.Ordinal))
+        {
+            e.ProcessPublish = false;
+            e.Response.ReasonCode = MqttPubAckReasonCode.NotAuthorized;
+            Log.PublishDenied(_logger, e.ClientId, e.ApplicationMessage.Topic);
+        }
+        return Task.CompletedTask;
+    }
+
+    private Task InterceptSubscriptionAsync(InterceptingSubscriptionEventArgs e)
+    {
+        if (e.UserName == CoordinatorUser)
+            return Task.CompletedTask;
+        if (e.TopicFilter.Topic != _topics.Desired(e.UserName))
+        {
+            e.ProcessSubscription = false;
+            e.Response.ReasonCode = MqttSubscribeReasonCode.NotAuthorized;
+            Log.SubscribeDenied(_logger, e.ClientId, e.TopicFilter.Topic);
+        }
+        return Task.CompletedTask;
+    }
+
+    private async Task LoadRetainedAsync(LoadingRetainedMessagesEventArgs e)
+    {
+        if (!File.Exists(_retainedFile))
+            return;
+        try
+        {
+            var stored = ProtocolSerializer.Deserialize<List<RetainedRecord>>(await File.ReadAllBytesAsync(_retainedFile), 256 * 1024 * 1024);
+            e.LoadedRetainedMessages = stored.Select(r => new MqttApplicationMessageBuilder()
+                .WithTopic(r.Topic).WithPayload(r.Payload).WithRetainFlag().WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build()).ToList();
+            Log.RetainedLoaded(_logger, stored.Count);
+        }
+        catch (Exception ex) when (ex is MsdFleet.Protocol.ProtocolFormatException or IOException)
+        {
+            Log.RetainedUnreadable(_logger, _retainedFile, ex);
+        }
+    }
+
+    private async Task SaveRetainedAsync(IReadOnlyList<MqttApplicationMessage> messages)
+    {
+        var records = messages.Select(m => new RetainedRecord { Topic = m.Topic, Payload = m.Payload.ToArray() }).ToList();
+        await _saveLock.WaitAsync();
+        try
+        {
+            var temp = _retainedFile + ".tmp";
+            await File.WriteAllBytesAsync(temp, ProtocolSerializer.Serialize(records));
+            File.Move(temp, _retainedFile, overwrite: true);
+        }
+        catch (IOException ex)
+        {
+            Log.RetainedUnwritable(_logger, _retainedFile, ex);
+        }
+        finally
+        {
+            _saveLock.Release();
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Information, "Embedded MQTT broker listening on {Address}:{Port}")]
+        public static partial void Started(ILogger logger, string address, int port);
+
+        [LoggerMessage(2, LogLevel.Warning, "Refused MQTT connection from client {ClientId} (user {UserName})")]
+        public static partial void ConnectionRefused(ILogger logger, string clientId, string? userName);
+
+        [LoggerMessage(3, LogLevel.Warning, "Denied publish by {ClientId} to {Topic}")]
+        public static partial void PublishDenied(ILogger logger, string clientId, string topic);
+
+        [LoggerMessage(4, LogLevel.Warning, "Denied subscription by {ClientId} to {Topic}")]
+        public static partial void SubscribeDenied(ILogger logger, string clientId, string topic);
+
+        [LoggerMessage(5, LogLevel.Information, "Loaded {Count} retained messages")]
+        public static partial void RetainedLoaded(ILogger logger, int count);
+
+        [LoggerMessage(6, LogLevel.Warning, "Retained message file {Path} is unreadable; starting empty")]
+        public static partial void RetainedUnreadable(ILogger logger, string path, Exception exception);
+
+        [LoggerMessage(7, LogLevel.Error, "Could not save retained messages to {Path}")]
+        public static partial void RetainedUnwritable(ILogger logger, string path, Exception exception);
+    }
+}
+
+[MessagePack.MessagePackObject]
+public sealed class RetainedRecord
+{
+    [MessagePack.Key(0)] public string Topic { get; set; } = string.Empty;
+    [MessagePack.Key(1)] public byte[] Payload { get; set; } = [];
+}

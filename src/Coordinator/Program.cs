@@ -1,0 +1,4 @@
+using MsdFleet.Coordinator;
+
+var app = CoordinatorApp.Build(args);
+await app.RunAsync();

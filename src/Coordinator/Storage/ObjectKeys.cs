@@ -1,0 +1,33 @@
+using System.Security.Cryptography;
+using System.Text;
+using MsdFleet.Protocol.Manifests;
+
+namespace MsdFleet.Coordinator.Storage;
+
+/// <summary>
+/// The store layout from DESIGN.md, built in one place. Every key is made of safe characters only
+/// ([a-z0-9/._-]), whatever the user typed: catalog names are stored by their SHA-256.
+/// </summary>
+public static class ObjectKeys
+{
+    public const string ChunksPrefix = "chunks/";
+    public const string ManifestsPrefix = "manifests/sha256/";
+    public const string CatalogPrefix = "catalog/";
+    public const string DesiredPrefix = "fleet/desired/";
+    public const string AgentCredentialsPrefix = "auth/agents/";
+    public const string TokensPrefix = "auth/tokens/";
+
+    /// <summary><c>chunks/ab/abcdef…</c>: fanned out by the first byte so no directory grows huge.</summary>
+    public static string Chunk(string idHex) => $"{ChunksPrefix}{idHex[..2]}/{idHex}";
+
+    public static string Manifest(ImageDigest digest) => ManifestsPrefix + digest.Hex;
+
+    public static string Catalog(string imageName) =>
+        CatalogPrefix + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(imageName)));
+
+    public static string Desired(string agentId) => DesiredPrefix + agentId;
+
+    public static string AgentCredentials(string agentId) => AgentCredentialsPrefix + agentId;
+
+    public static string Token(string tokenHashHex) => TokensPrefix + tokenHashHex;
+}

@@ -1,0 +1,30 @@
+using MessagePack;
+
+namespace MsdFleet.Protocol.Messages;
+
+/// <summary>
+/// What the Coordinator wants one agent to present, published retained on the agent's
+/// <c>desired</c> topic. Keys are wire format: append only, never renumber.
+/// </summary>
+[MessagePackObject]
+public sealed record DesiredState
+{
+    /// <summary>Increases by one with every change; an agent never applies an older generation.</summary>
+    [Key(0)] public required long Generation { get; init; }
+    [Key(1)] public required IReadOnlyList<DesiredDrive> Drives { get; init; }
+    [Key(2)] public long IssuedAtUnixMs { get; init; }
+}
+
+/// <summary>One drive (LUN) of the desired state.</summary>
+[MessagePackObject]
+public sealed record DesiredDrive
+{
+    [Key(0)] public required int Index { get; init; }
+    /// <summary><c>sha256:…</c> digest of the image, or null for an empty drive.</summary>
+    [Key(1)] public string? ImageDigest { get; init; }
+    [Key(2)] public DriveMode Mode { get; init; }
+    [Key(3)] public bool ReadOnly { get; init; } = true;
+    [Key(4)] public bool Connected { get; init; }
+    /// <summary>Catalog name at the time of the request; for people reading reports, never for lookup.</summary>
+    [Key(5)] public string? ImageName { get; init; }
+}
