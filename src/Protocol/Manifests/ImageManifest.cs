@@ -23,6 +23,7 @@ public sealed record ImageManifest
     [Key(3)] public required ChunkerParameters Chunker { get; init; }
     [Key(4)] public required IReadOnlyList<ManifestChunk> Chunks { get; init; }
 
+    [IgnoreMember]
     public string Sha256Hex => Convert.ToHexStringLower(Sha256);
 
     public byte[] ToBytes() => ProtocolSerializer.Serialize(this);

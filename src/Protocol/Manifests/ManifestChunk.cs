@@ -10,5 +10,6 @@ public sealed record ManifestChunk
     [Key(1)] public required int Length { get; init; }
 
     /// <summary>Lowercase hex of <see cref="Id"/>; the chunk's object name.</summary>
+    [IgnoreMember]
     public string IdHex => Convert.ToHexStringLower(Id);
 }

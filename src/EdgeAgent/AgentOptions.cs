@@ -1,0 +1,46 @@
+using System.ComponentModel.DataAnnotations;
+using MsdFleet.Protocol.Naming;
+
+namespace MsdFleet.EdgeAgent;
+
+/// <summary>Bound from <c>Agent</c>: who this agent is, where the Coordinator is, where images live.</summary>
+public sealed class AgentOptions : IValidatableObject
+{
+    public const string Section = "Agent";
+
+    [Required(ErrorMessage = "Agent:Id is required (the id the Coordinator registered for this agent).")]
+    public string Id { get; set; } = string.Empty;
+
+    [Required(ErrorMessage = "Agent:Secret is required (the agent's own credential from the Coordinator).")]
+    public string Secret { get; set; } = string.Empty;
+
+    [Required(ErrorMessage = "Agent:CoordinatorUrl is required, e.g. http://coordinator:8080/.")]
+    public Uri? CoordinatorUrl { get; set; }
+
+    /// <summary>Local storage root with incoming/, images/ and metadata/.</summary>
+    [Required]
+    public string StorageRoot { get; set; } = "/var/lib/msdfleet";
+
+    public Dictionary<string, string> Labels { get; set; } = [];
+
+    /// <summary>Ranged requests in flight during a pull.</summary>
+    [Range(1, 64)]
+    public int ParallelRequests { get; set; } = 4;
+
+    /// <summary>Cap on pull bandwidth in bytes per second; 0 means unlimited.</summary>
+    [Range(0, long.MaxValue)]
+    public long MaxBytesPerSecond { get; set; }
+
+    /// <summary>How often a report is re-published while nothing changes.</summary>
+    public TimeSpan ReportInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        if (!NameRules.TryValidateAgentId(Id, out var error))
+            yield return new ValidationResult($"Agent:Id is invalid: {error}", [nameof(Id)]);
+        if (CoordinatorUrl is { } url && (!url.IsAbsoluteUri || url.Scheme is not ("http" or "https")))
+            yield return new ValidationResult($"Agent:CoordinatorUrl must be an absolute http(s) URL, not '{url}'.", [nameof(CoordinatorUrl)]);
+        if (ReportInterval < TimeSpan.FromSeconds(1))
+            yield return new ValidationResult("Agent:ReportInterval must be at least one second.", [nameof(ReportInterval)]);
+    }
+}

@@ -1,0 +1,55 @@
+using System.Net.Http.Headers;
+using System.Text;
+using Microsoft.Extensions.Options;
+using MsdFleet.EdgeAgent.Gadget;
+using MsdFleet.EdgeAgent.Mqtt;
+using MsdFleet.EdgeAgent.Reconciliation;
+using MsdFleet.EdgeAgent.Storage;
+using MsdFleet.EdgeAgent.Transfers;
+using MsdFleet.Protocol.Naming;
+
+namespace MsdFleet.EdgeAgent;
+
+public static class EdgeAgentServiceCollectionExtensions
+{
+    public static HostApplicationBuilder AddEdgeAgent(this HostApplicationBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        var services = builder.Services;
+        services.AddOptions<AgentOptions>().BindConfiguration(AgentOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<AgentMqttOptions>().BindConfiguration(AgentMqttOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<GadgetOptions>().BindConfiguration(GadgetOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton(sp => new TopicNames(sp.GetRequiredService<IOptions<AgentMqttOptions>>().Value.TopicPrefix));
+        services.AddSingleton(sp => new LocalImageStore(sp.GetRequiredService<IOptions<AgentOptions>>().Value.StorageRoot));
+        services.AddSingleton<IGadgetDriver>(sp => new ConfigfsGadgetDriver(sp.GetRequiredService<IOptions<GadgetOptions>>().Value));
+        services.AddSingleton<DesiredStateHolder>();
+        services.AddSingleton<TransferTracker>();
+        services.AddSingleton(sp => CreateHttpClient(sp.GetRequiredService<IOptions<AgentOptions>>().Value));
+        services.AddSingleton<ImagePuller>();
+        services.AddSingleton<AgentMqttService>();
+        services.AddHostedService(sp => sp.GetRequiredService<AgentMqttService>());
+        services.AddHostedService<ReconcileService>();
+        return builder;
+    }
+
+    private static HttpClient CreateHttpClient(AgentOptions options)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            MaxConnectionsPerServer = Math.Max(2, options.ParallelRequests * 2),
+            PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+            ConnectTimeout = TimeSpan.FromSeconds(10),
+            AutomaticDecompression = System.Net.DecompressionMethods.None,
+        };
+        var baseUrl = options.CoordinatorUrl!.ToString();
+        var client = new HttpClient(handler)
+        {
+            BaseAddress = new Uri(baseUrl.EndsWith('/') ? baseUrl : baseUrl + "/"),
+            Timeout = TimeSpan.FromMinutes(5),
+        };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
+            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{options.Id}:{options.Secret}")));
+        return client;
+    }
+}

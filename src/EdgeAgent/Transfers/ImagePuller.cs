@@ -1,0 +1,298 @@
+using System.Buffers;
+using System.Net;
+using System.Net.Http.Headers;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Options;
+using MsdFleet.EdgeAgent.Storage;
+using MsdFleet.Protocol;
+using MsdFleet.Protocol.Manifests;
+using MsdFleet.Protocol.Messages;
+
+namespace MsdFleet.EdgeAgent.Transfers;
+
+/// <summary>
+/// Pulls one image into <c>incoming/</c>, resumably: the manifest is checked against the digest, the
+/// target is pre-allocated, runs of adjacent missing chunks are fetched with one ranged GET each (several
+/// in flight), every chunk is verified before it is written at its offset, and the journal records
+/// chunks only after their data is on disk. When every chunk is in, the whole image's SHA-256 is checked
+/// and the file is renamed atomically into <c>images/</c>.
+/// </summary>
+public sealed partial class ImagePuller(
+    HttpClient http, LocalImageStore store, TransferTracker tracker, IOptions<AgentOptions> options, TimeProvider time, ILogger<ImagePuller> logger)
+{
+    private const int MaxRangeBytes = 8 * 1024 * 1024;
+    private const long CommitEveryBytes = 16 * 1024 * 1024;
+    private const int MaxAttempts = 5;
+    private readonly BandwidthThrottle _throttle = new(options.Value.MaxBytesPerSecond, time);
+
+    public async Task PullAsync(ImageDigest digest, CancellationToken cancellationToken)
+    {
+        if (store.HasImage(digest))
+            return;
+        var manifest = await GetManifestAsync(digest, cancellationToken);
+        var progress = tracker.Start(digest.ToString(), manifest.Size);
+        try
+        {
+            await PullChunksAsync(digest, manifest, progress, cancellationToken);
+            tracker.Remove(digest.ToString());
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            progress.State = TransferState.Failed;
+            progress.Error = ex.Message;
+            throw;
+        }
+    }
+
+    private async Task<ImageManifest> GetManifestAsync(ImageDigest digest, CancellationToken cancellationToken)
+    {
+        var cached = await store.LoadManifestAsync(digest, cancellationToken);
+        if (cached is not null)
+            return cached;
+        using var response = await http.GetAsync(new Uri($"api/v1/blobs/{digest}/manifest", UriKind.Relative), cancellationToken);
+        await EnsureSuccessAsync(response, "manifest", cancellationToken);
+        var bytes = await response.Content.ReadAsByteArrayAsync(cancellationToken);
+        if (ImageDigest.Compute(bytes) != digest)
+            throw new PullException($"The manifest served for {digest} does not hash to that digest; refusing it.");
+        var manifest = ImageManifest.Parse(bytes);
+        await store.SaveManifestAsync(digest, bytes, cancellationToken);
+        return manifest;
+    }
+
+    private async Task PullChunksAsync(ImageDigest digest, ImageManifest manifest, TransferProgress progress, CancellationToken cancellationToken)
+    {
+        var partPath = store.PartialPath(digest);
+        var journalPath = store.JournalPath(digest);
+        if (!File.Exists(partPath))
+            File.Delete(journalPath); // a journal without its data proves nothing
+        var offsets = manifest.ComputeOffsets();
+        // Pre-allocate a new target (fails early on a full disk); a resumed one keeps its bytes.
+        var resuming = File.Exists(partPath);
+        using (var handle = File.OpenHandle(partPath, resuming ? FileMode.Open : FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None,
+                   FileOptions.None, resuming ? 0 : manifest.Size))
+        using (var journal = PullJournal.Open(journalPath, digest, manifest))
+        {
+            if (RandomAccess.GetLength(handle) != manifest.Size)
+                RandomAccess.SetLength(handle, manifest.Size);
+            progress.Add(journal.Done.Sum(i => (long)manifest.Chunks[i].Length));
+            var committer = new JournalCommitter(handle, journal);
+            var ranges = PlanRanges(manifest, offsets, journal.Done);
+            Log.PullStarting(logger, digest.ToString(), manifest.Size, progress.BytesDone, ranges.Count);
+            await Parallel.ForEachAsync(ranges,
+                new ParallelOptions { MaxDegreeOfParallelism = options.Value.ParallelRequests, CancellationToken = cancellationToken },
+                async (range, ct) => await FetchRangeWithRetryAsync(digest, manifest, offsets, range, handle, committer, progress, ct));
+            committer.Flush();
+
+            progress.State = TransferState.Verifying;
+            var sha256 = await HashFileAsync(handle, manifest.Size, cancellationToken);
+            if (!sha256.AsSpan().SequenceEqual(manifest.Sha256))
+            {
+                handle.Dispose();
+                File.Delete(partPath);
+                File.Delete(journalPath);
+                throw new PullException($"Image {digest} failed its whole-image SHA-256 check after every chunk verified; the local disk may be failing. The partial file was discarded.");
+            }
+            RandomAccess.FlushToDisk(handle);
+        }
+        File.Move(partPath, store.ImagePath(digest));
+        AtomicFile.SyncDirectory(store.ImagesPath);
+        File.Delete(journalPath);
+        AtomicFile.SyncDirectory(store.IncomingPath);
+        progress.State = TransferState.Complete;
+        Log.PullCompleted(logger, digest.ToString(), manifest.Size);
+    }
+
+    /// <summary>Runs of adjacent missing chunks, each at most <see cref="MaxRangeBytes"/> (or one chunk).</summary>
+    internal static List<(int First, int Last)> PlanRanges(ImageManifest manifest, long[] offsets, IReadOnlySet<int> done)
+    {
+        var ranges = new List<(int, int)>();
+        var i = 0;
+        while (i < manifest.Chunks.Count)
+        {
+            if (done.Contains(i))
+            {
+                i++;
+                continue;
+            }
+            var first = i;
+            while (i + 1 < manifest.Chunks.Count && !done.Contains(i + 1) && offsets[i + 2] - offsets[first] <= MaxRangeBytes)
+                i++;
+            ranges.Add((first, i));
+            i++;
+        }
+        return ranges;
+    }
+
+    private async Task FetchRangeWithRetryAsync(ImageDigest digest, ImageManifest manifest, long[] offsets, (int First, int Last) range,
+        Microsoft.Win32.SafeHandles.SafeFileHandle handle, JournalCommitter committer, TransferProgress progress, CancellationToken cancellationToken)
+    {
+        var next = range.First;
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                next = await FetchRangeAsync(digest, manifest, offsets, next, range.Last, handle, committer, progress, cancellationToken);
+                return;
+            }
+            catch (Exception ex) when (attempt < MaxAttempts && ex is PullException or HttpRequestException or IOException && !cancellationToken.IsCancellationRequested)
+            {
+                next = committer.FirstUnwritten(next, range.Last);
+                var backoff = TimeSpan.FromMilliseconds(200 * Math.Pow(2, attempt - 1));
+                Log.RangeRetry(logger, digest.ToString(), offsets[next], attempt, ex.Message);
+                await Task.Delay(backoff, time, cancellationToken);
+            }
+        }
+    }
+
+    /// <returns>The index after the last chunk written.</returns>
+    private async Task<int> FetchRangeAsync(ImageDigest digest, ImageManifest manifest, long[] offsets, int first, int last,
+        Microsoft.Win32.SafeHandles.SafeFileHandle handle, JournalCommitter committer, TransferProgress progress, CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri($"api/v1/blobs/{digest}/content", UriKind.Relative));
+        request.Headers.Range = new RangeHeaderValue(offsets[first], offsets[last + 1] - 1);
+        using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        await EnsureSuccessAsync(response, "content", cancellationToken);
+        if (response.StatusCode != HttpStatusCode.PartialContent
+            || response.Content.Headers.ContentRange is not { From: var from } || from != offsets[first])
+            throw new PullException($"The server answered a range request for {digest} with {(int)response.StatusCode} and no matching Content-Range.");
+        await using var body = await response.Content.ReadAsStreamAsync(cancellationToken);
+        var buffer = ArrayPool<byte>.Shared.Rent(manifest.Chunker.MaxSize);
+        try
+        {
+            for (var i = first; i <= last; i++)
+            {
+                var chunk = manifest.Chunks[i];
+                var data = buffer.AsMemory(0, chunk.Length);
+                try
+                {
+                    await body.ReadExactlyAsync(data, cancellationToken);
+                }
+                catch (EndOfStreamException ex)
+                {
+                    throw new PullException($"The response for {digest} ended early, inside chunk {i}.", ex);
+                }
+                if (!SHA256.HashData(data.Span).AsSpan().SequenceEqual(chunk.Id))
+                    throw new PullException($"Chunk {i} of {digest} failed verification (its SHA-256 does not match the manifest); fetching it again.");
+                await RandomAccess.WriteAsync(handle, data, offsets[i], cancellationToken);
+                committer.Written(i, chunk.Length);
+                progress.Add(chunk.Length);
+                await _throttle.WaitAsync(chunk.Length, cancellationToken);
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+        return last + 1;
+    }
+
+    private static async Task<byte[]> HashFileAsync(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long size, CancellationToken cancellationToken)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = ArrayPool<byte>.Shared.Rent(1024 * 1024);
+        try
+        {
+            long position = 0;
+            while (position < size)
+            {
+                var read = await RandomAccess.ReadAsync(handle, buffer.AsMemory(0, (int)Math.Min(buffer.Length, size - position)), position, cancellationToken);
+                if (read == 0)
+                    throw new PullException("The partial file is shorter than the image.");
+                hash.AppendData(buffer, 0, read);
+                position += read;
+            }
+            return hash.GetHashAndReset();
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private static async Task EnsureSuccessAsync(HttpResponseMessage response, string what, CancellationToken cancellationToken)
+    {
+        if (response.IsSuccessStatusCode)
+            return;
+        var detail = await response.Content.ReadAsStringAsync(cancellationToken);
+        throw response.StatusCode switch
+        {
+            HttpStatusCode.Unauthorized => new PullException($"The Coordinator refused the agent's credentials for the image {what} (401); check Agent:Id and Agent:Secret."),
+            HttpStatusCode.Forbidden => new PullException($"The Coordinator refused access to the image {what} (403): {Truncate(detail)}"),
+            HttpStatusCode.NotFound => new PullException($"The Coordinator has no such image {what} (404): {Truncate(detail)}"),
+            _ => new HttpRequestException($"Fetching the image {what} failed with HTTP {(int)response.StatusCode}: {Truncate(detail)}"),
+        };
+    }
+
+    private static string Truncate(string text) => text.Length <= 300 ? text : text[..300];
+
+    /// <summary>
+    /// Batches journal commits: the data file is flushed first, then the records for the chunks it
+    /// covers are appended, so the journal never claims bytes that a power cut could lose.
+    /// </summary>
+    private sealed class JournalCommitter(Microsoft.Win32.SafeHandles.SafeFileHandle handle, PullJournal journal)
+    {
+        private readonly Lock _lock = new();
+        private readonly List<int> _pending = [];
+        private readonly HashSet<int> _written = [];
+        private long _pendingBytes;
+
+        public void Written(int index, int length)
+        {
+            lock (_lock)
+            {
+                _pending.Add(index);
+                _written.Add(index);
+                _pendingBytes += length;
+                if (_pendingBytes >= CommitEveryBytes)
+                    FlushLocked();
+            }
+        }
+
+        public int FirstUnwritten(int from, int last)
+        {
+            lock (_lock)
+            {
+                var i = from;
+                while (i <= last && _written.Contains(i))
+                    i++;
+                return i;
+            }
+        }
+
+        public void Flush()
+        {
+            lock (_lock)
+                FlushLocked();
+        }
+
+        private void FlushLocked()
+        {
+            if (_pending.Count == 0)
+                return;
+            RandomAccess.FlushToDisk(handle);
+            journal.Commit(_pending);
+            _pending.Clear();
+            _pendingBytes = 0;
+        }
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Information, "Pulling {Digest}: {Size} bytes, {Done} already verified, {Ranges} ranges to fetch")]
+        public static partial void PullStarting(ILogger logger, string digest, long size, long done, int ranges);
+
+        [LoggerMessage(2, LogLevel.Information, "Pulled and verified {Digest} ({Size} bytes)")]
+        public static partial void PullCompleted(ILogger logger, string digest, long size);
+
+        [LoggerMessage(3, LogLevel.Warning, "Range of {Digest} at offset {Offset} failed (attempt {Attempt}): {Reason}; retrying")]
+        public static partial void RangeRetry(ILogger logger, string digest, long offset, int attempt, string reason);
+    }
+}
+
+/// <summary>A pull failed for a reason worth reporting to the operator as it is.</summary>
+public sealed class PullException : Exception
+{
+    public PullException() { }
+    public PullException(string message) : base(message) { }
+    public PullException(string message, Exception innerException) : base(message, innerException) { }
+}
