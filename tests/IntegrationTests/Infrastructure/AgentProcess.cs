@@ -1,0 +1,120 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace MsdFleet.IntegrationTests.Infrastructure;
+
+/// <summary>
+/// A real EdgeAgent process with its own storage root and a directory tree laid out like configfs.
+/// <see cref="KillAsync"/> is SIGKILL: no shutdown code runs, as after a crash.
+/// </summary>
+public sealed class AgentProcess : IAsyncDisposable
+{
+    private readonly Dictionary<string, string> _environment;
+    private readonly StringBuilder _log = new();
+    private Process? _process;
+
+    public AgentProcess(string agentId, string secret, CoordinatorInstance coordinator, int luns = 1, long maxBytesPerSecond = 0)
+    {
+        AgentId = agentId;
+        Root = TestPaths.NewTempDir("agent-" + agentId);
+        var configfs = Path.Combine(Root, "configfs");
+        LunPath = Path.Combine(configfs, "usb_gadget", "kvmd", "functions", "mass_storage.usb0", "lun.0");
+        for (var i = 0; i < luns; i++)
+        {
+            var lun = Path.Combine(configfs, "usb_gadget", "kvmd", "functions", "mass_storage.usb0", $"lun.{i}");
+            Directory.CreateDirectory(lun);
+            foreach (var attr in new[] { "file", "cdrom", "ro", "removable", "forced_eject", "nofua", "inquiry_string" })
+                File.WriteAllText(Path.Combine(lun, attr), string.Empty);
+        }
+        _environment = new Dictionary<string, string>
+        {
+            ["Agent__Id"] = agentId,
+            ["Agent__Secret"] = secret,
+            ["Agent__CoordinatorUrl"] = coordinator.BaseUrl.ToString(),
+            ["Agent__StorageRoot"] = StorageRoot,
+            ["Agent__MaxBytesPerSecond"] = maxBytesPerSecond.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["Agent__Labels__test"] = "true",
+            ["Mqtt__Broker"] = coordinator.BrokerUrl.ToString(),
+            ["Mqtt__TopicPrefix"] = coordinator.TopicPrefix,
+            ["Gadget__ConfigfsRoot"] = configfs,
+            ["Gadget__UdcClassRoot"] = Path.Combine(Root, "udc"),
+            ["DOTNET_ENVIRONMENT"] = "Production",
+            ["Logging__Console__FormatterName"] = "simple",
+        };
+    }
+
+    public string AgentId { get; }
+    public string Root { get; }
+    public string StorageRoot => Path.Combine(Root, "storage");
+    public string LunPath { get; }
+    public bool HasExited => _process?.HasExited ?? true;
+
+    public string Log
+    {
+        get
+        {
+            lock (_log)
+                return _log.ToString();
+        }
+    }
+
+    public string Lun(string attribute) => File.ReadAllText(Path.Combine(LunPath, attribute)).Trim();
+
+    public void SetEnvironment(string key, string value) => _environment[key] = value;
+
+    public void Start()
+    {
+        var info = new ProcessStartInfo("dotnet", [TestPaths.AgentDll])
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = Root,
+        };
+        foreach (var (key, value) in _environment)
+            info.Environment[key] = value;
+        _process = Process.Start(info)!;
+        _process.OutputDataReceived += (_, e) => Append(e.Data);
+        _process.ErrorDataReceived += (_, e) => Append(e.Data);
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    public async Task KillAsync()
+    {
+        if (_process is null || _process.HasExited)
+            return;
+        _process.Kill(entireProcessTree: true);
+        await _process.WaitForExitAsync();
+    }
+
+    public async Task StopGracefullyAsync()
+    {
+        if (_process is null || _process.HasExited)
+            return;
+        Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])!.WaitForExit();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+        await _process.WaitForExitAsync(timeout.Token);
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+            return;
+        lock (_log)
+            _log.AppendLine(line);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await KillAsync();
+        _process?.Dispose();
+        try
+        {
+            Directory.Delete(Root, true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}

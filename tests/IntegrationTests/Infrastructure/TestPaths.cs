@@ -1,0 +1,37 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace MsdFleet.IntegrationTests.Infrastructure;
+
+public static class TestPaths
+{
+    /// <summary>The repository root (where MsdFleet.sln is).</summary>
+    public static string RepoRoot { get; } = FindRoot();
+
+    /// <summary>Debug or Release, whichever this test assembly was built as; the agent was built the same way.</summary>
+    public static string Configuration { get; } = AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
+
+    public static string AgentDll => Path.Combine(RepoRoot, "src", "EdgeAgent", "bin", Configuration, "net10.0", "msdfleet-agent.dll");
+
+    public static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    public static string NewTempDir(string name)
+    {
+        var path = Path.Combine(Path.GetTempPath(), "msdfleet-it", $"{name}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(path);
+        return path;
+    }
+
+    private static string FindRoot()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "MsdFleet.sln")))
+            dir = dir.Parent;
+        return dir?.FullName ?? throw new InvalidOperationException("MsdFleet.sln not found above " + AppContext.BaseDirectory);
+    }
+}
