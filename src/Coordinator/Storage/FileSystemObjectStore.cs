@@ -16,6 +16,7 @@ public sealed partial class FileSystemObjectStore : IObjectStore, IDisposable
     private readonly string _root;
     private readonly string _tempRoot;
     private readonly Microsoft.Win32.SafeHandles.SafeFileHandle _syncHandle;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> _knownFolders = new(StringComparer.Ordinal);
 
     public FileSystemObjectStore(IOptions<ObjectStoreOptions> options)
         : this(options?.Value.Path ?? throw new ArgumentNullException(nameof(options)))
@@ -45,9 +46,14 @@ public sealed partial class FileSystemObjectStore : IObjectStore, IDisposable
         var temp = Path.Combine(_tempRoot, Guid.NewGuid().ToString("N"));
         try
         {
-            using (var handle = File.OpenHandle(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, FileOptions.None, content.Length))
+            using (var handle = File.OpenHandle(temp, FileMode.CreateNew, FileAccess.Write))
                 await RandomAccess.WriteAsync(handle, content, 0, cancellationToken);
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            var folder = Path.GetDirectoryName(target)!;
+            if (!_knownFolders.ContainsKey(folder))
+            {
+                Directory.CreateDirectory(folder);
+                _knownFolders.TryAdd(folder, 0);
+            }
             File.Move(temp, target, overwrite: true);
         }
         catch
