@@ -1,0 +1,110 @@
+using System.Text;
+using MsdFleet.Coordinator.Storage;
+
+namespace MsdFleet.Coordinator.Tests.Storage;
+
+/// <summary>
+/// What every <see cref="IObjectStore"/> must do. Each backend derives from this class and runs the
+/// same checks (the S3 backend joins when it exists).
+/// </summary>
+public abstract class ObjectStoreContractTests
+{
+    protected abstract IObjectStore Store { get; }
+
+    private static readonly CancellationToken None = CancellationToken.None;
+
+    [Fact]
+    public async Task Put_ThenRead_SameBytes()
+    {
+        await Store.PutAsync("chunks/ab/abc", Encoding.UTF8.GetBytes("hello"), None);
+        Assert.Equal(5, await Store.GetSizeAsync("chunks/ab/abc", None));
+        Assert.Equal("hello", Encoding.UTF8.GetString((await Store.GetBytesAsync("chunks/ab/abc", 100, None))!));
+    }
+
+    [Fact]
+    public async Task OpenRead_AtOffset_ReadsTail()
+    {
+        await Store.PutAsync("catalog/x", Encoding.UTF8.GetBytes("0123456789"), None);
+        await using var stream = (await Store.OpenReadAsync("catalog/x", 6, None))!;
+        using var reader = new StreamReader(stream);
+        Assert.Equal("6789", await reader.ReadToEndAsync());
+    }
+
+    [Fact]
+    public async Task Missing_IsNullNotError()
+    {
+        Assert.Null(await Store.GetSizeAsync("catalog/missing", None));
+        Assert.Null(await Store.OpenReadAsync("catalog/missing", 0, None));
+        Assert.False(await Store.DeleteAsync("catalog/missing", None));
+    }
+
+    [Fact]
+    public async Task Put_Overwrite_ReplacesWholeObject()
+    {
+        await Store.PutAsync("fleet/desired/a", Encoding.UTF8.GetBytes("a much longer first version"), None);
+        await Store.PutAsync("fleet/desired/a", Encoding.UTF8.GetBytes("v2"), None);
+        Assert.Equal("v2", Encoding.UTF8.GetString((await Store.GetBytesAsync("fleet/desired/a", 100, None))!));
+    }
+
+    [Fact]
+    public async Task List_ReturnsKeysUnderPrefixOnly()
+    {
+        await Store.PutAsync("catalog/one", new byte[] { 1 }, None);
+        await Store.PutAsync("catalog/two", new byte[] { 2 }, None);
+        await Store.PutAsync("manifests/sha256/zzz", new byte[] { 3 }, None);
+        var keys = new List<string>();
+        await foreach (var key in Store.ListAsync("catalog/", None))
+            keys.Add(key);
+        Assert.Equal(["catalog/one", "catalog/two"], keys.Order());
+    }
+
+    [Fact]
+    public async Task Delete_RemovesObject()
+    {
+        await Store.PutAsync("catalog/gone", new byte[] { 1 }, None);
+        Assert.True(await Store.DeleteAsync("catalog/gone", None));
+        Assert.Null(await Store.GetSizeAsync("catalog/gone", None));
+    }
+
+    [Fact]
+    public async Task GetBytes_OverLimit_Refused()
+    {
+        await Store.PutAsync("catalog/big", new byte[1000], None);
+        await Assert.ThrowsAsync<InvalidDataException>(() => Store.GetBytesAsync("catalog/big", 999, None));
+    }
+
+    [Fact]
+    public async Task Flush_Succeeds() => await Store.FlushAsync(None);
+
+    [Theory]
+    [InlineData("../escape")]
+    [InlineData("/absolute")]
+    [InlineData("a/../../b")]
+    [InlineData("")]
+    public async Task Put_KeyEscapingStore_Refused(string key) =>
+        await Assert.ThrowsAsync<ArgumentException>(() => Store.PutAsync(key, new byte[] { 1 }, None));
+}
+
+public sealed class FileSystemObjectStoreTests : ObjectStoreContractTests, IDisposable
+{
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "msdfleet-store-" + Guid.NewGuid().ToString("N"));
+    private readonly FileSystemObjectStore _store;
+
+    public FileSystemObjectStoreTests() => _store = new FileSystemObjectStore(_root);
+
+    protected override IObjectStore Store => _store;
+
+    public void Dispose()
+    {
+        _store.Dispose();
+        Directory.Delete(_root, true);
+    }
+
+    [Fact]
+    public void Open_LeftoverTempFiles_Removed()
+    {
+        File.WriteAllText(Path.Combine(_root, ".tmp", "crashed-put"), "half");
+        using var reopened = new FileSystemObjectStore(_root);
+        Assert.Empty(Directory.GetFiles(Path.Combine(_root, ".tmp")));
+    }
+}
