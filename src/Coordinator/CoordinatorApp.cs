@@ -37,7 +37,13 @@ public static class CoordinatorApp
     private static WebApplicationBuilder AddObjectStore(this WebApplicationBuilder builder)
     {
         builder.Services.AddOptions<ObjectStoreOptions>().BindConfiguration(ObjectStoreOptions.Section).ValidateDataAnnotations().ValidateOnStart();
-        builder.Services.AddSingleton<IObjectStore, FileSystemObjectStore>();
+        var options = builder.Configuration.GetSection(ObjectStoreOptions.Section).Get<ObjectStoreOptions>() ?? new ObjectStoreOptions();
+        if (options.IsS3)
+            builder.Services.AddSingleton<IObjectStore, S3ObjectStore>();
+        else
+            builder.Services.AddSingleton<IObjectStore, FileSystemObjectStore>();
+        // Registered first so a wrong endpoint or secret stops the start before anything else runs.
+        builder.Services.AddHostedService<ObjectStoreStartupCheck>();
         builder.Services.AddSingleton(TimeProvider.System);
         return builder;
     }

@@ -20,6 +20,34 @@ public static class TestPaths
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
+    /// <summary>A port whose next <paramref name="count"/> - 1 neighbours were free too (Swift uses several).</summary>
+    public static int FreePortBlock(int count)
+    {
+        for (var attempt = 0; attempt < 50; attempt++)
+        {
+            var start = Random.Shared.Next(20000, 60000);
+            var listeners = new List<TcpListener>();
+            try
+            {
+                for (var i = 0; i < count; i++)
+                {
+                    var listener = new TcpListener(IPAddress.Loopback, start + i);
+                    listener.Start();
+                    listeners.Add(listener);
+                }
+                return start;
+            }
+            catch (SocketException)
+            {
+            }
+            finally
+            {
+                listeners.ForEach(l => l.Stop());
+            }
+        }
+        throw new InvalidOperationException("No block of free ports found.");
+    }
+
     public static string NewTempDir(string name)
     {
         var path = Path.Combine(Path.GetTempPath(), "msdfleet-it", $"{name}-{Guid.NewGuid():N}");

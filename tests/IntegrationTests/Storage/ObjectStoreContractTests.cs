@@ -1,7 +1,8 @@
 using System.Text;
 using MsdFleet.Coordinator.Storage;
+using MsdFleet.IntegrationTests.Infrastructure;
 
-namespace MsdFleet.Coordinator.Tests.Storage;
+namespace MsdFleet.IntegrationTests.Storage;
 
 /// <summary>
 /// What every <see cref="IObjectStore"/> must do. Each backend derives from this class and runs the
@@ -106,5 +107,56 @@ public sealed class FileSystemObjectStoreTests : ObjectStoreContractTests, IDisp
         File.WriteAllText(Path.Combine(_root, ".tmp", "crashed-put"), "half");
         using var reopened = new FileSystemObjectStore(_root);
         Assert.Empty(Directory.GetFiles(Path.Combine(_root, ".tmp")));
+    }
+}
+
+/// <summary>The same contract against OpenStack Swift's S3 API, through the Minio SDK and presigned URLs.</summary>
+[Collection(SwiftCollection.Name)]
+public sealed class S3ObjectStoreTests(SwiftServer swift) : ObjectStoreContractTests, IAsyncLifetime
+{
+    private S3ObjectStore? _store;
+
+    protected override IObjectStore Store => _store!;
+
+    public async Task InitializeAsync() => _store = await swift.CreateStoreAsync();
+
+    public Task DisposeAsync()
+    {
+        _store?.Dispose();
+        return Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task Check_WrongSecret_FailsNamingTheSetting()
+    {
+        using var store = new S3ObjectStore(Microsoft.Extensions.Options.Options.Create(swift.Options(secret: "wrong")),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<S3ObjectStore>.Instance);
+        var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => store.CheckAsync(CancellationToken.None));
+        Assert.Contains("Storage:S3:SecretKey", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task PresignedGet_ServesRangesWithoutCredentials_AndTamperingIsRefused()
+    {
+        await Store.PutAsync("packs/p1", Enumerable.Range(0, 256).Select(i => (byte)i).ToArray(), CancellationToken.None);
+        var url = await _store!.PresignGetAsync("packs/p1");
+        using var http = new HttpClient();
+        using var request = new HttpRequestMessage(HttpMethod.Get, url);
+        request.Headers.Range = new System.Net.Http.Headers.RangeHeaderValue(10, 19);
+        using var response = await http.SendAsync(request);
+        Assert.Equal(System.Net.HttpStatusCode.PartialContent, response.StatusCode);
+        Assert.Equal(Enumerable.Range(10, 10).Select(i => (byte)i).ToArray(), await response.Content.ReadAsByteArrayAsync());
+        using var tampered = await http.GetAsync(url.Replace("packs/p1", "packs/p2", StringComparison.Ordinal));
+        Assert.Equal(System.Net.HttpStatusCode.Forbidden, tampered.StatusCode);
+    }
+
+    [Fact]
+    public async Task Unreachable_ThrowsStoreUnavailable()
+    {
+        var options = swift.Options();
+        options.S3.Endpoint = new Uri($"http://127.0.0.1:{TestPaths.FreePort()}");
+        using var store = new S3ObjectStore(Microsoft.Extensions.Options.Options.Create(options),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<S3ObjectStore>.Instance);
+        await Assert.ThrowsAsync<ObjectStoreUnavailableException>(() => store.PutAsync("catalog/x", new byte[] { 1 }, CancellationToken.None));
     }
 }
