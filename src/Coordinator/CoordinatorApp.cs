@@ -30,6 +30,7 @@ public static class CoordinatorApp
         app.UseAuthorization();
         app.MapHealthChecks();
         app.MapCatalogApi();
+        app.MapPushApi();
         app.MapFleetApi();
         return app;
     }
@@ -66,9 +67,17 @@ public static class CoordinatorApp
     private static WebApplicationBuilder AddCatalog(this WebApplicationBuilder builder)
     {
         builder.Services.AddSingleton(new ContentChunker(ChunkerParameters.Default));
+        builder.Services.AddSingleton<ChunkStore>();
+        builder.Services.AddSingleton<StoreGate>();
+        builder.Services.AddSingleton<UrlSigner>();
+        builder.Services.AddSingleton<MediaDetector>();
+        builder.Services.AddSingleton<PushSessionStore>();
         builder.Services.AddSingleton<ImageCatalog>();
         builder.Services.AddSingleton<ImageIngestor>();
+        builder.Services.AddSingleton<ImportJobs>();
+        builder.Services.AddSingleton<GarbageCollector>();
         builder.Services.AddSingleton<TransferCounters>();
+        builder.Services.AddHostedService<CatalogStartupService>();
         // Images are many gigabytes; the upload route streams, so no global body limit applies to it.
         builder.Services.Configure<KestrelServerOptions>(k => k.Limits.MaxRequestBodySize = 64 * 1024 * 1024);
         return builder;

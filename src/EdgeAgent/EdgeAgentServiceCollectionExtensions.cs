@@ -41,15 +41,29 @@ public static class EdgeAgentServiceCollectionExtensions
             PooledConnectionLifetime = TimeSpan.FromMinutes(5),
             ConnectTimeout = TimeSpan.FromSeconds(10),
             AutomaticDecompression = System.Net.DecompressionMethods.None,
+            AllowAutoRedirect = false,
         };
         var baseUrl = options.CoordinatorUrl!.ToString();
-        var client = new HttpClient(handler)
+        var baseAddress = new Uri(baseUrl.EndsWith('/') ? baseUrl : baseUrl + "/");
+        var credentials = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{options.Id}:{options.Secret}")));
+        return new HttpClient(new CoordinatorCredentialsHandler(baseAddress, credentials) { InnerHandler = handler })
         {
-            BaseAddress = new Uri(baseUrl.EndsWith('/') ? baseUrl : baseUrl + "/"),
+            BaseAddress = baseAddress,
             Timeout = TimeSpan.FromMinutes(5),
         };
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic",
-            Convert.ToBase64String(Encoding.UTF8.GetBytes($"{options.Id}:{options.Secret}")));
-        return client;
+    }
+
+    /// <summary>
+    /// Sends the agent's credentials to the Coordinator only: chunk sources may be presigned S3 URLs,
+    /// which must not see them (and which refuse a request carrying two kinds of authentication).
+    /// </summary>
+    private sealed class CoordinatorCredentialsHandler(Uri coordinator, AuthenticationHeaderValue credentials) : DelegatingHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            if (request.RequestUri is { } uri && Uri.Compare(uri, coordinator, UriComponents.SchemeAndServer, UriFormat.Unescaped, StringComparison.OrdinalIgnoreCase) == 0)
+                request.Headers.Authorization = credentials;
+            return base.SendAsync(request, cancellationToken);
+        }
     }
 }

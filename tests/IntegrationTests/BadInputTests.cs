@@ -98,7 +98,7 @@ public sealed class BadInputTests : IAsyncLifetime
     {
         using var client = new HttpClient { BaseAddress = _coordinator.BaseUrl };
         foreach (var (method, path) in new[] { (HttpMethod.Get, "api/v1/images"), (HttpMethod.Put, "api/v1/images/x.iso"), (HttpMethod.Get, "api/v1/agents"),
-                     (HttpMethod.Put, "api/v1/agents/a/drives/0"), (HttpMethod.Delete, "api/v1/images/x.iso"), (HttpMethod.Get, "api/v1/blobs/sha256:00/content") })
+                     (HttpMethod.Put, "api/v1/agents/a/drives/0"), (HttpMethod.Delete, "api/v1/images/x.iso"), (HttpMethod.Get, "api/v1/blobs/sha256:00/layout") })
         {
             using var request = new HttpRequestMessage(method, path);
             if (authorization is not null)
@@ -121,7 +121,7 @@ public sealed class BadInputTests : IAsyncLifetime
 
         using var asAgentA = new HttpClient { BaseAddress = _coordinator.BaseUrl };
         asAgentA.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("agent-a:" + secretA)));
-        using (var r = await asAgentA.GetAsync($"api/v1/blobs/{digest}/content"))
+        using (var r = await asAgentA.GetAsync($"api/v1/blobs/{digest}/layout"))
             await ProblemAsync(r, HttpStatusCode.Forbidden, "image-not-assigned");
         using (var r = await asAgentA.GetAsync("api/v1/images"))
             await ProblemAsync(r, HttpStatusCode.Forbidden, "forbidden");
@@ -130,7 +130,7 @@ public sealed class BadInputTests : IAsyncLifetime
 
         using var wrongSecret = new HttpClient { BaseAddress = _coordinator.BaseUrl };
         wrongSecret.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("agent-b:msda_wrong")));
-        using (var r = await wrongSecret.GetAsync($"api/v1/blobs/{digest}/content"))
+        using (var r = await wrongSecret.GetAsync($"api/v1/blobs/{digest}/layout"))
             await ProblemAsync(r, HttpStatusCode.Unauthorized, "unauthenticated");
     }
 

@@ -1,4 +1,5 @@
 using System.Security.Claims;
+using Microsoft.Extensions.Options;
 using Microsoft.Net.Http.Headers;
 using MsdFleet.Coordinator.Auth;
 using MsdFleet.Coordinator.Fleet;
@@ -6,6 +7,7 @@ using MsdFleet.Coordinator.Storage;
 using MsdFleet.Coordinator.Web;
 using MsdFleet.Protocol.Manifests;
 using MsdFleet.Protocol.Naming;
+using MsdFleet.Protocol.Serialization;
 
 namespace MsdFleet.Coordinator.Catalog;
 
@@ -27,7 +29,13 @@ public static class CatalogEndpoints
 
         var blobs = app.MapGroup("/api/v1/blobs/{digest}").RequireAuthorization(Policies.ImageData);
         blobs.MapGet("/manifest", ManifestAsync);
-        blobs.MapGet("/content", ContentAsync);
+        blobs.MapGet("/layout", LayoutAsync);
+        // Capability URLs handed out in layouts: the signature is the credential, like an S3 presigned URL.
+        app.MapGet("/api/v1/packs/{packId}", PackAsync).AllowAnonymous();
+
+        app.MapPost("/api/v1/images/import", ImportAsync).RequireAuthorization(Policies.Admin);
+        app.MapGet("/api/v1/jobs/{id}", JobAsync).RequireAuthorization(Policies.Read);
+        app.MapPost("/api/v1/gc", async (GarbageCollector gc, CancellationToken ct) => Results.Ok(await gc.CollectAsync(ct))).RequireAuthorization(Policies.Admin);
         return app;
     }
 
@@ -53,13 +61,14 @@ public static class CatalogEndpoints
             Sha256 = result.Manifest.Sha256Hex,
             ChunkCount = result.Manifest.Chunks.Count,
             CreatedAt = time.GetUtcNow(),
+            Media = result.Media,
         };
         await catalog.CommitAsync(entry, replace == true, ct);
-        var body = new UploadResponse(entry.Name, entry.Digest, entry.Size, entry.Sha256, entry.ChunkCount, result.NewBytes);
+        var body = new UploadResponse(entry.Name, entry.Digest, entry.Size, entry.Sha256, entry.ChunkCount, result.NewBytes, entry.Media);
         return existing is null ? Results.Created($"/api/v1/images/{Uri.EscapeDataString(imageName)}", body) : Results.Ok(body);
     }
 
-    private static async Task<IResult> DownloadAsync(string? name, ImageCatalog catalog, IObjectStore store, CancellationToken ct)
+    private static async Task<IResult> DownloadAsync(string? name, ImageCatalog catalog, ChunkStore store, CancellationToken ct)
     {
         var imageName = ValidName(name);
         var entry = await catalog.GetAsync(imageName, ct) ?? throw ImageNotFound(imageName);
@@ -90,14 +99,54 @@ public static class CatalogEndpoints
         return Results.Bytes(bytes, "application/vnd.msdfleet.manifest.v1+msgpack");
     }
 
-    private static async Task<IResult> ContentAsync(string digest, ClaimsPrincipal user, ImageCatalog catalog, DesiredStateStore desired,
-        IObjectStore store, TransferCounters counters, CancellationToken ct)
+    private static async Task<IResult> LayoutAsync(string digest, ClaimsPrincipal user, ImageCatalog catalog, DesiredStateStore desired,
+        ChunkStore chunks, UrlSigner signer, IObjectStore store, IOptions<ObjectStoreOptions> options, TimeProvider time, CancellationToken ct)
     {
         var parsed = AuthorizeBlob(digest, user, desired);
         var manifest = await catalog.GetManifestAsync(parsed, ct) ?? throw BlobNotFound(parsed);
-        return Results.Stream(new ManifestReadStream(store, manifest, counters.AddServed), "application/octet-stream",
-            entityTag: new EntityTagHeaderValue($"\"{parsed.Hex}\""), enableRangeProcessing: true);
+        var lifetime = options.Value.IsS3 ? options.Value.S3.PresignedUrlLifetime : TimeSpan.FromHours(1);
+        var sources = new List<string>();
+        var sourceIndex = new Dictionary<string, int>(StringComparer.Ordinal);
+        var locations = new List<ChunkLocation>(manifest.Chunks.Count);
+        foreach (var chunk in manifest.Chunks)
+        {
+            if (!chunks.TryLocate(chunk.Id, out var location))
+                throw new InvalidOperationException($"Chunk {chunk.IdHex} of {parsed} is missing from the store.");
+            if (!sourceIndex.TryGetValue(location.PackId, out var index))
+            {
+                index = sources.Count;
+                sourceIndex[location.PackId] = index;
+                sources.Add(store is S3ObjectStore s3
+                    ? await s3.PresignGetAsync(ChunkStore.PackKey(location.PackId))
+                    : signer.Sign($"api/v1/packs/{location.PackId}", lifetime));
+            }
+            locations.Add(new ChunkLocation { Source = index, Offset = location.Offset });
+        }
+        var layout = new ImageLayout { Sources = sources, Chunks = locations, ExpiresAtUnixMs = time.GetUtcNow().Add(lifetime).ToUnixTimeMilliseconds() };
+        return Results.Bytes(ProtocolSerializer.Serialize(layout), "application/vnd.msdfleet.layout.v1+msgpack");
     }
+
+    private static async Task<IResult> PackAsync(string packId, long? expires, string? sig, UrlSigner signer, IObjectStore store,
+        TransferCounters counters, CancellationToken ct)
+    {
+        if (packId.Length != 64 || !packId.All(c => char.IsAsciiDigit(c) || char.IsAsciiHexDigitLower(c))
+            || expires is null || !signer.Verify($"api/v1/packs/{packId}", expires.Value, sig))
+            throw new ApiException(StatusCodes.Status403Forbidden, "invalid-signature", "This pack URL is invalid or has expired; ask the Coordinator for a fresh layout.");
+        var stream = await store.OpenReadAsync(ChunkStore.PackKey(packId), 0, ct)
+            ?? throw ApiException.NotFound("pack-not-found", $"Pack {packId} is not stored (it may have been repacked); ask for a fresh layout.");
+        return Results.Stream(new CountingStream(stream, counters.AddServed), "application/octet-stream", enableRangeProcessing: true);
+    }
+
+    private static async Task<IResult> ImportAsync(ImportRequest? request, ImportJobs jobs, CancellationToken ct)
+    {
+        if (request is null)
+            throw ApiException.BadRequest("invalid-body", "Send a JSON body {url, name, sha256?, replace?}.");
+        var job = await jobs.StartAsync(request, ct);
+        return Results.Accepted($"/api/v1/jobs/{job.Id}", JobView.From(job));
+    }
+
+    private static IResult JobAsync(string id, ImportJobs jobs) =>
+        jobs.Get(id) is { } job ? Results.Ok(JobView.From(job)) : throw ApiException.NotFound("job-not-found", $"No job '{id}'.");
 
     /// <summary>An agent may read only images that some drive of its own desired state names.</summary>
     private static ImageDigest AuthorizeBlob(string digest, ClaimsPrincipal user, DesiredStateStore desired)
@@ -124,4 +173,11 @@ public static class CatalogEndpoints
     private static ApiException BlobNotFound(ImageDigest digest) => ApiException.NotFound("blob-not-found", $"No manifest with digest {digest} is stored.");
 }
 
-public sealed record UploadResponse(string Name, string Digest, long Size, string Sha256, int ChunkCount, long NewBytes);
+public sealed record UploadResponse(string Name, string Digest, long Size, string Sha256, int ChunkCount, long NewBytes, MediaInfo? Media);
+
+public sealed record JobView(string Id, string Kind, string State, string Source, string Name, long BytesDone, long? BytesTotal, string? Error, CatalogEntry? Image)
+{
+    // The source without its query string: signed URLs must not leak through the API.
+    public static JobView From(ImportJob job) =>
+        new(job.Id, job.Kind, job.State, job.Url.GetLeftPart(UriPartial.Path), job.Name, job.BytesDone, job.BytesTotal, job.Error, job.Image);
+}

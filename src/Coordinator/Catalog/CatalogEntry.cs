@@ -9,4 +9,5 @@ public sealed record CatalogEntry
     public required string Sha256 { get; init; }
     public required int ChunkCount { get; init; }
     public required DateTimeOffset CreatedAt { get; init; }
+    public MediaInfo? Media { get; init; }
 }

@@ -9,76 +9,75 @@ using MsdFleet.Protocol.Manifests;
 namespace MsdFleet.Coordinator.Catalog;
 
 /// <summary>
-/// Turns a byte stream into stored chunks plus a manifest, in constant memory. One reader cuts the
-/// stream with the content-defined chunker and feeds the whole-image SHA-256 (which must see bytes in
-/// order); workers on the other cores hash each chunk and write it only if the store lacks it. A
-/// bounded channel caps memory at <see cref="InFlightChunks"/> chunks. Nothing becomes visible in the
-/// catalog until the manifest and every chunk are durable; an aborted upload leaves only unreferenced chunks.
+/// Turns a byte stream into stored chunks plus a manifest, in constant memory. The reader cuts the
+/// stream with the content-defined chunker, feeds the whole-image SHA-256 (which must see bytes in
+/// order) and starts one hashing task per chunk on the thread pool; an ordered, bounded channel of those
+/// tasks lets hashing use every core while the pack writer still receives chunks in image order (so an
+/// image's chunks sit contiguously in packs and agents fetch long runs with one request). Nothing
+/// becomes visible in the catalog until the manifest and every chunk are durable; an aborted upload
+/// leaves only unreferenced packs that GC reclaims. Runs under a shared <see cref="StoreGate"/> lease.
 /// </summary>
-public sealed class ImageIngestor(IObjectStore store, ContentChunker chunker)
+public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, StoreGate gate, MediaDetector media)
 {
     private const int InFlightChunks = 64;
 
     public async Task<IngestResult> IngestAsync(Stream source, string? expectedSha256, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(source);
+        await using var lease = await gate.EnterSharedAsync(cancellationToken);
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var channel = Channel.CreateBounded<Work>(new BoundedChannelOptions(InFlightChunks) { SingleWriter = true });
-        var chunks = new List<ManifestChunk?>();
-        var chunksLock = new Lock();
-        long newBytes = 0;
+        var channel = Channel.CreateBounded<Task<Hashed>>(new BoundedChannelOptions(InFlightChunks) { SingleWriter = true, SingleReader = true });
+        await using var writer = new PackWriter(chunks);
+        var entries = new List<ManifestChunk>();
+        var probe = new MediaProbe();
 
-        var workers = Enumerable.Range(0, Math.Max(2, Environment.ProcessorCount)).Select(_ => Task.Run(async () =>
+        var appender = Task.Run(async () =>
         {
-            await foreach (var work in channel.Reader.ReadAllAsync(cancel.Token))
+            await foreach (var pending in channel.Reader.ReadAllAsync(cancel.Token))
             {
+                var hashed = await pending;
                 try
                 {
-                    var data = work.Buffer.AsMemory(0, work.Length);
-                    var entry = new ManifestChunk { Id = SHA256.HashData(data.Span), Length = work.Length };
-                    var key = ObjectKeys.Chunk(entry.IdHex);
-                    // A chunk file of the right length is the chunk: objects are renamed into place whole, and a
-                    // crash before the flush below can at worst leave an empty file, which fails this check.
-                    if (await store.GetSizeAsync(key, cancel.Token) != work.Length)
-                    {
-                        await store.PutAsync(key, data, cancel.Token);
-                        Interlocked.Add(ref newBytes, work.Length);
-                    }
-                    lock (chunksLock)
-                        chunks[work.Index] = entry;
+                    await writer.AddAsync(hashed.Id, hashed.Buffer.AsMemory(0, hashed.Length), cancel.Token);
+                    entries.Add(new ManifestChunk { Id = hashed.Id, Length = hashed.Length });
                 }
                 finally
                 {
-                    ArrayPool<byte>.Shared.Return(work.Buffer);
+                    ArrayPool<byte>.Shared.Return(hashed.Buffer);
                 }
             }
-        }, cancel.Token)).ToList();
+            await writer.CompleteAsync(cancel.Token);
+        }, cancel.Token);
 
         byte[] sha256;
         long size = 0;
         try
         {
             using var wholeImage = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-            var index = 0;
             await foreach (var chunk in StreamChunker.ReadChunksAsync(source, chunker, cancel.Token))
             {
                 wholeImage.AppendData(chunk.Span);
+                probe.Observe(size, chunk.Span);
                 var buffer = ArrayPool<byte>.Shared.Rent(chunk.Length);
                 chunk.CopyTo(buffer);
-                lock (chunksLock)
-                    chunks.Add(null);
-                await channel.Writer.WriteAsync(new Work(index++, buffer, chunk.Length), cancel.Token);
-                size += chunk.Length;
+                var length = chunk.Length;
+                await channel.Writer.WriteAsync(Task.Run(() => new Hashed(SHA256.HashData(buffer.AsSpan(0, length)), buffer, length)), cancel.Token);
+                size += length;
             }
             channel.Writer.Complete();
-            await Task.WhenAll(workers);
+            await appender;
             sha256 = wholeImage.GetHashAndReset();
         }
         catch
         {
             await cancel.CancelAsync();
             channel.Writer.TryComplete();
-            await Task.WhenAll(workers).ContinueWith(_ => { }, TaskScheduler.Default);
+            await appender.ContinueWith(_ => { }, TaskScheduler.Default);
+            while (channel.Reader.TryRead(out var orphan))
+            {
+                if ((await orphan.ContinueWith(t => t.IsCompletedSuccessfully ? t.Result : default, TaskScheduler.Default)) is { Buffer: not null } h)
+                    ArrayPool<byte>.Shared.Return(h.Buffer);
+            }
             throw;
         }
 
@@ -88,16 +87,24 @@ public sealed class ImageIngestor(IObjectStore store, ContentChunker chunker)
             throw new ApiException(StatusCodes.Status422UnprocessableEntity, "sha256-mismatch",
                 $"The uploaded bytes have SHA-256 {sha256Hex}, not the expected {expectedSha256}; nothing was stored in the catalog.");
         }
-        var manifest = new ImageManifest { Size = size, Sha256 = sha256, Chunker = chunker.Parameters, Chunks = chunks.Select(c => c!).ToList() };
-        var manifestBytes = manifest.ToBytes();
-        var digest = ImageDigest.Compute(manifestBytes);
-        await store.FlushAsync(cancellationToken); // chunks durable before anything references them
-        await store.PutAsync(ObjectKeys.Manifest(digest), manifestBytes, cancellationToken);
-        await store.FlushAsync(cancellationToken);
-        return new IngestResult(digest, manifest, newBytes);
+        var manifest = new ImageManifest { Size = size, Sha256 = sha256, Chunker = chunker.Parameters, Chunks = entries };
+        var digest = await CommitManifestAsync(manifest, cancellationToken);
+        return new IngestResult(digest, manifest, writer.NewBytes, media.Classify(probe, size));
     }
 
-    private readonly record struct Work(int Index, byte[] Buffer, int Length);
+    /// <summary>Stores a manifest whose chunks are all stored; returns its digest.</summary>
+    public async Task<ImageDigest> CommitManifestAsync(ImageManifest manifest, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(manifest);
+        var bytes = manifest.ToBytes();
+        var digest = ImageDigest.Compute(bytes);
+        await chunks.Objects.FlushAsync(cancellationToken); // chunks durable before anything references them
+        await chunks.Objects.PutAsync(ObjectKeys.Manifest(digest), bytes, cancellationToken);
+        await chunks.Objects.FlushAsync(cancellationToken);
+        return digest;
+    }
+
+    private readonly record struct Hashed(byte[] Id, byte[] Buffer, int Length);
 }
 
-public sealed record IngestResult(ImageDigest Digest, ImageManifest Manifest, long NewBytes);
+public sealed record IngestResult(ImageDigest Digest, ImageManifest Manifest, long NewBytes, MediaInfo Media);

@@ -4,26 +4,25 @@ using MsdFleet.Protocol.Manifests;
 namespace MsdFleet.Coordinator.Catalog;
 
 /// <summary>
-/// A read-only, seekable view of an image reassembled from its chunks. Being seekable lets ASP.NET
-/// Core's own range processing (Range, If-Range, 206, 416) serve any byte range without our own parser.
+/// A read-only, seekable view of an image reassembled from its chunks in packs. Being seekable lets
+/// ASP.NET Core's own range processing (Range, If-Range, 206, 416) serve any byte range without our own
+/// parser. Chunks that lie back to back in one pack are read through one open stream.
 /// </summary>
 public sealed class ManifestReadStream : Stream
 {
-    private readonly IObjectStore _store;
+    private readonly ChunkStore _chunks;
     private readonly ImageManifest _manifest;
     private readonly long[] _offsets;
-    private readonly Action<long>? _onBytesRead;
     private long _position;
     private Stream? _current;
-    private int _currentIndex = -1;
-    private long _currentPosition = -1;
+    private string? _currentPack;
+    private long _currentPackPosition = -1;
 
-    public ManifestReadStream(IObjectStore store, ImageManifest manifest, Action<long>? onBytesRead = null)
+    public ManifestReadStream(ChunkStore chunks, ImageManifest manifest)
     {
-        _store = store;
+        _chunks = chunks;
         _manifest = manifest;
         _offsets = manifest.ComputeOffsets();
-        _onBytesRead = onBytesRead;
     }
 
     public override bool CanRead => true;
@@ -62,22 +61,24 @@ public sealed class ManifestReadStream : Stream
         if (index < 0)
             index = ~index - 1;
         var inChunk = _position - _offsets[index];
-        if (_current is null || _currentIndex != index || _currentPosition != _position)
+        var chunk = _manifest.Chunks[index];
+        if (!_chunks.TryLocate(chunk.Id, out var location))
+            throw new InvalidDataException($"Chunk {chunk.IdHex} of a committed manifest is missing from the store.");
+        var packPosition = location.Offset + inChunk;
+        if (_current is null || _currentPack != location.PackId || _currentPackPosition != packPosition)
         {
             if (_current is not null)
                 await _current.DisposeAsync();
-            var key = ObjectKeys.Chunk(_manifest.Chunks[index].IdHex);
-            _current = await _store.OpenReadAsync(key, inChunk, cancellationToken)
-                ?? throw new InvalidDataException($"Chunk {key} of a committed manifest is missing from the store.");
-            _currentIndex = index;
+            _current = await _chunks.Objects.OpenReadAsync(ChunkStore.PackKey(location.PackId), packPosition, cancellationToken)
+                ?? throw new InvalidDataException($"Pack {location.PackId} holding chunk {chunk.IdHex} is missing from the store.");
+            _currentPack = location.PackId;
         }
-        var want = (int)Math.Min(buffer.Length, _manifest.Chunks[index].Length - inChunk);
+        var want = (int)Math.Min(buffer.Length, chunk.Length - inChunk);
         var read = await _current.ReadAsync(buffer[..want], cancellationToken);
         if (read == 0)
-            throw new InvalidDataException($"Chunk {_manifest.Chunks[index].IdHex} is shorter than its manifest says.");
+            throw new InvalidDataException($"Pack {location.PackId} is shorter than its index says.");
         _position += read;
-        _currentPosition = _position;
-        _onBytesRead?.Invoke(read);
+        _currentPackPosition = packPosition + read;
         return read;
     }
 

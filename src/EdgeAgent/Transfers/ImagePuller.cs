@@ -7,6 +7,7 @@ using MsdFleet.EdgeAgent.Storage;
 using MsdFleet.Protocol;
 using MsdFleet.Protocol.Manifests;
 using MsdFleet.Protocol.Messages;
+using MsdFleet.Protocol.Serialization;
 
 namespace MsdFleet.EdgeAgent.Transfers;
 
@@ -59,6 +60,17 @@ public sealed partial class ImagePuller(
         return manifest;
     }
 
+    private async Task<ImageLayout> GetLayoutAsync(ImageDigest digest, ImageManifest manifest, CancellationToken cancellationToken)
+    {
+        using var response = await http.GetAsync(new Uri($"api/v1/blobs/{digest}/layout", UriKind.Relative), cancellationToken);
+        await EnsureSuccessAsync(response, "layout", cancellationToken);
+        var layout = ProtocolSerializer.Deserialize<ImageLayout>(await response.Content.ReadAsByteArrayAsync(cancellationToken), 64 * 1024 * 1024);
+        if (layout.Chunks.Count != manifest.Chunks.Count || layout.Sources.Count == 0
+            || layout.Chunks.Any(c => c.Source < 0 || c.Source >= layout.Sources.Count || c.Offset < 0))
+            throw new PullException($"The layout served for {digest} does not match its manifest.");
+        return layout;
+    }
+
     private async Task PullChunksAsync(ImageDigest digest, ImageManifest manifest, TransferProgress progress, CancellationToken cancellationToken)
     {
         var partPath = store.PartialPath(digest);
@@ -76,11 +88,25 @@ public sealed partial class ImagePuller(
                 RandomAccess.SetLength(handle, manifest.Size);
             progress.Add(journal.Done.Sum(i => (long)manifest.Chunks[i].Length));
             var committer = new JournalCommitter(handle, journal);
-            var ranges = PlanRanges(manifest, offsets, journal.Done);
-            Log.PullStarting(logger, digest.ToString(), manifest.Size, progress.BytesDone, ranges.Count);
-            await Parallel.ForEachAsync(ranges,
-                new ParallelOptions { MaxDegreeOfParallelism = options.Value.ParallelRequests, CancellationToken = cancellationToken },
-                async (range, ct) => await FetchRangeWithRetryAsync(digest, manifest, offsets, range, handle, committer, progress, ct));
+            for (var layoutAttempt = 1; ; layoutAttempt++)
+            {
+                // Layout URLs are short-lived and packs may be repacked by GC: a 403/404 from a source
+                // means "ask again", and what was already written is not fetched twice.
+                var layout = await GetLayoutAsync(digest, manifest, cancellationToken);
+                var ranges = PlanRanges(manifest, layout, committer.WrittenSnapshot());
+                Log.PullStarting(logger, digest.ToString(), manifest.Size, progress.BytesDone, ranges.Count);
+                try
+                {
+                    await Parallel.ForEachAsync(ranges,
+                        new ParallelOptions { MaxDegreeOfParallelism = options.Value.ParallelRequests, CancellationToken = cancellationToken },
+                        async (range, ct) => await FetchRangeWithRetryAsync(digest, manifest, layout, offsets, range, handle, committer, progress, ct));
+                    break;
+                }
+                catch (LayoutExpiredException) when (layoutAttempt < 3)
+                {
+                    committer.Flush();
+                }
+            }
             committer.Flush();
 
             progress.State = TransferState.Verifying;
@@ -102,12 +128,16 @@ public sealed partial class ImagePuller(
         Log.PullCompleted(logger, digest.ToString(), manifest.Size);
     }
 
-    /// <summary>Runs of adjacent missing chunks, each at most <see cref="MaxRangeBytes"/> (or one chunk).</summary>
-    internal static List<(int First, int Last)> PlanRanges(ImageManifest manifest, long[] offsets, IReadOnlySet<int> done)
+    /// <summary>
+    /// Runs of missing chunks that are consecutive in the image and back to back in one source, each at
+    /// most <see cref="MaxRangeBytes"/> (or one chunk): one ranged GET each.
+    /// </summary>
+    internal static List<(int First, int Last)> PlanRanges(ImageManifest manifest, ImageLayout layout, IReadOnlySet<int> done)
     {
         var ranges = new List<(int, int)>();
         var i = 0;
-        while (i < manifest.Chunks.Count)
+        var count = manifest.Chunks.Count;
+        while (i < count)
         {
             if (done.Contains(i))
             {
@@ -115,15 +145,22 @@ public sealed partial class ImagePuller(
                 continue;
             }
             var first = i;
-            while (i + 1 < manifest.Chunks.Count && !done.Contains(i + 1) && offsets[i + 2] - offsets[first] <= MaxRangeBytes)
+            long bytes = manifest.Chunks[i].Length;
+            while (i + 1 < count && !done.Contains(i + 1)
+                   && layout.Chunks[i + 1].Source == layout.Chunks[i].Source
+                   && layout.Chunks[i + 1].Offset == layout.Chunks[i].Offset + manifest.Chunks[i].Length
+                   && bytes + manifest.Chunks[i + 1].Length <= MaxRangeBytes)
+            {
                 i++;
+                bytes += manifest.Chunks[i].Length;
+            }
             ranges.Add((first, i));
             i++;
         }
         return ranges;
     }
 
-    private async Task FetchRangeWithRetryAsync(ImageDigest digest, ImageManifest manifest, long[] offsets, (int First, int Last) range,
+    private async Task FetchRangeWithRetryAsync(ImageDigest digest, ImageManifest manifest, ImageLayout layout, long[] offsets, (int First, int Last) range,
         Microsoft.Win32.SafeHandles.SafeFileHandle handle, JournalCommitter committer, TransferProgress progress, CancellationToken cancellationToken)
     {
         var next = range.First;
@@ -131,10 +168,11 @@ public sealed partial class ImagePuller(
         {
             try
             {
-                next = await FetchRangeAsync(digest, manifest, offsets, next, range.Last, handle, committer, progress, cancellationToken);
+                next = await FetchRangeAsync(digest, manifest, layout, offsets, next, range.Last, handle, committer, progress, cancellationToken);
                 return;
             }
-            catch (Exception ex) when (attempt < MaxAttempts && ex is PullException or HttpRequestException or IOException && !cancellationToken.IsCancellationRequested)
+            catch (Exception ex) when (attempt < MaxAttempts && ex is PullException or HttpRequestException or IOException && ex is not LayoutExpiredException
+                                       && !cancellationToken.IsCancellationRequested)
             {
                 next = committer.FirstUnwritten(next, range.Last);
                 var backoff = TimeSpan.FromMilliseconds(200 * Math.Pow(2, attempt - 1));
@@ -145,16 +183,20 @@ public sealed partial class ImagePuller(
     }
 
     /// <returns>The index after the last chunk written.</returns>
-    private async Task<int> FetchRangeAsync(ImageDigest digest, ImageManifest manifest, long[] offsets, int first, int last,
+    private async Task<int> FetchRangeAsync(ImageDigest digest, ImageManifest manifest, ImageLayout layout, long[] offsets, int first, int last,
         Microsoft.Win32.SafeHandles.SafeFileHandle handle, JournalCommitter committer, TransferProgress progress, CancellationToken cancellationToken)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri($"api/v1/blobs/{digest}/content", UriKind.Relative));
-        request.Headers.Range = new RangeHeaderValue(offsets[first], offsets[last + 1] - 1);
+        var start = layout.Chunks[first].Offset;
+        var end = layout.Chunks[last].Offset + manifest.Chunks[last].Length - 1;
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(http.BaseAddress!, layout.Sources[layout.Chunks[first].Source]));
+        request.Headers.Range = new RangeHeaderValue(start, end);
         using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancellationToken);
+        if (response.StatusCode is HttpStatusCode.Forbidden or HttpStatusCode.NotFound)
+            throw new LayoutExpiredException($"A chunk source for {digest} answered {(int)response.StatusCode}; fetching a fresh layout.");
         await EnsureSuccessAsync(response, "content", cancellationToken);
         if (response.StatusCode != HttpStatusCode.PartialContent
-            || response.Content.Headers.ContentRange is not { From: var from } || from != offsets[first])
-            throw new PullException($"The server answered a range request for {digest} with {(int)response.StatusCode} and no matching Content-Range.");
+            || response.Content.Headers.ContentRange is not { From: var from } || from != start)
+            throw new PullException($"A chunk source for {digest} answered a range request with {(int)response.StatusCode} and no matching Content-Range.");
         await using var body = await response.Content.ReadAsStreamAsync(cancellationToken);
         var buffer = ArrayPool<byte>.Shared.Rent(manifest.Chunker.MaxSize);
         try
@@ -248,6 +290,13 @@ public sealed partial class ImagePuller(
             }
         }
 
+        /// <summary>Journaled chunks plus those written since; never fetched again in this run.</summary>
+        public HashSet<int> WrittenSnapshot()
+        {
+            lock (_lock)
+                return new HashSet<int>(_written.Concat(journal.Done));
+        }
+
         public int FirstUnwritten(int from, int last)
         {
             lock (_lock)
@@ -287,6 +336,14 @@ public sealed partial class ImagePuller(
         [LoggerMessage(3, LogLevel.Warning, "Range of {Digest} at offset {Offset} failed (attempt {Attempt}): {Reason}; retrying")]
         public static partial void RangeRetry(ILogger logger, string digest, long offset, int attempt, string reason);
     }
+}
+
+/// <summary>A source URL of the layout is no longer valid (expired, or the pack was repacked).</summary>
+public sealed class LayoutExpiredException : Exception
+{
+    public LayoutExpiredException() { }
+    public LayoutExpiredException(string message) : base(message) { }
+    public LayoutExpiredException(string message, Exception innerException) : base(message, innerException) { }
 }
 
 /// <summary>A pull failed for a reason worth reporting to the operator as it is.</summary>

@@ -1,0 +1,147 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using MsdFleet.Coordinator.Auth;
+using MsdFleet.Coordinator.Storage;
+using MsdFleet.Coordinator.Web;
+using MsdFleet.Protocol;
+using MsdFleet.Protocol.Manifests;
+using MsdFleet.Protocol.Naming;
+
+namespace MsdFleet.Coordinator.Catalog;
+
+/// <summary>
+/// The client-side push protocol (msdctl, web UI): <c>POST /api/v1/uploads</c> with a manifest answers
+/// which chunks the store lacks; <c>POST …/chunks</c> sends some of them as length-prefixed frames (each
+/// verified against the manifest); <c>POST …/commit</c> names the image. An interrupted push asks again
+/// (<c>GET /api/v1/uploads/{id}</c>) and sends only what is still missing.
+/// </summary>
+public static class PushEndpoints
+{
+    public const string ManifestMediaType = "application/vnd.msdfleet.manifest.v1+msgpack";
+
+    public static WebApplication MapPushApi(this WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        var uploads = app.MapGroup("/api/v1/uploads").RequireAuthorization(Policies.Admin);
+        uploads.MapPost("/", CreateAsync).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(ImageManifest.MaxEncodedBytes));
+        uploads.MapGet("/{id}", StatusAsync);
+        uploads.MapPost("/{id}/chunks", ChunksAsync).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(256L * 1024 * 1024));
+        uploads.MapPost("/{id}/commit", CommitAsync);
+        uploads.MapDelete("/{id}", AbortAsync);
+        return app;
+    }
+
+    private static async Task<IResult> CreateAsync(HttpRequest request, PushSessionStore sessions, ChunkStore chunks, CancellationToken ct)
+    {
+        using var buffer = new MemoryStream();
+        await request.Body.CopyToAsync(buffer, ct);
+        ImageManifest manifest;
+        try
+        {
+            manifest = ImageManifest.Parse(buffer.ToArray());
+        }
+        catch (ProtocolFormatException ex)
+        {
+            throw ApiException.BadRequest("invalid-manifest", $"The body is not a valid manifest: {ex.Message}");
+        }
+        if (manifest.Chunker != Protocol.Chunking.ChunkerParameters.Default)
+            throw ApiException.BadRequest("unsupported-chunker", "The manifest was cut with other chunker parameters than this Coordinator uses; dedup would not work.");
+        var session = await sessions.CreateAsync(manifest, ct);
+        return Results.Created($"/api/v1/uploads/{session.Id}", Status(session, chunks));
+    }
+
+    private static IResult StatusAsync(string id, PushSessionStore sessions, ChunkStore chunks) =>
+        Results.Ok(Status(Session(id, sessions), chunks));
+
+    private static async Task<IResult> ChunksAsync(string id, HttpRequest request, PushSessionStore sessions, ChunkStore chunks, StoreGate gate, CancellationToken ct)
+    {
+        var session = Session(id, sessions);
+        var wanted = session.Manifest.Chunks.Select(c => c.IdHex).ToHashSet(StringComparer.Ordinal);
+        await using var lease = await gate.EnterSharedAsync(ct);
+        await using var writer = new PackWriter(chunks);
+        var header = new byte[4];
+        var buffer = ArrayPool<byte>.Shared.Rent(session.Manifest.Chunker.MaxSize);
+        var received = 0;
+        try
+        {
+            while (true)
+            {
+                var got = await request.Body.ReadAtLeastAsync(header, 4, throwOnEndOfStream: false, ct);
+                if (got == 0)
+                    break;
+                if (got < 4)
+                    throw ApiException.BadRequest("invalid-frame", "The body ends inside a frame header.");
+                var length = BinaryPrimitives.ReadInt32BigEndian(header);
+                if (length <= 0 || length > session.Manifest.Chunker.MaxSize)
+                    throw ApiException.BadRequest("invalid-frame", $"Frame length {length} is outside 1..{session.Manifest.Chunker.MaxSize}.");
+                if (await request.Body.ReadAtLeastAsync(buffer.AsMemory(0, length), length, throwOnEndOfStream: false, ct) < length)
+                    throw ApiException.BadRequest("invalid-frame", "The body ends inside a chunk.");
+                var chunkId = SHA256.HashData(buffer.AsSpan(0, length));
+                if (!wanted.Contains(Convert.ToHexStringLower(chunkId)))
+                    throw ApiException.BadRequest("unexpected-chunk", $"Chunk {Convert.ToHexStringLower(chunkId)} is not in this upload's manifest.");
+                await writer.AddAsync(chunkId, buffer.AsMemory(0, length), ct);
+                received++;
+            }
+            await writer.CompleteAsync(ct);
+            await chunks.Objects.FlushAsync(ct);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+        return Results.Ok(new { received, newBytes = writer.NewBytes, status = Status(session, chunks) });
+    }
+
+    private static async Task<IResult> CommitAsync(string id, CommitRequest? body, PushSessionStore sessions, ChunkStore chunks,
+        ImageIngestor ingestor, ImageCatalog catalog, MediaDetector media, TimeProvider time, CancellationToken ct)
+    {
+        var session = Session(id, sessions);
+        if (body is null)
+            throw ApiException.BadRequest("invalid-body", "Send a JSON body {\"name\": …, \"replace\": false}.");
+        if (!NameRules.TryValidateImageName(body.Name, out var nameError))
+            throw ApiException.BadRequest("invalid-image-name", nameError);
+        var status = Status(session, chunks);
+        if (status.Missing.Count > 0)
+            throw ApiException.Conflict("chunks-missing", $"{status.Missing.Count} chunks ({status.MissingBytes} bytes) have not been sent yet.");
+        var existing = await catalog.GetAsync(body.Name, ct);
+        if (existing is not null && body.Replace != true)
+            throw ImageCatalog.ImageExists(body.Name);
+        var digest = await ingestor.CommitManifestAsync(session.Manifest, ct);
+        await using var reader = new ManifestReadStream(chunks, session.Manifest);
+        var entry = new CatalogEntry
+        {
+            Name = body.Name,
+            Digest = digest.ToString(),
+            Size = session.Manifest.Size,
+            Sha256 = session.Manifest.Sha256Hex,
+            ChunkCount = session.Manifest.Chunks.Count,
+            CreatedAt = time.GetUtcNow(),
+            Media = await media.ProbeAsync(reader, session.Manifest.Size, ct),
+        };
+        await catalog.CommitAsync(entry, body.Replace == true, ct);
+        await sessions.RemoveAsync(id, ct);
+        return existing is null ? Results.Created($"/api/v1/images/{Uri.EscapeDataString(body.Name)}", entry) : Results.Ok(entry);
+    }
+
+    private static async Task<IResult> AbortAsync(string id, PushSessionStore sessions, CancellationToken ct)
+    {
+        Session(id, sessions);
+        await sessions.RemoveAsync(id, ct);
+        return Results.NoContent();
+    }
+
+    private static PushSession Session(string id, PushSessionStore sessions) =>
+        sessions.Get(id) ?? throw ApiException.NotFound("upload-not-found", $"No open upload '{id}' (it may have been committed or expired).");
+
+    private static PushStatus Status(PushSession session, ChunkStore chunks)
+    {
+        var missing = session.Manifest.Chunks.Where(c => !chunks.Contains(c.Id)).DistinctBy(c => c.IdHex).ToList();
+        return new PushStatus(session.Id, session.Digest.ToString(), session.Manifest.Size, missing.Select(c => c.IdHex).ToList(),
+            missing.Sum(c => (long)c.Length), session.ExpiresAt);
+    }
+}
+
+public sealed record CommitRequest(string? Name, bool? Replace);
+
+public sealed record PushStatus(string UploadId, string Digest, long Size, IReadOnlyList<string> Missing, long MissingBytes, DateTimeOffset ExpiresAt);

@@ -1,0 +1,117 @@
+using System.Buffers.Binary;
+using System.Security.Cryptography;
+using MsdFleet.Protocol.Serialization;
+
+namespace MsdFleet.Coordinator.Storage;
+
+/// <summary>
+/// Content-addressed chunks kept in pack objects (<c>packs/&lt;sha256&gt;</c>, ~16 MiB each, chunks in
+/// image order) with a small index beside each (<c>packs/&lt;sha256&gt;.idx</c>). Dedup is decided per
+/// 64 KiB chunk; requests are made per pack range, so a pull costs about one request per 8 MiB instead
+/// of one per chunk (see docs/decisions/0002-packed-chunks.md for the measurement). The in-memory
+/// chunk → (pack, offset) map is rebuilt from the .idx objects at start; a pack becomes visible only
+/// once its .idx is written, so an interrupted upload leaves at worst an unindexed pack that GC removes.
+/// </summary>
+public sealed class ChunkStore(IObjectStore store)
+{
+    public const int PackTargetBytes = 16 * 1024 * 1024;
+    public const string PacksPrefix = "packs/";
+    private readonly Lock _lock = new();
+    private readonly Dictionary<UInt128, Location> _index = [];
+    private readonly Dictionary<string, PackIndex> _packs = new(StringComparer.Ordinal);
+
+    public IObjectStore Objects => store;
+
+    public static string PackKey(string packId) => PacksPrefix + packId;
+    public static string IndexKey(string packId) => PacksPrefix + packId + ".idx";
+
+    public int PackCount
+    {
+        get
+        {
+            lock (_lock)
+                return _packs.Count;
+        }
+    }
+
+    public async Task LoadAsync(CancellationToken cancellationToken)
+    {
+        await foreach (var key in store.ListAsync(PacksPrefix, cancellationToken))
+        {
+            if (!key.EndsWith(".idx", StringComparison.Ordinal))
+                continue;
+            var bytes = await store.GetBytesAsync(key, 64 * 1024 * 1024, cancellationToken);
+            if (bytes is null)
+                continue;
+            var packId = key[PacksPrefix.Length..^4];
+            Register(packId, ProtocolSerializer.Deserialize<PackIndex>(bytes, 64 * 1024 * 1024));
+        }
+    }
+
+    public bool Contains(ReadOnlySpan<byte> chunkId)
+    {
+        lock (_lock)
+            return _index.ContainsKey(Key(chunkId));
+    }
+
+    public bool TryLocate(ReadOnlySpan<byte> chunkId, out Location location)
+    {
+        lock (_lock)
+            return _index.TryGetValue(Key(chunkId), out location);
+    }
+
+    public IReadOnlyDictionary<string, PackIndex> SnapshotPacks()
+    {
+        lock (_lock)
+            return new Dictionary<string, PackIndex>(_packs, StringComparer.Ordinal);
+    }
+
+    /// <summary>Stores one pack (data, then its index) and makes its chunks findable.</summary>
+    public async Task<string> WritePackAsync(ReadOnlyMemory<byte> data, PackIndex index, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(index);
+        var packId = Convert.ToHexStringLower(SHA256.HashData(data.Span));
+        await store.PutAsync(PackKey(packId), data, cancellationToken);
+        await store.PutAsync(IndexKey(packId), ProtocolSerializer.Serialize(index), cancellationToken);
+        Register(packId, index);
+        return packId;
+    }
+
+    /// <summary>Forgets a pack and deletes it: index first, so a crash leaves only an unindexed pack.</summary>
+    public async Task DeletePackAsync(string packId, CancellationToken cancellationToken)
+    {
+        lock (_lock)
+        {
+            if (_packs.Remove(packId, out var index))
+            {
+                foreach (var entry in index.Entries)
+                {
+                    var key = Key(entry.Id);
+                    if (_index.TryGetValue(key, out var location) && location.PackId == packId)
+                        _index.Remove(key);
+                }
+                // A chunk may live in another pack too (two concurrent uploads of the same new chunk).
+                foreach (var (otherId, other) in _packs)
+                    foreach (var entry in other.Entries)
+                        _index.TryAdd(Key(entry.Id), new Location(otherId, entry.Offset, entry.Length));
+            }
+        }
+        await store.DeleteAsync(IndexKey(packId), cancellationToken);
+        await store.DeleteAsync(PackKey(packId), cancellationToken);
+    }
+
+    private void Register(string packId, PackIndex index)
+    {
+        lock (_lock)
+        {
+            _packs[packId] = index;
+            foreach (var entry in index.Entries)
+                _index.TryAdd(Key(entry.Id), new Location(packId, entry.Offset, entry.Length));
+        }
+    }
+
+    // 128 bits of a SHA-256 are collision-free for any catalog this index can hold in memory.
+    private static UInt128 Key(ReadOnlySpan<byte> id) => BinaryPrimitives.ReadUInt128LittleEndian(id);
+
+    public readonly record struct Location(string PackId, long Offset, int Length);
+}
