@@ -18,10 +18,12 @@ public sealed class CoordinatorInstance : IAsyncDisposable
 {
     public const string AdminToken = "msdf_integration-test-admin-token-0123456789abcdef";
     private readonly string? _externalBroker;
+    private readonly MsdFleet.Coordinator.Storage.ObjectStoreOptions? _storage;
     private WebApplication? _app;
 
-    private CoordinatorInstance(string dataDir, Uri? externalBroker)
+    private CoordinatorInstance(string dataDir, Uri? externalBroker, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage)
     {
+        _storage = storage;
         DataDir = dataDir;
         _externalBroker = externalBroker?.ToString().TrimEnd('/');
         HttpPort = TestPaths.FreePort();
@@ -42,9 +44,9 @@ public sealed class CoordinatorInstance : IAsyncDisposable
     public IServiceProvider Services => _app!.Services;
     public TransferCounters Counters => Services.GetRequiredService<TransferCounters>();
 
-    public static async Task<CoordinatorInstance> StartAsync(Uri? externalBroker = null)
+    public static async Task<CoordinatorInstance> StartAsync(Uri? externalBroker = null, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage = null)
     {
-        var instance = new CoordinatorInstance(TestPaths.NewTempDir("coordinator"), externalBroker);
+        var instance = new CoordinatorInstance(TestPaths.NewTempDir("coordinator"), externalBroker, storage);
         await instance.StartAppAsync();
         return instance;
     }
@@ -76,12 +78,22 @@ public sealed class CoordinatorInstance : IAsyncDisposable
             $"--Mqtt:TopicPrefix={TopicPrefix}",
             $"--Auth:BootstrapAdminToken={AdminToken}",
             "--Logging:LogLevel:Default=Warning",
+            .. StorageArgs(_storage),
         ];
         _app = CoordinatorApp.Build(args);
         await _app.StartAsync();
         var mqtt = _app.Services.GetRequiredService<CoordinatorMqttService>();
         await mqtt.Connected.WaitAsync(TimeSpan.FromSeconds(20));
     }
+
+    public static string[] StorageArgs(MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage) => storage is null ? [] :
+    [
+        "--Storage:Backend=s3",
+        $"--Storage:S3:Endpoint={storage.S3.Endpoint}",
+        $"--Storage:S3:Bucket={storage.S3.Bucket}",
+        $"--Storage:S3:AccessKey={storage.S3.AccessKey}",
+        $"--Storage:S3:SecretKey={storage.S3.SecretKey}",
+    ];
 
     public async Task<string> CreateAgentSecretAsync(string agentId)
     {
