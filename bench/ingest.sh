@@ -1,44 +1,84 @@
 #!/usr/bin/env bash
-# Ingest benchmark: upload an image into a Coordinator with the filesystem store and print its
-# throughput and peak RSS beside `cp` (+ sync) of the same file on the same disk, in the same run.
-# Usage: bench/ingest.sh [SIZE_MIB]   (default 2048)
+# Ingest benchmark, side by side in one run on this machine:
+#   filesystem store: Coordinator upload vs `cp` + `sync` of the same file on the same disk
+#   S3 store (a real Swift on loopback): Coordinator upload vs `curl -T` of the same file to the same Swift
+# and the Coordinator's peak RSS for each. Usage: bench/ingest.sh [SIZE_MIB] [fs|s3|both]   (default 2048 both)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-size_mib=${1:-2048}
+size_mib=${1:-2048}; which=${2:-both}
 work=${BENCH_DIR:-$root/.bench}
 rm -rf "$work"; mkdir -p "$work"
-trap 'kill $coord_pid 2>/dev/null || true; wait 2>/dev/null || true; [ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"' EXIT
+coord_pid=""
+cleanup() {
+  [ -n "$coord_pid" ] && kill "$coord_pid" 2>/dev/null || true
+  "$root/scripts/swift.sh" stop "$work/swift" 2>/dev/null || true
+  wait 2>/dev/null || true
+  [ -n "${BENCH_KEEP:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
 
 dotnet build "$root/src/Coordinator" -c Release -v q --nologo -clp:NoSummary >/dev/null
 echo "writing a ${size_mib} MiB random image to $work …"
 head -c "$((size_mib * 1024 * 1024))" /dev/urandom > "$work/image.img"
 sync
-
-mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
 bytes=$((size_mib * 1024 * 1024))
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { print b - a }'; }
+mbps() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Reference: cp of the same file onto the same disk, made durable like the store's syncfs.
-start=$(date +%s.%N); cp "$work/image.img" "$work/copy.img"; sync -f "$work/copy.img"; end=$(date +%s.%N)
-cp_s=$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }'); rm -f "$work/copy.img"
+# Starts a Coordinator with the given storage settings, uploads the image, prints "seconds rss_mb".
+coordinator_upload() {
+  local port mport token=msdf_bench-token-0123456789 start end
+  port=$(free_port); mport=$(free_port)
+  env Urls="http://127.0.0.1:$port" Mqtt__EmbeddedPort="$mport" Mqtt__EmbeddedStatePath="$work/broker-$port" \
+    Auth__BootstrapAdminToken=$token Logging__LogLevel__Default=Warning "$@" \
+    dotnet "$root/src/Coordinator/bin/Release/net10.0/MsdFleet.Coordinator.dll" > "$work/coordinator-$port.log" 2>&1 &
+  coord_pid=$!
+  for _ in $(seq 1 150); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  start=$(now)
+  curl -fsS -H "Authorization: Bearer $token" -T "$work/image.img" "http://127.0.0.1:$port/api/v1/images/bench.img" > "$work/upload.json"
+  end=$(now)
+  echo "$(secs "$start" "$end") $(( $(awk '/VmHWM/ { print $2 }' /proc/$coord_pid/status) / 1024 ))"
+  kill "$coord_pid"; wait "$coord_pid" 2>/dev/null || true; coord_pid=""
+}
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null || echo 18081)
-mport=$((port + 1))
-token=msdf_bench-token-0123456789
-Urls="http://127.0.0.1:$port" Storage__Path="$work/store" Mqtt__EmbeddedPort=$mport Mqtt__EmbeddedStatePath="$work/broker" \
-  Auth__BootstrapAdminToken=$token Logging__LogLevel__Default=Warning \
-  dotnet "$root/src/Coordinator/bin/Release/net10.0/MsdFleet.Coordinator.dll" > "$work/coordinator.log" 2>&1 &
-coord_pid=$!
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+if [ "$which" = fs ] || [ "$which" = both ]; then
+  start=$(now); cp "$work/image.img" "$work/copy.img"; sync -f "$work/copy.img"; end=$(now)
+  cp_s=$(secs "$start" "$end"); rm -f "$work/copy.img"
+  read -r up_s rss <<<"$(coordinator_upload Storage__Path="$work/store")"
+  echo
+  echo "ingest of ${size_mib} MiB into the filesystem store (durable):"
+  printf '  coordinator  %6s MB/s  (%5.1f s)  peak RSS %d MB (limit 200 MB)\n' "$(mbps "$up_s")" "$up_s" "$rss"
+  printf '  cp + sync    %6s MB/s  (%5.1f s)\n' "$(mbps "$cp_s")" "$cp_s"
+  awk -v a="$cp_s" -v b="$up_s" 'BEGIN { printf "  ratio        %.2f x cp (goal >= 0.9)\n", a / b }'
+  rm -rf "$work/store"
+fi
 
-start=$(date +%s.%N)
-curl -fsS -H "Authorization: Bearer $token" -T "$work/image.img" "http://127.0.0.1:$port/api/v1/images/bench.img" > "$work/upload.json"
-end=$(date +%s.%N)
-up_s=$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')
-rss_kb=$(awk '/VmHWM/ { print $2 }' /proc/$coord_pid/status)
-
-echo
-echo "ingest of ${size_mib} MiB (filesystem store, durable):"
-printf '  coordinator  %6s MB/s  (%.1f s)  peak RSS %d MB  (limit 200 MB)\n' "$(mbps $bytes $up_s)" "$up_s" "$((rss_kb / 1024))"
-printf '  cp + sync    %6s MB/s  (%.1f s)\n' "$(mbps $bytes $cp_s)" "$cp_s"
-awk -v a="$cp_s" -v b="$up_s" 'BEGIN { printf "  ratio        %.2f x cp\n", a / b }'
-echo "  upload response: $(cat "$work/upload.json")"
+if [ "$which" = s3 ] || [ "$which" = both ]; then
+  sport=$(python3 -c 'import socket,random
+for _ in range(100):
+    p=random.randint(20000,60000); ok=True
+    for i in range(5):
+        s=socket.socket()
+        try: s.bind(("127.0.0.1",p+i))
+        except OSError: ok=False
+        s.close()
+    if ok: print(p); break')
+  "$root/scripts/swift.sh" start "$work/swift" "$sport"
+  # Reference: curl -T of the same file into the same Swift (its native API, tempauth token).
+  auth=$(curl -fsS -i -H "X-Auth-User: test:tester" -H "X-Auth-Key: testing" "http://127.0.0.1:$sport/auth/v1.0")
+  token=$(awk -F': ' 'tolower($1)=="x-auth-token" { print $2 }' <<<"$auth" | tr -d '\r')
+  surl=$(awk -F': ' 'tolower($1)=="x-storage-url" { print $2 }' <<<"$auth" | tr -d '\r')
+  curl -fsS -X PUT -H "X-Auth-Token: $token" "$surl/reference" >/dev/null
+  start=$(now); curl -fsS -H "X-Auth-Token: $token" -T "$work/image.img" "$surl/reference/image.img" >/dev/null; end=$(now)
+  curl_s=$(secs "$start" "$end")
+  read -r up_s rss <<<"$(coordinator_upload Storage__Backend=s3 Storage__S3__Endpoint="http://127.0.0.1:$sport" \
+    Storage__S3__Bucket=bench Storage__S3__AccessKey=test:tester Storage__S3__SecretKey=testing)"
+  echo
+  echo "ingest of ${size_mib} MiB into S3 (OpenStack Swift s3api on loopback):"
+  printf '  coordinator  %6s MB/s  (%5.1f s)  peak RSS %d MB (limit 200 MB)\n' "$(mbps "$up_s")" "$up_s" "$rss"
+  printf '  curl -T      %6s MB/s  (%5.1f s)\n' "$(mbps "$curl_s")" "$curl_s"
+  awk -v a="$curl_s" -v b="$up_s" 'BEGIN { printf "  ratio        %.2f x curl (goal >= 0.9)\n", a / b }'
+fi
+echo "  last upload response: $(cat "$work/upload.json")"

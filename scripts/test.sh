@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the tests need when missing (Mosquitto, with apt); each test starts
-# its own servers on loopback and stops them. Prints a final line "N passed, M failed".
+# Runs every test. Installs what the tests need when missing (Mosquitto, OpenStack Swift, xorriso, with
+# apt); each test starts its own servers on loopback (Swift via scripts/swift.sh) and stops them. Prints a final line "N passed, M failed".
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -8,6 +8,11 @@ cd "$root"
 need=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null || need+=(mosquitto)
 command -v curl >/dev/null || need+=(curl)
+command -v xorriso >/dev/null || need+=(xorriso)
+command -v memcached >/dev/null || need+=(memcached)
+for p in swift swift-proxy swift-account swift-container swift-object; do
+  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Security.Cryptography;
 using System.Threading.Channels;
 using MsdFleet.Coordinator.Storage;
@@ -16,10 +15,12 @@ namespace MsdFleet.Coordinator.Catalog;
 /// image's chunks sit contiguously in packs and agents fetch long runs with one request). Nothing
 /// becomes visible in the catalog until the manifest and every chunk are durable; an aborted upload
 /// leaves only unreferenced packs that GC reclaims. Runs under a shared <see cref="StoreGate"/> lease.
+/// Chunk buffers come from a fixed ring owned by the upload (not the shared pool, which keeps arrays
+/// per core when one thread rents and another returns), so memory per upload is a known constant.
 /// </summary>
 public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, StoreGate gate, MediaDetector media)
 {
-    private const int InFlightChunks = 64;
+    private const int InFlightChunks = 32;
 
     public async Task<IngestResult> IngestAsync(Stream source, string? expectedSha256, CancellationToken cancellationToken)
     {
@@ -27,6 +28,9 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Sto
         await using var lease = await gate.EnterSharedAsync(cancellationToken);
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var channel = Channel.CreateBounded<Task<Hashed>>(new BoundedChannelOptions(InFlightChunks) { SingleWriter = true, SingleReader = true });
+        var free = Channel.CreateBounded<byte[]>(InFlightChunks + 2);
+        for (var i = 0; i < InFlightChunks + 2; i++)
+            free.Writer.TryWrite(new byte[chunker.Parameters.MaxSize]);
         await using var writer = new PackWriter(chunks);
         var entries = new List<ManifestChunk>();
         var probe = new MediaProbe();
@@ -43,7 +47,7 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Sto
                 }
                 finally
                 {
-                    ArrayPool<byte>.Shared.Return(hashed.Buffer);
+                    free.Writer.TryWrite(hashed.Buffer);
                 }
             }
             await writer.CompleteAsync(cancel.Token);
@@ -58,7 +62,7 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Sto
             {
                 wholeImage.AppendData(chunk.Span);
                 probe.Observe(size, chunk.Span);
-                var buffer = ArrayPool<byte>.Shared.Rent(chunk.Length);
+                var buffer = await free.Reader.ReadAsync(cancel.Token);
                 chunk.CopyTo(buffer);
                 var length = chunk.Length;
                 await channel.Writer.WriteAsync(Task.Run(() => new Hashed(SHA256.HashData(buffer.AsSpan(0, length)), buffer, length)), cancel.Token);
@@ -73,11 +77,6 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Sto
             await cancel.CancelAsync();
             channel.Writer.TryComplete();
             await appender.ContinueWith(_ => { }, TaskScheduler.Default);
-            while (channel.Reader.TryRead(out var orphan))
-            {
-                if ((await orphan.ContinueWith(t => t.IsCompletedSuccessfully ? t.Result : default, TaskScheduler.Default)) is { Buffer: not null } h)
-                    ArrayPool<byte>.Shared.Return(h.Buffer);
-            }
             throw;
         }
 

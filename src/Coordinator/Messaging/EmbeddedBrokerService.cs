@@ -57,7 +57,15 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
         _server.LoadingRetainedMessageAsync += LoadRetainedAsync;
         _server.RetainedMessageChangedAsync += e => SaveRetainedAsync(e.StoredRetainedMessages);
         _server.RetainedMessagesClearedAsync += _ => SaveRetainedAsync([]);
-        await _server.StartAsync();
+        try
+        {
+            await _server.StartAsync();
+        }
+        catch (System.Net.Sockets.SocketException ex)
+        {
+            throw new InvalidOperationException(
+                $"The embedded MQTT broker cannot listen on {_options.EmbeddedBindAddress}:{_options.EmbeddedPort} ({ex.Message}): change Mqtt:EmbeddedPort or stop what uses it.", ex);
+        }
         Log.Started(_logger, _options.EmbeddedBindAddress, _options.EmbeddedPort);
     }
 

@@ -5,7 +5,7 @@ using MsdFleet.Protocol.Serialization;
 namespace MsdFleet.Coordinator.Storage;
 
 /// <summary>
-/// Content-addressed chunks kept in pack objects (<c>packs/&lt;sha256&gt;</c>, ~16 MiB each, chunks in
+/// Content-addressed chunks kept in pack objects (<c>packs/&lt;sha256 of the index&gt;</c>, ~16 MiB each, chunks in
 /// image order) with a small index beside each (<c>packs/&lt;sha256&gt;.idx</c>). Dedup is decided per
 /// 64 KiB chunk; requests are made per pack range, so a pull costs about one request per 8 MiB instead
 /// of one per chunk (see docs/decisions/0002-packed-chunks.md for the measurement). The in-memory
@@ -70,9 +70,12 @@ public sealed class ChunkStore(IObjectStore store)
     public async Task<string> WritePackAsync(ReadOnlyMemory<byte> data, PackIndex index, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(index);
-        var packId = Convert.ToHexStringLower(SHA256.HashData(data.Span));
+        // The index lists the SHA-256 of every chunk at its offset, so its own hash names the pack's
+        // content as well as hashing the data would, without another pass over 16 MiB.
+        var indexBytes = ProtocolSerializer.Serialize(index);
+        var packId = Convert.ToHexStringLower(SHA256.HashData(indexBytes));
         await store.PutAsync(PackKey(packId), data, cancellationToken);
-        await store.PutAsync(IndexKey(packId), ProtocolSerializer.Serialize(index), cancellationToken);
+        await store.PutAsync(IndexKey(packId), indexBytes, cancellationToken);
         Register(packId, index);
         return packId;
     }

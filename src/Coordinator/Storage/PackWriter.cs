@@ -1,21 +1,33 @@
-using System.Buffers;
 
 namespace MsdFleet.Coordinator.Storage;
 
 /// <summary>
 /// Appends new chunks, in arrival order, into a pack buffer and writes the pack when it is full.
-/// One pack write may run in the background while the next buffer fills, so memory stays at two
-/// packs. Chunks the store (or this writer) already holds are skipped: that is the dedup.
+/// Up to <see cref="MaxWritesInFlight"/> pack writes run in the background while the next buffer fills
+/// (an object store answers each PUT with some latency), so memory stays at a few packs. Chunks the
+/// store (or this writer) already holds are skipped: that is the dedup.
 /// </summary>
 public sealed class PackWriter(ChunkStore chunks) : IAsyncDisposable
 {
-    private byte[] _buffer = ArrayPool<byte>.Shared.Rent(ChunkStore.PackTargetBytes + 1024 * 1024);
+    // The writer owns its buffers (one filling, the rest being written) and reuses them, so an upload
+    // costs a fixed amount of memory whatever its size, and nothing waits on the shared pool's per-core caches.
+    private readonly System.Threading.Channels.Channel<byte[]> _free = CreateBuffers();
+    private byte[]? _buffer;
     private int _length;
     private List<PackEntry> _entries = [];
+    public const int MaxWritesInFlight = 1;
     private readonly HashSet<UInt128> _pending = [];
-    private Task? _inFlight;
+    private readonly Queue<Task> _inFlight = new();
 
     public long NewBytes { get; private set; }
+
+    private static System.Threading.Channels.Channel<byte[]> CreateBuffers()
+    {
+        var free = System.Threading.Channels.Channel.CreateBounded<byte[]>(MaxWritesInFlight + 1);
+        for (var i = 0; i <= MaxWritesInFlight; i++)
+            free.Writer.TryWrite(GC.AllocateUninitializedArray<byte>(ChunkStore.PackTargetBytes));
+        return free;
+    }
 
     /// <summary>Adds a chunk unless it is already stored; returns true when its bytes are new.</summary>
     public async Task<bool> AddAsync(byte[] id, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
@@ -24,8 +36,9 @@ public sealed class PackWriter(ChunkStore chunks) : IAsyncDisposable
         var key = System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(id);
         if (chunks.Contains(id) || !_pending.Add(key))
             return false;
-        if (_length + data.Length > _buffer.Length)
+        if (_length + data.Length > ChunkStore.PackTargetBytes)
             await FlushAsync(cancellationToken);
+        _buffer ??= await _free.Reader.ReadAsync(cancellationToken);
         data.CopyTo(_buffer.AsMemory(_length));
         _entries.Add(new PackEntry { Id = id, Offset = _length, Length = data.Length });
         _length += data.Length;
@@ -39,25 +52,23 @@ public sealed class PackWriter(ChunkStore chunks) : IAsyncDisposable
     public async Task CompleteAsync(CancellationToken cancellationToken)
     {
         await FlushAsync(cancellationToken);
-        if (_inFlight is not null)
-            await _inFlight;
-        _inFlight = null;
+        while (_inFlight.Count > 0)
+            await _inFlight.Dequeue();
     }
 
     private async Task FlushAsync(CancellationToken cancellationToken)
     {
-        if (_inFlight is not null)
-            await _inFlight;
-        _inFlight = null;
+        while (_inFlight.Count >= MaxWritesInFlight)
+            await _inFlight.Dequeue();
         if (_length == 0)
             return;
-        var buffer = _buffer;
+        var buffer = _buffer!;
         var length = _length;
         var index = new PackIndex { Entries = _entries };
-        _buffer = ArrayPool<byte>.Shared.Rent(ChunkStore.PackTargetBytes + 1024 * 1024);
+        _buffer = null;
         _length = 0;
         _entries = [];
-        _inFlight = Task.Run(async () =>
+        _inFlight.Enqueue(Task.Run(async () =>
         {
             try
             {
@@ -65,24 +76,23 @@ public sealed class PackWriter(ChunkStore chunks) : IAsyncDisposable
             }
             finally
             {
-                ArrayPool<byte>.Shared.Return(buffer);
+                _free.Writer.TryWrite(buffer);
             }
-        }, cancellationToken);
+        }, cancellationToken));
     }
 
     public async ValueTask DisposeAsync()
     {
-        if (_inFlight is not null)
+        while (_inFlight.Count > 0)
         {
             try
             {
-                await _inFlight;
+                await _inFlight.Dequeue();
             }
             catch (Exception ex) when (ex is not OutOfMemoryException)
             {
                 // The owner already failed; an unindexed or unreferenced pack is reclaimed by GC.
             }
         }
-        ArrayPool<byte>.Shared.Return(_buffer);
     }
 }
