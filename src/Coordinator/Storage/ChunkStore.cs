@@ -8,7 +8,7 @@ namespace MsdFleet.Coordinator.Storage;
 /// Content-addressed chunks kept in pack objects (<c>packs/&lt;sha256 of the index&gt;</c>, ~16 MiB each, chunks in
 /// image order) with a small index beside each (<c>packs/&lt;sha256&gt;.idx</c>). Dedup is decided per
 /// 64 KiB chunk; requests are made per pack range, so a pull costs about one request per 8 MiB instead
-/// of one per chunk (see docs/decisions/0002-packed-chunks.md for the measurement). The in-memory
+/// of one per chunk (see docs/decisions/0001-packed-chunks.md for the measurement). The in-memory
 /// chunk → (pack, offset) map is rebuilt from the .idx objects at start; a pack becomes visible only
 /// once its .idx is written, so an interrupted upload leaves at worst an unindexed pack that GC removes.
 /// </summary>
