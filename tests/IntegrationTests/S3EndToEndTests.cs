@@ -54,3 +54,69 @@ public sealed class S3EndToEndTests(SwiftServer swift) : IDisposable
         await app.DisposeAsync();
     }
 }
+
+/// <summary>Failure behaviour of the catalog on S3: an unreachable store and a cut-off upload.</summary>
+[Collection(SwiftCollection.Name)]
+public sealed class S3FailureTests(SwiftServer swift) : IDisposable
+{
+    private readonly string _work = TestPaths.NewTempDir("s3-failure");
+
+    public void Dispose() => Directory.Delete(_work, true);
+
+    [Fact]
+    public async Task StoreUnreachable_503ProblemDetails_ThenRecovers()
+    {
+        await using var proxy = new TcpProxy(swift.Port);
+        var options = swift.Options();
+        options.S3.Endpoint = new Uri($"http://127.0.0.1:{proxy.Port}");
+        await using var coordinator = await CoordinatorInstance.StartAsync(storage: options);
+        var (path, _) = await TestImages.CreateAsync(_work, "a.img", 1024 * 1024, seed: 61);
+        await coordinator.UploadAsync("a.img", path);
+
+        proxy.Cut();
+        using (var response = await coordinator.Http.PutAsync("api/v1/images/b.img", new ByteArrayContent(await File.ReadAllBytesAsync(path))))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.ServiceUnavailable, response.StatusCode);
+            Assert.Contains("store-unavailable", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+        proxy.Restore();
+        using var again = await coordinator.Http.PutAsync("api/v1/images/b.img", new ByteArrayContent(await File.ReadAllBytesAsync(path)));
+        Assert.Equal(System.Net.HttpStatusCode.Created, again.StatusCode);
+    }
+
+    [Fact]
+    public async Task UploadCutOffHalfway_NotInCatalog_AndGcLeavesNoOrphan()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync(storage: swift.Options());
+        var data = new byte[40 * 1024 * 1024];
+        new Random(62).NextBytes(data);
+        using var content = new StreamContent(new BreakingStream(data, breakAt: 30 * 1024 * 1024));
+        content.Headers.ContentLength = data.Length;
+        await Assert.ThrowsAnyAsync<HttpRequestException>(() => coordinator.Http.PutAsync("api/v1/images/cut.img", content));
+
+        Assert.Equal(System.Net.HttpStatusCode.NotFound, (await coordinator.Http.GetAsync("api/v1/images/cut.img")).StatusCode);
+        var chunks = (MsdFleet.Coordinator.Storage.ChunkStore)coordinator.Services.GetService(typeof(MsdFleet.Coordinator.Storage.ChunkStore))!;
+        await Eventually.WaitAsync(async () =>
+        {
+            using var gc = await coordinator.Http.PostAsync("api/v1/gc", null);
+            gc.EnsureSuccessStatusCode();
+            return chunks.PackCount == 0;
+        }, TimeSpan.FromSeconds(30), "GC to reclaim the packs of the cut-off upload");
+        var store = (MsdFleet.Coordinator.Storage.IObjectStore)coordinator.Services.GetService(typeof(MsdFleet.Coordinator.Storage.IObjectStore))!;
+        await foreach (var key in store.ListAsync("packs/", CancellationToken.None))
+            Assert.Fail($"orphan {key} survived GC");
+        await foreach (var key in store.ListAsync("manifests/", CancellationToken.None))
+            Assert.Fail($"manifest {key} of a cut-off upload exists");
+    }
+
+    /// <summary>Sends part of the body, then fails like a dropped client connection.</summary>
+    private sealed class BreakingStream(byte[] data, int breakAt) : MemoryStream(data)
+    {
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            if (Position >= breakAt)
+                throw new IOException("client went away");
+            return await base.ReadAsync(buffer[..Math.Min(buffer.Length, breakAt - (int)Position)], cancellationToken);
+        }
+    }
+}
