@@ -22,7 +22,7 @@ public sealed partial class ImagePuller(
     HttpClient http, LocalImageStore store, TransferTracker tracker, IOptions<AgentOptions> options, TimeProvider time, ILogger<ImagePuller> logger)
 {
     private const int MaxRangeBytes = 8 * 1024 * 1024;
-    private const long CommitEveryBytes = 16 * 1024 * 1024;
+    private const long CommitEveryBytes = 4 * 1024 * 1024;
     private const int MaxAttempts = 5;
     private readonly BandwidthThrottle _throttle = new(options.Value.MaxBytesPerSecond, time);
 
@@ -86,6 +86,8 @@ public sealed partial class ImagePuller(
         {
             if (RandomAccess.GetLength(handle) != manifest.Size)
                 RandomAccess.SetLength(handle, manifest.Size);
+            if (resuming)
+                RecoverUnjournaledChunks(manifest, offsets, handle, journal);
             progress.Add(journal.Done.Sum(i => (long)manifest.Chunks[i].Length));
             var committer = new JournalCommitter(handle, journal);
             for (var layoutAttempt = 1; ; layoutAttempt++)
@@ -126,6 +128,43 @@ public sealed partial class ImagePuller(
         AtomicFile.SyncDirectory(store.IncomingPath);
         progress.State = TransferState.Complete;
         Log.PullCompleted(logger, digest.ToString(), manifest.Size);
+    }
+
+    /// <summary>
+    /// After a crash, chunks written after the last journal commit are usually still on disk (a killed
+    /// process loses no page cache). Each such chunk is re-hashed — only in regions the file really holds
+    /// data, never the ones the journal already proves — and journaled after an fdatasync if it matches,
+    /// so a kill costs only the bytes that were in flight. After a power cut a lost chunk simply fails
+    /// its hash and is fetched again.
+    /// </summary>
+    private void RecoverUnjournaledChunks(ImageManifest manifest, long[] offsets, Microsoft.Win32.SafeHandles.SafeFileHandle handle, PullJournal journal)
+    {
+        var started = time.GetTimestamp();
+        var data = SparseRegions.DataRanges(handle, manifest.Size);
+        var recovered = new List<int>();
+        var buffer = ArrayPool<byte>.Shared.Rent(manifest.Chunker.MaxSize);
+        try
+        {
+            for (var i = 0; i < manifest.Chunks.Count; i++)
+            {
+                var chunk = manifest.Chunks[i];
+                if (journal.Done.Contains(i) || !SparseRegions.Overlaps(data, offsets[i], offsets[i + 1]))
+                    continue;
+                var span = buffer.AsSpan(0, chunk.Length);
+                if (RandomAccess.Read(handle, span, offsets[i]) == chunk.Length && SHA256.HashData(span).AsSpan().SequenceEqual(chunk.Id))
+                    recovered.Add(i);
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+        if (recovered.Count > 0)
+        {
+            RandomAccess.FlushToDisk(handle);
+            journal.Commit(recovered);
+        }
+        Log.Recovered(logger, recovered.Count, time.GetElapsedTime(started).TotalMilliseconds);
     }
 
     /// <summary>
@@ -332,6 +371,9 @@ public sealed partial class ImagePuller(
 
         [LoggerMessage(2, LogLevel.Information, "Pulled and verified {Digest} ({Size} bytes)")]
         public static partial void PullCompleted(ILogger logger, string digest, long size);
+
+        [LoggerMessage(4, LogLevel.Information, "Resume: {Count} chunks written after the last journal commit verified and kept ({Milliseconds:0} ms)")]
+        public static partial void Recovered(ILogger logger, int count, double milliseconds);
 
         [LoggerMessage(3, LogLevel.Warning, "Range of {Digest} at offset {Offset} failed (attempt {Attempt}): {Reason}; retrying")]
         public static partial void RangeRetry(ILogger logger, string digest, long offset, int attempt, string reason);

@@ -13,7 +13,7 @@ public sealed class AgentProcess : IAsyncDisposable
     private readonly StringBuilder _log = new();
     private Process? _process;
 
-    public AgentProcess(string agentId, string secret, CoordinatorInstance coordinator, int luns = 1, long maxBytesPerSecond = 0)
+    public AgentProcess(string agentId, string secret, CoordinatorInstance coordinator, int luns = 1, long maxBytesPerSecond = 0, Uri? coordinatorUrl = null)
     {
         AgentId = agentId;
         Root = TestPaths.NewTempDir("agent-" + agentId);
@@ -30,7 +30,7 @@ public sealed class AgentProcess : IAsyncDisposable
         {
             ["Agent__Id"] = agentId,
             ["Agent__Secret"] = secret,
-            ["Agent__CoordinatorUrl"] = coordinator.BaseUrl.ToString(),
+            ["Agent__CoordinatorUrl"] = (coordinatorUrl ?? coordinator.BaseUrl).ToString(),
             ["Agent__StorageRoot"] = StorageRoot,
             ["Agent__MaxBytesPerSecond"] = maxBytesPerSecond.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["Agent__Labels__test"] = "true",
