@@ -10,6 +10,11 @@ need=()
 command -v curl >/dev/null || need+=(curl)
 command -v xorriso >/dev/null || need+=(xorriso)
 command -v memcached >/dev/null || need+=(memcached)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v cpio >/dev/null || need+=(cpio)
+{ command -v depmod || [ -x /sbin/depmod ]; } >/dev/null || need+=(kmod)
+command -v xz >/dev/null || need+=(xz-utils)
 for p in swift swift-proxy swift-account swift-container swift-object; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Real-kernel test of the agent's configfs driver. Boots Debian's stock kernel in qemu (TCG) with
+# dummy_hcd, whose virtual UDC loops the USB gadget back to the same kernel's host side, and runs the
+# agent's own `drive` command inside the VM. The VM builds a mass-storage gadget (as PiKVM's kvmd-otg
+# does), binds it, and checks from the host side: the flash image appears as /dev/sdX with identical
+# bytes and read-only; after a forced eject while the host holds the device open it has no medium; the
+# ISO appears as /dev/srX with identical bytes. Prints "CHECK <name> ok|FAIL" lines and exits non-zero
+# unless every check passed — including when the gadget never binds.
+# Usage: scripts/gadget-vm-test.sh [WORKDIR]    (installs qemu etc. with apt when missing)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-$root/.cache/gadget-vm}
+mkdir -p "$work"
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
+command -v cpio >/dev/null || need+=(cpio)
+{ command -v depmod || [ -x /sbin/depmod ]; } >/dev/null || need+=(kmod)
+command -v xorriso >/dev/null || need+=(xorriso)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+busybox=$(command -v busybox)
+file "$busybox" 2>/dev/null | grep -q "statically linked" || busybox=/bin/busybox
+
+# 1. The kernel: Debian's stock image package, unpacked (never installed).
+kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')
+if [ -z "$kpkg" ]; then apt-get update -qq >/dev/null; kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'); fi
+kdir="$work/$kpkg"
+if [ ! -f "$kdir/done" ]; then
+  rm -rf "$kdir"; mkdir -p "$kdir"
+  (cd "$kdir" && apt-get download "$kpkg" >/dev/null 2>&1 && dpkg -x ./*.deb x && rm -f ./*.deb)
+  kver=$(ls "$kdir/x/lib/modules")
+  "$(command -v depmod || echo /sbin/depmod)" -b "$kdir/x" "$kver"
+  touch "$kdir/done"
+fi
+kver=$(ls "$kdir/x/lib/modules")
+mods="$kdir/x/lib/modules/$kver"
+
+# 2. The agent, self-contained for linux-x64, and the shared libraries it needs.
+pub="$work/agent"
+dotnet publish "$root/src/EdgeAgent" -c Release -r linux-x64 --self-contained -p:UseAppHost=true -o "$pub" -v q --nologo -clp:NoSummary >/dev/null
+
+# 3. The initramfs.
+rd="$work/initramfs"
+rm -rf "$rd"; mkdir -p "$rd"/{bin,sbin,proc,sys,dev,tmp,img,opt/agent,lib/modules,etc}
+cp "$busybox" "$rd/bin/busybox"
+for app in sh mount mkdir echo cat ls sleep sha256sum head dd cmp insmod poweroff ln rmdir test tr wc grep sync stat; do ln -sf busybox "$rd/bin/$app"; done
+cp -a "$pub/." "$rd/opt/agent/"
+for f in "$pub/msdfleet-agent" "$pub"/*.so; do ldd "$f" 2>/dev/null | awk '/=> \// { print $3 } /^\t\// { print $1 }'; done | sort -u | while read -r lib; do
+  mkdir -p "$rd$(dirname "$lib")"; cp -L "$lib" "$rd$lib"
+done
+mkdir -p "$rd/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$rd/lib64/"
+
+# Modules in load order, dependencies first (from modules.dep).
+declare -A seen; order=()
+add_module() {
+  local rel=$1 dep
+  [ -n "${seen[$rel]:-}" ] && return; seen[$rel]=1
+  for dep in $(awk -F': ' -v m="$rel" '$1 == m { print $2 }' "$mods/modules.dep"); do add_module "$dep"; done
+  order+=("$rel")
+}
+for m in crypto/crct10dif_generic.ko lib/crc64-rocksoft.ko drivers/usb/gadget/udc/dummy_hcd.ko \
+         drivers/usb/gadget/function/usb_f_mass_storage.ko drivers/usb/storage/usb-storage.ko \
+         drivers/scsi/sd_mod.ko drivers/scsi/sr_mod.ko; do
+  [ -f "$mods/kernel/$m" ] && add_module "kernel/$m"
+done
+: > "$rd/etc/modules"
+for rel in "${order[@]}"; do
+  base=$(basename "$rel")
+  case "$base" in
+    *.ko.xz) xz -dc "$mods/$rel" > "$rd/lib/modules/${base%.xz}"; base=${base%.xz};;
+    *) cp "$mods/$rel" "$rd/lib/modules/$base";;
+  esac
+  echo "$base" >> "$rd/etc/modules"
+done
+
+# Test media: a random flash image and a real ISO.
+head -c $((4 * 1024 * 1024)) /dev/urandom > "$rd/img/flash.img"
+mkdir -p "$work/isotree"; head -c $((3 * 1024 * 1024)) /dev/urandom > "$work/isotree/payload.bin"
+xorriso -as mkisofs -quiet -R -V MSDFLEET -o "$rd/img/cd.iso" "$work/isotree" 2>/dev/null
+flash_sha=$(sha256sum "$rd/img/flash.img" | cut -d' ' -f1)
+iso_size=$(stat -c %s "$rd/img/cd.iso"); iso_sha=$(sha256sum "$rd/img/cd.iso" | cut -d' ' -f1)
+
+cat > "$rd/init" <<INIT
+#!/bin/sh
+export PATH=/bin:/sbin DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1 DOTNET_gcServer=0 HOME=/tmp
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mkdir -p /dev/pts
+for m in \$(cat /etc/modules); do
+  case \$m in usb-storage.ko) insmod /lib/modules/\$m delay_use=0 ;; *) insmod /lib/modules/\$m ;; esac
+done
+mount -t configfs none /sys/kernel/config 2>/dev/null || true
+check() { if [ "\$2" = "\$3" ]; then echo "CHECK \$1 ok"; else echo "CHECK \$1 FAIL (got '\$2', want '\$3')"; fi; }
+wait_for() { i=0; while [ \$i -lt 100 ]; do [ -e "\$1" ] && return 0; sleep 0.1; i=\$((i+1)); done; return 1; }
+
+# Build and bind a gadget the way PiKVM's kvmd-otg does; the agent attaches to it.
+g=/sys/kernel/config/usb_gadget/kvmd
+mkdir -p \$g/strings/0x409 \$g/configs/c.1/strings/0x409 \$g/functions/mass_storage.usb0
+echo 0x1d6b > \$g/idVendor; echo 0x0104 > \$g/idProduct
+echo MsdFleet > \$g/strings/0x409/manufacturer; echo test > \$g/strings/0x409/product; echo 0001 > \$g/strings/0x409/serialnumber
+echo cfg > \$g/configs/c.1/strings/0x409/configuration
+# LUN 1 is a CD-ROM drive from the start: the host learns a LUN's device type when it enumerates.
+mkdir -p \$g/functions/mass_storage.usb0/lun.1
+echo 1 > \$g/functions/mass_storage.usb0/lun.1/cdrom
+echo 1 > \$g/functions/mass_storage.usb0/lun.1/ro
+echo 1 > \$g/functions/mass_storage.usb0/lun.1/removable
+ln -s \$g/functions/mass_storage.usb0 \$g/configs/c.1/
+udc=\$(ls /sys/class/udc | head -n 1)
+echo "\$udc" > \$g/UDC
+check udc-bound "\$(cat \$g/UDC)" "dummy_udc.0"
+agent="/opt/agent/msdfleet-agent drive"
+export Gadget__ConfigfsRoot=/sys/kernel/config Gadget__GadgetName=kvmd Gadget__FunctionName=mass_storage.usb0
+
+\$agent attach /img/flash.img --ro
+wait_for /sys/block/sda && sleep 0.5
+check flash-device "\$(ls /sys/block | grep -c '^sd')" "1"
+check flash-bytes "\$(head -c $((4 * 1024 * 1024)) /dev/sda 2>/dev/null | sha256sum | cut -d' ' -f1)" "$flash_sha"
+check flash-readonly "\$(cat /sys/block/sda/ro 2>/dev/null)" "1"
+\$agent status
+check host-configured "\$(cat /sys/class/udc/\$udc/state)" "configured"
+
+exec 3</dev/sda
+\$agent eject
+sleep 1
+# A new open makes the host re-check the medium (while fd 3 still holds the device).
+check eject-no-medium "\$([ -e /sys/block/sda ] && head -c 512 /dev/sda 2>/dev/null | wc -c)" "0"
+check eject-size-zero "\$(cat /sys/block/sda/size 2>/dev/null)" "0"
+check eject-file-empty "\$(cat \$g/functions/mass_storage.usb0/lun.0/file)" ""
+exec 3<&-
+
+wait_for /sys/block/sr0
+\$agent attach /img/cd.iso --cdrom --lun 1
+sleep 1
+check cdrom-device "\$(ls /sys/block | grep -c '^sr')" "1"
+check cdrom-bytes "\$(head -c $iso_size /dev/sr0 2>/dev/null | sha256sum | cut -d' ' -f1)" "$iso_sha"
+check cdrom-readonly "\$(cat /sys/block/sr0/ro 2>/dev/null)" "1"
+\$agent eject --lun 1
+echo "VM-TEST-DONE"
+sync
+poweroff -f
+INIT
+chmod +x "$rd/init"
+(cd "$rd" && find . | cpio -o -H newc --quiet > "$work/initramfs.cpio")
+
+# 4. Boot under TCG (no KVM here) and read the verdict from the serial console.
+log="$work/serial.log"
+timeout 300 qemu-system-x86_64 -accel tcg -m 1536 -smp 1 -nographic -no-reboot \
+  -kernel "$kdir/x/boot/vmlinuz-$kver" -initrd "$work/initramfs.cpio" \
+  -append "console=ttyS0 panic=-1 quiet loglevel=3" > "$log" 2>&1 || true
+clean() { sed -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\r//g' "$log"; }
+clean | grep -oE "CHECK .*" || true
+expected="udc-bound flash-device flash-bytes flash-readonly host-configured eject-no-medium eject-size-zero eject-file-empty cdrom-device cdrom-bytes cdrom-readonly"
+failed=0
+for c in $expected; do
+  if ! clean | grep -qE "CHECK $c ok$"; then echo "missing or failed: $c"; failed=1; fi
+done
+grep -q "VM-TEST-DONE" "$log" || { echo "the VM did not finish the test; serial log: $log"; failed=1; }
+[ $failed -eq 0 ] && echo "gadget VM test: all checks passed" || { tail -n 40 "$log"; exit 1; }
