@@ -248,9 +248,10 @@ public sealed partial class ImagePuller(
                 {
                     await body.ReadExactlyAsync(data, cancellationToken);
                 }
-                catch (EndOfStreamException ex)
+                catch (IOException ex) when (!cancellationToken.IsCancellationRequested)
                 {
-                    throw new PullException($"The response for {digest} ended early, inside chunk {i}.", ex);
+                    // A short body (EndOfStreamException) or a dropped connection mid-body (HttpIOException).
+                    throw new PullException($"The response for {digest} ended early, inside chunk {i}: {ex.Message}", ex);
                 }
                 if (!SHA256.HashData(data.Span).AsSpan().SequenceEqual(chunk.Id))
                     throw new PullException($"Chunk {i} of {digest} failed verification (its SHA-256 does not match the manifest); fetching it again.");
