@@ -45,6 +45,17 @@ public static partial class SparseRegions
     public static bool Overlaps(List<(long Start, long End)> ranges, long start, long end) =>
         ranges.Exists(r => r.Start < end && start < r.End);
 
+    /// <summary>Frees the blocks of a range (it then reads as zeros); false where unsupported.</summary>
+    public static bool PunchHole(SafeFileHandle handle, long offset, long length)
+    {
+        ArgumentNullException.ThrowIfNull(handle);
+        const int punchHoleKeepSize = 0x02 | 0x01; // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+        return OperatingSystem.IsLinux() && Fallocate((int)handle.DangerousGetHandle(), punchHoleKeepSize, offset, length) == 0;
+    }
+
+    [LibraryImport("libc", EntryPoint = "fallocate64", SetLastError = true)]
+    private static partial int Fallocate(int fd, int mode, long offset, long length);
+
     [LibraryImport("libc", EntryPoint = "lseek64", SetLastError = true)]
     private static partial long LSeek(int fd, long offset, int whence);
 }

@@ -90,6 +90,7 @@ public sealed partial class ImagePuller(
                 RecoverUnjournaledChunks(manifest, offsets, handle, journal);
             progress.Add(journal.Done.Sum(i => (long)manifest.Chunks[i].Length));
             var committer = new JournalCommitter(handle, journal);
+            await SeedFromLocalAsync(digest, manifest, offsets, handle, committer, progress, cancellationToken);
             for (var layoutAttempt = 1; ; layoutAttempt++)
             {
                 // Layout URLs are short-lived and packs may be repacked by GC: a 403/404 from a source
@@ -129,6 +130,85 @@ public sealed partial class ImagePuller(
         progress.State = TransferState.Complete;
         Log.PullCompleted(logger, digest.ToString(), manifest.Size);
     }
+
+    /// <summary>
+    /// Delta from anything local: before fetching, every missing chunk that some cached image already
+    /// holds (found through that image's manifest) is copied from it — re-verified, since seeds can rot —
+    /// and runs of all-zero chunks become holes in the target instead of downloads.
+    /// </summary>
+    private async Task SeedFromLocalAsync(ImageDigest digest, ImageManifest manifest, long[] offsets,
+        Microsoft.Win32.SafeHandles.SafeFileHandle handle, JournalCommitter committer, TransferProgress progress, CancellationToken cancellationToken)
+    {
+        var done = committer.WrittenSnapshot();
+        var seeds = new Dictionary<UInt128, (string Path, long Offset)>();
+        foreach (var (cached, _) in store.ListImages())
+        {
+            if (cached == digest || await store.LoadManifestAsync(cached, cancellationToken) is not { } seedManifest)
+                continue;
+            var seedOffsets = seedManifest.ComputeOffsets();
+            for (var i = 0; i < seedManifest.Chunks.Count; i++)
+                seeds.TryAdd(Key(seedManifest.Chunks[i].Id), (store.ImagePath(cached), seedOffsets[i]));
+        }
+        var zeroIds = new Dictionary<int, byte[]>();
+        long zeroBytes = 0, seededBytes = 0;
+        var handles = new Dictionary<string, Microsoft.Win32.SafeHandles.SafeFileHandle>(StringComparer.Ordinal);
+        var buffer = ArrayPool<byte>.Shared.Rent(manifest.Chunker.MaxSize);
+        try
+        {
+            for (var i = 0; i < manifest.Chunks.Count; i++)
+            {
+                var chunk = manifest.Chunks[i];
+                if (done.Contains(i))
+                    continue;
+                if (!zeroIds.TryGetValue(chunk.Length, out var zeroId))
+                    zeroIds[chunk.Length] = zeroId = SHA256.HashData(new byte[chunk.Length]);
+                if (chunk.Id.AsSpan().SequenceEqual(zeroId))
+                {
+                    // Only this chunk's own bytes (zeros) are ever written here, so the range is zero or a hole.
+                    SparseRegions.PunchHole(handle, offsets[i], chunk.Length);
+                    committer.Written(i, chunk.Length);
+                    progress.Add(chunk.Length);
+                    zeroBytes += chunk.Length;
+                    continue;
+                }
+                if (!seeds.TryGetValue(Key(chunk.Id), out var seed))
+                    continue;
+                if (!handles.TryGetValue(seed.Path, out var seedHandle))
+                {
+                    try
+                    {
+                        handles[seed.Path] = seedHandle = File.OpenHandle(seed.Path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+                    }
+                    catch (IOException)
+                    {
+                        continue; // evicted meanwhile: fetch instead
+                    }
+                }
+                var data = buffer.AsMemory(0, chunk.Length);
+                if (await RandomAccess.ReadAsync(seedHandle, data, seed.Offset, cancellationToken) != chunk.Length
+                    || !SHA256.HashData(data.Span).AsSpan().SequenceEqual(chunk.Id))
+                {
+                    Log.SeedChunkBad(logger, seed.Path, seed.Offset);
+                    continue;
+                }
+                await RandomAccess.WriteAsync(handle, data, offsets[i], cancellationToken);
+                committer.Written(i, chunk.Length);
+                progress.Add(chunk.Length);
+                seededBytes += chunk.Length;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            foreach (var h in handles.Values)
+                h.Dispose();
+        }
+        committer.Flush();
+        if (zeroBytes + seededBytes > 0)
+            Log.Seeded(logger, digest.ToString(), seededBytes, zeroBytes);
+    }
+
+    private static UInt128 Key(byte[] id) => System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(id);
 
     /// <summary>
     /// After a crash, chunks written after the last journal commit are usually still on disk (a killed
@@ -372,6 +452,12 @@ public sealed partial class ImagePuller(
 
         [LoggerMessage(2, LogLevel.Information, "Pulled and verified {Digest} ({Size} bytes)")]
         public static partial void PullCompleted(ILogger logger, string digest, long size);
+
+        [LoggerMessage(5, LogLevel.Information, "Delta for {Digest}: {Seeded} bytes copied from cached images, {Zero} bytes of zero chunks left as holes")]
+        public static partial void Seeded(ILogger logger, string digest, long seeded, long zero);
+
+        [LoggerMessage(6, LogLevel.Warning, "Seed chunk at {Offset} of {Path} no longer matches its manifest; fetching it instead")]
+        public static partial void SeedChunkBad(ILogger logger, string path, long offset);
 
         [LoggerMessage(4, LogLevel.Information, "Resume: {Count} chunks written after the last journal commit verified and kept ({Milliseconds:0} ms)")]
         public static partial void Recovered(ILogger logger, int count, double milliseconds);
