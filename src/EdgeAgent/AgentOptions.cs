@@ -31,6 +31,18 @@ public sealed class AgentOptions : IValidatableObject
     [Range(0, long.MaxValue)]
     public long MaxBytesPerSecond { get; set; }
 
+    /// <summary>Most bytes the image cache may use; 0 means as much as the disk has.</summary>
+    [Range(0, long.MaxValue)]
+    public long CacheQuotaBytes { get; set; }
+
+    /// <summary>Check a cached image against its manifest before attaching it: <c>full</c>, <c>sampled</c> or <c>none</c>.</summary>
+    [RegularExpression("^(full|sampled|none)$", ErrorMessage = "Agent:VerifyBeforeAttach must be full, sampled or none.")]
+    public string VerifyBeforeAttach { get; set; } = "sampled";
+
+    /// <summary>Chunks checked by sampled verification (plus the first and the last).</summary>
+    [Range(1, 100_000)]
+    public int VerifySampleChunks { get; set; } = 64;
+
     /// <summary>How often a report is re-published while nothing changes.</summary>
     public TimeSpan ReportInterval { get; set; } = TimeSpan.FromSeconds(30);
 

@@ -25,6 +25,7 @@ public static class EdgeAgentServiceCollectionExtensions
         services.AddSingleton<IGadgetDriver>(sp => new ConfigfsGadgetDriver(sp.GetRequiredService<IOptions<GadgetOptions>>().Value));
         services.AddSingleton<DesiredStateHolder>();
         services.AddSingleton<TransferTracker>();
+        services.AddSingleton<ImageCache>();
         services.AddSingleton(sp => CreateHttpClient(sp.GetRequiredService<IOptions<AgentOptions>>().Value));
         services.AddSingleton<ImagePuller>();
         services.AddSingleton<AgentMqttService>();

@@ -22,6 +22,7 @@ public sealed partial class ReconcileService(
     IGadgetDriver gadget,
     LocalImageStore store,
     ImagePuller puller,
+    ImageCache cache,
     TransferTracker transfers,
     AgentMqttService mqtt,
     TopicNames topics,
@@ -99,6 +100,14 @@ public sealed partial class ReconcileService(
                         StartPull(pull.Digest, cancellationToken);
                         break;
                     case AttachStep attach:
+                        if (!await cache.VerifyAsync(attach.Digest, cancellationToken))
+                        {
+                            blocked = true;
+                            _driveErrors[attach.Lun] = _lastError = $"Cached image {attach.Digest} failed verification before attach; it was quarantined and is pulled again.";
+                            desired.Poke();
+                            break;
+                        }
+                        cache.Touch(attach.Digest);
                         gadget.Attach(attach.Lun, store.ImagePath(attach.Digest), attach.Mode == DriveMode.Cdrom, attach.ReadOnly);
                         _driveErrors.Remove(attach.Lun);
                         Log.Attached(logger, attach.Lun, attach.Digest.ToString(), attach.Mode);

@@ -42,6 +42,13 @@ public static partial class SparseRegions
         return ranges;
     }
 
+    /// <summary>Bytes of a file that hold data (not holes).</summary>
+    public static long DataBytes(string path, long size)
+    {
+        using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        return DataRanges(handle, size).Sum(r => r.End - r.Start);
+    }
+
     public static bool Overlaps(List<(long Start, long End)> ranges, long start, long end) =>
         ranges.Exists(r => r.Start < end && start < r.End);
 

@@ -19,7 +19,7 @@ namespace MsdFleet.EdgeAgent.Transfers;
 /// and the file is renamed atomically into <c>images/</c>.
 /// </summary>
 public sealed partial class ImagePuller(
-    HttpClient http, LocalImageStore store, TransferTracker tracker, IOptions<AgentOptions> options, TimeProvider time, ILogger<ImagePuller> logger)
+    HttpClient http, LocalImageStore store, ImageCache cache, TransferTracker tracker, IOptions<AgentOptions> options, TimeProvider time, ILogger<ImagePuller> logger)
 {
     private const int MaxRangeBytes = 8 * 1024 * 1024;
     private const long CommitEveryBytes = 4 * 1024 * 1024;
@@ -34,7 +34,11 @@ public sealed partial class ImagePuller(
         var progress = tracker.Start(digest.ToString(), manifest.Size);
         try
         {
+            // A resumed pull already holds part of its bytes on disk.
+            var present = File.Exists(store.PartialPath(digest)) ? SparseRegions.DataBytes(store.PartialPath(digest), manifest.Size) : 0;
+            using var reservation = cache.Reserve(digest, manifest.Size - present);
             await PullChunksAsync(digest, manifest, progress, cancellationToken);
+            cache.Touch(digest);
             tracker.Remove(digest.ToString());
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
