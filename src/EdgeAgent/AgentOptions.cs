@@ -43,6 +43,9 @@ public sealed class AgentOptions : IValidatableObject
     [Range(1, 100_000)]
     public int VerifySampleChunks { get; set; } = 64;
 
+    /// <summary>A range whose next chunk does not arrive within this time is abandoned and retried.</summary>
+    public TimeSpan StallTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>How often a report is re-published while nothing changes.</summary>
     public TimeSpan ReportInterval { get; set; } = TimeSpan.FromSeconds(30);
 
@@ -52,6 +55,8 @@ public sealed class AgentOptions : IValidatableObject
             yield return new ValidationResult($"Agent:Id is invalid: {error}", [nameof(Id)]);
         if (CoordinatorUrl is { } url && (!url.IsAbsoluteUri || url.Scheme is not ("http" or "https")))
             yield return new ValidationResult($"Agent:CoordinatorUrl must be an absolute http(s) URL, not '{url}'.", [nameof(CoordinatorUrl)]);
+        if (StallTimeout < TimeSpan.FromSeconds(1))
+            yield return new ValidationResult("Agent:StallTimeout must be at least one second.", [nameof(StallTimeout)]);
         if (ReportInterval < TimeSpan.FromSeconds(1))
             yield return new ValidationResult("Agent:ReportInterval must be at least one second.", [nameof(ReportInterval)]);
     }

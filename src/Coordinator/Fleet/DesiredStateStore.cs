@@ -55,6 +55,30 @@ public sealed class DesiredStateStore(IObjectStore store, TimeProvider time) : I
     public Task<(DesiredState State, byte[] Bytes)> SetDriveAsync(string agentId, DesiredDrive drive, CancellationToken cancellationToken) =>
         RunExclusiveAsync(() => SetDriveLockedAsync(agentId, drive, cancellationToken), cancellationToken);
 
+    /// <summary>Sets (or with null clears) the agent's pull bandwidth override; bumps the generation.</summary>
+    public Task<(DesiredState State, byte[] Bytes)> SetBandwidthAsync(string agentId, long? bytesPerSecond, CancellationToken cancellationToken) =>
+        RunExclusiveAsync(async () =>
+        {
+            var current = Get(agentId);
+            var next = new DesiredState
+            {
+                Generation = (current?.Generation ?? 0) + 1,
+                Drives = current?.Drives ?? [],
+                IssuedAtUnixMs = time.GetUtcNow().ToUnixTimeMilliseconds(),
+                MaxBytesPerSecond = bytesPerSecond,
+            };
+            return await SaveLockedAsync(agentId, next, cancellationToken);
+        }, cancellationToken);
+
+    private async Task<(DesiredState State, byte[] Bytes)> SaveLockedAsync(string agentId, DesiredState next, CancellationToken cancellationToken)
+    {
+        var bytes = ProtocolSerializer.Serialize(next);
+        await store.PutAsync(ObjectKeys.Desired(agentId), bytes, cancellationToken);
+        await store.FlushAsync(cancellationToken);
+        _states[agentId] = next;
+        return (next, bytes);
+    }
+
     /// <summary>Like <see cref="SetDriveAsync"/>, for callers already inside <see cref="RunExclusiveAsync"/>.</summary>
     public async Task<(DesiredState State, byte[] Bytes)> SetDriveLockedAsync(string agentId, DesiredDrive drive, CancellationToken cancellationToken)
     {
@@ -66,11 +90,8 @@ public sealed class DesiredStateStore(IObjectStore store, TimeProvider time) : I
             Generation = (current?.Generation ?? 0) + 1,
             Drives = drives,
             IssuedAtUnixMs = time.GetUtcNow().ToUnixTimeMilliseconds(),
+            MaxBytesPerSecond = current?.MaxBytesPerSecond,
         };
-        var bytes = ProtocolSerializer.Serialize(next);
-        await store.PutAsync(ObjectKeys.Desired(agentId), bytes, cancellationToken);
-        await store.FlushAsync(cancellationToken);
-        _states[agentId] = next;
-        return (next, bytes);
+        return await SaveLockedAsync(agentId, next, cancellationToken);
     }
 }

@@ -17,6 +17,7 @@ public static class FleetEndpoints
         agents.MapGet("/", ListAsync).RequireAuthorization(Policies.Read);
         agents.MapGet("/{agentId}", GetAsync).RequireAuthorization(Policies.Read);
         agents.MapPut("/{agentId}/drives/{index:int}", SetDriveAsync).RequireAuthorization(Policies.Operate);
+        agents.MapPut("/{agentId}/bandwidth", SetBandwidthAsync).RequireAuthorization(Policies.Operate);
         agents.MapPost("/{agentId}/credentials", CreateCredentialsAsync).RequireAuthorization(Policies.Admin);
         return app;
     }
@@ -79,6 +80,19 @@ public static class FleetEndpoints
         return Results.Ok(DesiredView.From(state));
     }
 
+    private static async Task<IResult> SetBandwidthAsync(string agentId, BandwidthRequest? request, DesiredStateStore desired,
+        AgentCredentialStore credentials, CoordinatorMqttService mqtt, CancellationToken ct)
+    {
+        ValidAgentId(agentId);
+        if (request is null || request.MaxBytesPerSecond is < 0)
+            throw ApiException.BadRequest("invalid-bandwidth", "Send {\"maxBytesPerSecond\": N} with N >= 0 (0 = unlimited), or null to use the agent's own setting.");
+        if (await credentials.FindAsync(agentId, ct) is null)
+            throw UnknownAgent(agentId);
+        var (state, bytes) = await desired.SetBandwidthAsync(agentId, request.MaxBytesPerSecond, ct);
+        await mqtt.PublishDesiredAsync(agentId, bytes, ct);
+        return Results.Ok(DesiredView.From(state));
+    }
+
     private static async Task<IResult> CreateCredentialsAsync(string agentId, AgentCredentialStore credentials, CancellationToken ct)
     {
         ValidAgentId(agentId);
@@ -125,6 +139,8 @@ public static class FleetEndpoints
         ApiException.NotFound("agent-not-found", $"No agent '{agentId}' is registered; create its credentials first.");
 }
 
+public sealed record BandwidthRequest(long? MaxBytesPerSecond);
+
 public sealed record DriveRequest(string? Image, string? Mode, bool? ReadOnly, bool? Connected);
 
 public sealed record AgentView(
@@ -139,10 +155,11 @@ public sealed record CachedImageView(string Digest, long Size);
 
 public sealed record TransferView(string Digest, long BytesDone, long BytesTotal, string State, string? Error);
 
-public sealed record DesiredView(long Generation, IReadOnlyList<DesiredDriveView> Drives)
+public sealed record DesiredView(long Generation, IReadOnlyList<DesiredDriveView> Drives, long? MaxBytesPerSecond)
 {
     public static DesiredView From(DesiredState state) =>
-        new(state.Generation, state.Drives.Select(d => new DesiredDriveView(d.Index, d.ImageName, d.ImageDigest, FleetEndpoints.ModeName(d.Mode), d.ReadOnly, d.Connected)).ToList());
+        new(state.Generation, state.Drives.Select(d => new DesiredDriveView(d.Index, d.ImageName, d.ImageDigest, FleetEndpoints.ModeName(d.Mode), d.ReadOnly, d.Connected)).ToList(),
+            state.MaxBytesPerSecond);
 }
 
 public sealed record DesiredDriveView(int Index, string? Image, string? Digest, string? Mode, bool ReadOnly, bool Connected);

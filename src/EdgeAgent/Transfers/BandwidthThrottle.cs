@@ -6,18 +6,22 @@ namespace MsdFleet.EdgeAgent.Transfers;
 /// </summary>
 public sealed class BandwidthThrottle(long bytesPerSecond, TimeProvider time)
 {
+    /// <summary>Bytes per second; changeable while pulls run (desired state may override the configured cap).</summary>
+    public long BytesPerSecond { get; set; } = bytesPerSecond;
+
     private readonly Lock _lock = new();
     private long _nextFreeTicks;
 
     public async ValueTask WaitAsync(int bytes, CancellationToken cancellationToken)
     {
-        if (bytesPerSecond <= 0)
+        var rate = BytesPerSecond;
+        if (rate <= 0)
             return;
         TimeSpan delay;
         lock (_lock)
         {
             var now = time.GetTimestamp();
-            var cost = (long)(bytes * (double)time.TimestampFrequency / bytesPerSecond);
+            var cost = (long)(bytes * (double)time.TimestampFrequency / rate);
             // Allow a burst of up to 100 ms so small reads are not delayed one by one.
             var floor = now - time.TimestampFrequency / 10;
             _nextFreeTicks = Math.Max(_nextFreeTicks, floor) + cost;

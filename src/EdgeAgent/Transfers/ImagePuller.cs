@@ -19,7 +19,8 @@ namespace MsdFleet.EdgeAgent.Transfers;
 /// and the file is renamed atomically into <c>images/</c>.
 /// </summary>
 public sealed partial class ImagePuller(
-    HttpClient http, LocalImageStore store, ImageCache cache, TransferTracker tracker, IOptions<AgentOptions> options, TimeProvider time, ILogger<ImagePuller> logger)
+    HttpClient http, LocalImageStore store, ImageCache cache, TransferTracker tracker, Reconciliation.DesiredStateHolder desired,
+    IOptions<AgentOptions> options, TimeProvider time, ILogger<ImagePuller> logger)
 {
     private const int MaxRangeBytes = 8 * 1024 * 1024;
     private const long CommitEveryBytes = 4 * 1024 * 1024;
@@ -30,6 +31,7 @@ public sealed partial class ImagePuller(
     {
         if (store.HasImage(digest))
             return;
+        _throttle.BytesPerSecond = desired.Current?.MaxBytesPerSecond ?? options.Value.MaxBytesPerSecond;
         var manifest = await GetManifestAsync(digest, cancellationToken);
         var progress = tracker.Start(digest.ToString(), manifest.Size);
         try
@@ -328,9 +330,16 @@ public sealed partial class ImagePuller(
             {
                 var chunk = manifest.Chunks[i];
                 var data = buffer.AsMemory(0, chunk.Length);
+                // A source that stops sending is a failure like any other: retried with back-off.
+                using var stall = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                stall.CancelAfter(options.Value.StallTimeout);
                 try
                 {
-                    await body.ReadExactlyAsync(data, cancellationToken);
+                    await body.ReadExactlyAsync(data, stall.Token);
+                }
+                catch (OperationCanceledException ex) when (!cancellationToken.IsCancellationRequested)
+                {
+                    throw new PullException($"The source for {digest} stalled: no chunk within {options.Value.StallTimeout.TotalSeconds:0} s (chunk {i}).", ex);
                 }
                 catch (IOException ex) when (!cancellationToken.IsCancellationRequested)
                 {

@@ -13,6 +13,8 @@ public sealed record DesiredState
     [Key(0)] public required long Generation { get; init; }
     [Key(1)] public required IReadOnlyList<DesiredDrive> Drives { get; init; }
     [Key(2)] public long IssuedAtUnixMs { get; init; }
+    /// <summary>Pull bandwidth cap for this agent in bytes per second; null keeps the agent's configured cap, 0 is unlimited.</summary>
+    [Key(3)] public long? MaxBytesPerSecond { get; init; }
 }
 
 /// <summary>One drive (LUN) of the desired state.</summary>

@@ -14,6 +14,10 @@ public class GoldenBytesTests
     private static readonly string Digest = "sha256:" + new string('a', 64);
 
     private const string DesiredHex =
+        "9407919600d9477368613235363a6161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616101c3c3aa64656269616e2e69736fcf0000018bcfe56800c0";
+
+    // The same state as encoded before key 3 (bandwidth override) was appended.
+    private const string DesiredHexV1 =
         "9307919600d9477368613235363a6161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616161616101c3c3aa64656269616e2e69736fcf0000018bcfe56800";
 
     private const string ReportHex =
@@ -56,6 +60,14 @@ public class GoldenBytesTests
         var decoded = ProtocolSerializer.Deserialize<DesiredState>(Convert.FromHexString(DesiredHex));
         Assert.Equal(7, decoded.Generation);
         Assert.Equal(SampleDesired.Drives[0], decoded.Drives[0]);
+    }
+
+    [Fact]
+    public void DesiredState_EncodingBeforeKey3_StillDecodesWithNoOverride()
+    {
+        var decoded = ProtocolSerializer.Deserialize<DesiredState>(Convert.FromHexString(DesiredHexV1));
+        Assert.Equal(SampleDesired.Drives[0], decoded.Drives[0]);
+        Assert.Null(decoded.MaxBytesPerSecond);
     }
 
     [Fact]
