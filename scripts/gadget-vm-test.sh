@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Real-kernel test of the agent's configfs driver. Boots Debian's stock kernel in qemu (TCG) with
 # dummy_hcd, whose virtual UDC loops the USB gadget back to the same kernel's host side, and runs the
-# agent's own `drive` command inside the VM. The VM builds a mass-storage gadget (as PiKVM's kvmd-otg
-# does), binds it, and checks from the host side: the flash image appears as /dev/sdX with identical
+# agent's own `drive` command inside the VM: `drive setup` builds and binds the gadget, `drive attach`
+# and `drive eject` drive it, and the VM's host side checks: the flash image appears as /dev/sdX with identical
 # bytes and read-only; after a forced eject while the host holds the device open it has no medium; the
 # ISO appears as /dev/srX with identical bytes. Prints "CHECK <name> ok|FAIL" lines and exits non-zero
 # unless every check passed — including when the gadget never binds.
@@ -96,23 +96,14 @@ mount -t configfs none /sys/kernel/config 2>/dev/null || true
 check() { if [ "\$2" = "\$3" ]; then echo "CHECK \$1 ok"; else echo "CHECK \$1 FAIL (got '\$2', want '\$3')"; fi; }
 wait_for() { i=0; while [ \$i -lt 100 ]; do [ -e "\$1" ] && return 0; sleep 0.1; i=\$((i+1)); done; return 1; }
 
-# Build and bind a gadget the way PiKVM's kvmd-otg does; the agent attaches to it.
-g=/sys/kernel/config/usb_gadget/kvmd
-mkdir -p \$g/strings/0x409 \$g/configs/c.1/strings/0x409 \$g/functions/mass_storage.usb0
-echo 0x1d6b > \$g/idVendor; echo 0x0104 > \$g/idProduct
-echo MsdFleet > \$g/strings/0x409/manufacturer; echo test > \$g/strings/0x409/product; echo 0001 > \$g/strings/0x409/serialnumber
-echo cfg > \$g/configs/c.1/strings/0x409/configuration
-# LUN 1 is a CD-ROM drive from the start: the host learns a LUN's device type when it enumerates.
-mkdir -p \$g/functions/mass_storage.usb0/lun.1
-echo 1 > \$g/functions/mass_storage.usb0/lun.1/cdrom
-echo 1 > \$g/functions/mass_storage.usb0/lun.1/ro
-echo 1 > \$g/functions/mass_storage.usb0/lun.1/removable
-ln -s \$g/functions/mass_storage.usb0 \$g/configs/c.1/
-udc=\$(ls /sys/class/udc | head -n 1)
-echo "\$udc" > \$g/UDC
-check udc-bound "\$(cat \$g/UDC)" "dummy_udc.0"
+# The agent builds and binds its own gadget (libcomposite): two LUNs, LUN 1 a CD-ROM drive from the
+# start, because a host learns a LUN's device type when it enumerates.
+g=/sys/kernel/config/usb_gadget/msdfleet
 agent="/opt/agent/msdfleet-agent drive"
-export Gadget__ConfigfsRoot=/sys/kernel/config Gadget__GadgetName=kvmd Gadget__FunctionName=mass_storage.usb0
+export Gadget__ConfigfsRoot=/sys/kernel/config Gadget__GadgetName=msdfleet Gadget__FunctionName=mass_storage.0
+\$agent setup --luns 2 --cdrom-lun 1
+udc=\$(cat \$g/UDC)
+check udc-bound "\$udc" "dummy_udc.0"
 
 \$agent attach /img/flash.img --ro
 wait_for /sys/block/sda && sleep 0.5
@@ -128,7 +119,7 @@ sleep 1
 # A new open makes the host re-check the medium (while fd 3 still holds the device).
 check eject-no-medium "\$([ -e /sys/block/sda ] && head -c 512 /dev/sda 2>/dev/null | wc -c)" "0"
 check eject-size-zero "\$(cat /sys/block/sda/size 2>/dev/null)" "0"
-check eject-file-empty "\$(cat \$g/functions/mass_storage.usb0/lun.0/file)" ""
+check eject-file-empty "\$(cat \$g/functions/mass_storage.0/lun.0/file)" ""
 exec 3<&-
 
 wait_for /sys/block/sr0

@@ -57,6 +57,63 @@ public sealed class ConfigfsGadgetDriver(GadgetOptions options) : IGadgetDriver
         return File.Exists(state) ? File.ReadAllText(state).Trim() : null;
     }
 
+    public bool EnsureGadget()
+    {
+        var gadget = Path.Combine(options.ConfigfsRoot, "usb_gadget", options.GadgetName);
+        if (File.Exists(Path.Combine(gadget, "UDC")) && !string.IsNullOrEmpty(ReadAttribute(gadget, "UDC")))
+            return false;
+        if (!Directory.Exists(Path.Combine(options.ConfigfsRoot, "usb_gadget")))
+            throw new GadgetNotFoundException($"{options.ConfigfsRoot}/usb_gadget does not exist: is configfs mounted and libcomposite loaded (modprobe libcomposite)?");
+        try
+        {
+            // configfs creates each folder's attributes itself when the folder is made.
+            Directory.CreateDirectory(gadget);
+            WriteAttribute(gadget, "idVendor", options.VendorId);
+            WriteAttribute(gadget, "idProduct", options.ProductId);
+            WriteAttribute(gadget, "bcdDevice", "0x0100");
+            WriteAttribute(gadget, "bcdUSB", "0x0200");
+            var strings = Directory.CreateDirectory(Path.Combine(gadget, "strings", "0x409")).FullName;
+            WriteAttribute(strings, "manufacturer", options.Manufacturer);
+            WriteAttribute(strings, "product", options.Product);
+            WriteAttribute(strings, "serialnumber", SerialNumber());
+            var config = Directory.CreateDirectory(Path.Combine(gadget, "configs", "c.1")).FullName;
+            WriteAttribute(Directory.CreateDirectory(Path.Combine(config, "strings", "0x409")).FullName, "configuration", "Mass storage");
+            if (File.Exists(Path.Combine(config, "MaxPower")))
+                WriteAttribute(config, "MaxPower", "250");
+            var function = Directory.CreateDirectory(FunctionPath).FullName;
+            for (var lun = 0; lun < options.Luns; lun++)
+            {
+                var dir = Directory.CreateDirectory(LunPath(lun)).FullName;
+                var cdrom = options.CdromLuns.Contains(lun);
+                WriteAttribute(dir, "ro", cdrom ? "1" : "0");
+                WriteAttribute(dir, "cdrom", cdrom ? "1" : "0");
+                if (File.Exists(Path.Combine(dir, "removable")))
+                    WriteAttribute(dir, "removable", "1");
+            }
+            var link = Path.Combine(config, Path.GetFileName(function));
+            if (!Directory.Exists(link))
+                Directory.CreateSymbolicLink(link, function);
+            var udc = string.IsNullOrEmpty(options.Udc)
+                ? (Directory.Exists(options.UdcClassRoot) ? Directory.EnumerateFileSystemEntries(options.UdcClassRoot).Select(Path.GetFileName).Order(StringComparer.Ordinal).FirstOrDefault() : null)
+                : options.Udc;
+            if (string.IsNullOrEmpty(udc))
+                throw new GadgetNotFoundException($"No USB device controller in {options.UdcClassRoot}: is the OTG port in peripheral mode (dtoverlay=dwc2)?");
+            WriteAttribute(gadget, "UDC", udc);
+            return true;
+        }
+        catch (UnauthorizedAccessException ex)
+        {
+            throw new GadgetPermissionException($"Building the gadget under {gadget} was refused: the agent needs root for configfs.", ex);
+        }
+    }
+
+    private static string SerialNumber()
+    {
+        const string machineId = "/etc/machine-id";
+        var id = File.Exists(machineId) ? File.ReadAllText(machineId).Trim() : string.Empty;
+        return id.Length >= 12 ? id[..12] : "msdfleet0001";
+    }
+
     private string LunPath(int lun) => Path.Combine(FunctionPath, $"lun.{lun}");
 
     private string RequireLun(int lun)

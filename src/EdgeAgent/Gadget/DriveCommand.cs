@@ -8,7 +8,8 @@ namespace MsdFleet.EdgeAgent.Gadget;
 public static class DriveCommand
 {
     private const string Usage = """
-        usage: msdfleet-agent drive status [--lun N]
+        usage: msdfleet-agent drive setup [--luns N] [--cdrom-lun N]...   (build and bind the gadget)
+               msdfleet-agent drive status [--lun N]
                msdfleet-agent drive attach FILE [--cdrom] [--ro] [--lun N]
                msdfleet-agent drive eject [--lun N]
         options: --configfs DIR  --gadget NAME  --function NAME  --udc-root DIR
@@ -33,6 +34,8 @@ public static class DriveCommand
                     case "--cdrom": cdrom = true; break;
                     case "--ro": readOnly = true; break;
                     case "--lun": lun = int.TryParse(Next(), out var n) && n is >= 0 and < 64 ? n : throw new ArgumentException("--lun must be 0..63."); break;
+                    case "--luns": options.Luns = int.TryParse(Next(), out var luns) && luns is >= 1 and <= 8 ? luns : throw new ArgumentException("--luns must be 1..8."); break;
+                    case "--cdrom-lun": options.CdromLuns = [.. options.CdromLuns, int.TryParse(Next(), out var c) && c is >= 0 and < 8 ? c : throw new ArgumentException("--cdrom-lun must be 0..7.")]; break;
                     case "--configfs": options.ConfigfsRoot = Next(); break;
                     case "--gadget": options.GadgetName = Next(); break;
                     case "--function": options.FunctionName = Next(); break;
@@ -56,6 +59,11 @@ public static class DriveCommand
         {
             switch (positional)
             {
+                case ["setup"]:
+                    output.WriteLine(driver.EnsureGadget()
+                        ? $"gadget {options.GadgetName} built with {options.Luns} LUN(s) and bound; host side: {driver.ReadHostState() ?? "unknown"}"
+                        : $"gadget {options.GadgetName} already exists and is bound");
+                    return 0;
                 case ["status"]:
                     var state = driver.ReadLun(lun) ?? throw new GadgetNotFoundException($"LUN {lun} does not exist under {driver.FunctionPath}.");
                     output.WriteLine($"lun={lun} file={state.File ?? ""} cdrom={(state.Cdrom ? 1 : 0)} ro={(state.ReadOnly ? 1 : 0)} host={driver.ReadHostState() ?? "unknown"}");

@@ -19,6 +19,31 @@ public sealed class GadgetOptions
     [Required]
     public string FunctionName { get; set; } = "mass_storage.usb0";
 
+    /// <summary>
+    /// Build and bind the gadget at start when it does not exist (a Pi without kvmd). Leave false to attach
+    /// to a gadget someone else builds, such as PiKVM's kvmd-otg.
+    /// </summary>
+    public bool Create { get; set; }
+
+    /// <summary>LUNs of a gadget the agent builds.</summary>
+    [Range(1, 8)]
+    public int Luns { get; set; } = 1;
+
+    /// <summary>LUNs of a gadget the agent builds that present as CD-ROM drives (a host learns a LUN's type when it enumerates).</summary>
+    public int[] CdromLuns { get; set; } = [];
+
+    /// <summary>UDC to bind; empty picks the first one in <see cref="UdcClassRoot"/>.</summary>
+    public string Udc { get; set; } = string.Empty;
+
+    [RegularExpression("^0x[0-9a-fA-F]{4}$")]
+    public string VendorId { get; set; } = "0x1d6b";
+
+    [RegularExpression("^0x[0-9a-fA-F]{4}$")]
+    public string ProductId { get; set; } = "0x0104";
+
+    public string Manufacturer { get; set; } = "MsdFleet";
+    public string Product { get; set; } = "Virtual Media";
+
     /// <summary>Where UDCs are listed, for the host side's state.</summary>
     [Required]
     public string UdcClassRoot { get; set; } = "/sys/class/udc";

@@ -15,6 +15,9 @@ public interface IGadgetDriver
     /// <summary>Takes the medium away even while the host holds it (forced_eject).</summary>
     void Eject(int lun);
 
+    /// <summary>Builds and binds the gadget if it does not exist yet; returns false when it already did.</summary>
+    bool EnsureGadget();
+
     /// <summary>The host side as the UDC sees it (e.g. <c>configured</c>, <c>not attached</c>), or null if unknown.</summary>
     string? ReadHostState();
 }

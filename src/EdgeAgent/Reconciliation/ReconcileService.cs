@@ -27,6 +27,7 @@ public sealed partial class ReconcileService(
     AgentMqttService mqtt,
     TopicNames topics,
     IOptions<AgentOptions> options,
+    IOptions<GadgetOptions> gadgetOptions,
     TimeProvider time,
     ILogger<ReconcileService> logger) : BackgroundService
 {
@@ -36,6 +37,7 @@ public sealed partial class ReconcileService(
     private readonly ConcurrentDictionary<string, (DateTimeOffset RetryAt, int Failures)> _pullFailures = new(StringComparer.Ordinal);
     private readonly Dictionary<int, string> _driveErrors = [];
     private long _appliedGeneration;
+    private bool _gadgetReady;
     private string? _lastError;
     private byte[]? _lastReportBody;
     private DateTimeOffset _lastReportAt;
@@ -80,6 +82,21 @@ public sealed partial class ReconcileService(
 
     private async Task PassAsync(CancellationToken cancellationToken)
     {
+        if (gadgetOptions.Value.Create && !_gadgetReady)
+        {
+            try
+            {
+                if (gadget.EnsureGadget())
+                    Log.GadgetBuilt(logger, gadgetOptions.Value.GadgetName);
+                _gadgetReady = true;
+            }
+            catch (GadgetException ex)
+            {
+                _lastError = ex.Message;
+                Log.GadgetFailed(logger, -1, ex.Message);
+                return;
+            }
+        }
         var state = desired.Current;
         var plan = ReconcilePlanner.Plan(state, Observe());
         var blocked = false;
@@ -255,6 +272,9 @@ public sealed partial class ReconcileService(
 
         [LoggerMessage(4, LogLevel.Error, "Gadget operation on LUN {Lun} failed: {Reason}")]
         public static partial void GadgetFailed(ILogger logger, int lun, string reason);
+
+        [LoggerMessage(6, LogLevel.Information, "Built and bound USB gadget {Gadget}")]
+        public static partial void GadgetBuilt(ILogger logger, string gadget);
 
         [LoggerMessage(5, LogLevel.Error, "Pull of {Digest} failed")]
         public static partial void PullFailed(ILogger logger, string digest, Exception exception);

@@ -124,3 +124,44 @@ public class ConfigfsGadgetDriverTests : IDisposable
         Assert.Equal(1, DriveCommand.Run(["status", "--lun", "3"], _options, output, error));
     }
 }
+
+public class ConfigfsGadgetSetupTests : IDisposable
+{
+    private readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    [Fact]
+    public void EnsureGadget_BuildsLayoutLinksFunctionAndBindsFirstUdc()
+    {
+        var options = new GadgetOptions
+        {
+            ConfigfsRoot = Path.Combine(_dir.Path, "configfs"),
+            UdcClassRoot = Path.Combine(_dir.Path, "udc"),
+            GadgetName = "msdfleet",
+            FunctionName = "mass_storage.0",
+            Luns = 2,
+            CdromLuns = [1],
+        };
+        Directory.CreateDirectory(Path.Combine(options.ConfigfsRoot, "usb_gadget"));
+        Directory.CreateDirectory(Path.Combine(options.UdcClassRoot, "fe980000.usb"));
+        var driver = new ConfigfsGadgetDriver(options);
+        Assert.True(driver.EnsureGadget());
+        var gadget = Path.Combine(options.ConfigfsRoot, "usb_gadget", "msdfleet");
+        Assert.Equal("fe980000.usb", File.ReadAllText(Path.Combine(gadget, "UDC")).Trim());
+        Assert.Equal("0x1d6b", File.ReadAllText(Path.Combine(gadget, "idVendor")).Trim());
+        Assert.True(Directory.Exists(Path.Combine(gadget, "configs", "c.1", "mass_storage.0")));
+        Assert.Equal(new LunState(1, null, true, true), driver.ReadLun(1));
+        Assert.Equal(new LunState(0, null, false, false), driver.ReadLun(0));
+        Assert.False(driver.EnsureGadget()); // already bound: left alone
+    }
+
+    [Fact]
+    public void EnsureGadget_NoConfigfsOrNoUdc_TypedErrors()
+    {
+        var options = new GadgetOptions { ConfigfsRoot = Path.Combine(_dir.Path, "none"), UdcClassRoot = Path.Combine(_dir.Path, "udc") };
+        Assert.Contains("libcomposite", Assert.Throws<GadgetNotFoundException>(() => new ConfigfsGadgetDriver(options).EnsureGadget()).Message, StringComparison.Ordinal);
+        Directory.CreateDirectory(Path.Combine(options.ConfigfsRoot, "usb_gadget"));
+        Assert.Contains("dwc2", Assert.Throws<GadgetNotFoundException>(() => new ConfigfsGadgetDriver(options).EnsureGadget()).Message, StringComparison.Ordinal);
+    }
+}
