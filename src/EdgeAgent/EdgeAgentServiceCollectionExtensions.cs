@@ -26,6 +26,7 @@ public static class EdgeAgentServiceCollectionExtensions
         services.AddSingleton<DesiredStateHolder>();
         services.AddSingleton<TransferTracker>();
         services.AddSingleton<ImageCache>();
+        services.AddSingleton<StartupRecovery>();
         services.AddSingleton(sp => CreateHttpClient(sp.GetRequiredService<IOptions<AgentOptions>>().Value));
         services.AddSingleton<ImagePuller>();
         services.AddSingleton<AgentMqttService>();

@@ -23,6 +23,7 @@ public sealed partial class ReconcileService(
     LocalImageStore store,
     ImagePuller puller,
     ImageCache cache,
+    StartupRecovery recovery,
     TransferTracker transfers,
     AgentMqttService mqtt,
     TopicNames topics,
@@ -51,6 +52,15 @@ public sealed partial class ReconcileService(
             desired.Poke();
         };
         var agentId = options.Value.Id;
+        try
+        {
+            await recovery.RunAsync(desired.Current, stoppingToken);
+        }
+        catch (Exception ex) when (ex is IOException or GadgetException or UnauthorizedAccessException)
+        {
+            _lastError = $"Startup recovery failed: {ex.Message}";
+            Log.PassFailed(logger, ex);
+        }
         while (!stoppingToken.IsCancellationRequested)
         {
             try

@@ -62,30 +62,32 @@ public sealed partial class ImageCache(
     /// <summary>Checks a cached image before it is attached; quarantines it and returns false when it is corrupt.</summary>
     public async Task<bool> VerifyAsync(ImageDigest digest, CancellationToken cancellationToken)
     {
-        var mode = options.Value.VerifyBeforeAttach;
-        if (mode == "none")
-            return true;
-        var manifest = await store.LoadManifestAsync(digest, cancellationToken);
-        var path = store.ImagePath(digest);
-        string? problem = null;
-        if (manifest is null)
-            problem = "its manifest is missing or damaged";
-        else if (new FileInfo(path).Length != manifest.Size)
-            problem = $"its size is {new FileInfo(path).Length}, not {manifest.Size}";
-        else if (mode == "full")
-        {
-            await using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 20, FileOptions.Asynchronous | FileOptions.SequentialScan);
-            if (!(await SHA256.HashDataAsync(stream, cancellationToken)).AsSpan().SequenceEqual(manifest.Sha256))
-                problem = "its SHA-256 does not match the manifest";
-        }
-        else
-        {
-            problem = SampleCheck(path, manifest);
-        }
+        var problem = await CheckAsync(digest, cancellationToken);
         if (problem is null)
             return true;
         Quarantine(digest, problem);
         return false;
+    }
+
+    /// <summary>What is wrong with a cached image (per Agent:VerifyBeforeAttach), or null. Reads only.</summary>
+    public async Task<string?> CheckAsync(ImageDigest digest, CancellationToken cancellationToken)
+    {
+        var mode = options.Value.VerifyBeforeAttach;
+        if (mode == "none")
+            return null;
+        var manifest = await store.LoadManifestAsync(digest, cancellationToken);
+        var path = store.ImagePath(digest);
+        if (manifest is null)
+            return "its manifest is missing or damaged";
+        if (new FileInfo(path).Length != manifest.Size)
+            return $"its size is {new FileInfo(path).Length}, not {manifest.Size}";
+        if (mode == "full")
+        {
+            await using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 20, FileOptions.Asynchronous | FileOptions.SequentialScan);
+            return (await SHA256.HashDataAsync(stream, cancellationToken)).AsSpan().SequenceEqual(manifest.Sha256)
+                ? null : "its SHA-256 does not match the manifest";
+        }
+        return SampleCheck(path, manifest);
     }
 
     private string? SampleCheck(string path, ImageManifest manifest)
@@ -109,6 +111,13 @@ public sealed partial class ImageCache(
                 return $"chunk {i} at offset {offsets[i]} does not match the manifest";
         }
         return null;
+    }
+
+    public Task QuarantineAsync(ImageDigest digest, string problem, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        Quarantine(digest, problem);
+        return Task.CompletedTask;
     }
 
     private void Quarantine(ImageDigest digest, string problem)
