@@ -103,29 +103,22 @@ public sealed partial class ImagePuller(
             progress.Add(journal.Done.Sum(i => (long)manifest.Chunks[i].Length));
             var committer = new JournalCommitter(handle, journal);
             await SeedFromLocalAsync(digest, manifest, offsets, handle, committer, progress, cancellationToken);
-            for (var layoutAttempt = 1; ; layoutAttempt++)
+            // The whole-image SHA-256 follows the download: a second task hashes chunks in order as soon as
+            // they are on disk (read back from the page cache), so only the tail is left when the last range lands.
+            var fetching = FetchAllAsync(digest, manifest, offsets, handle, committer, progress, cancellationToken);
+            var hashing = HashInOrderAsync(handle, manifest, offsets, committer, fetching, cancellationToken);
+            try
             {
-                // Layout URLs are short-lived and packs may be repacked by GC: a 403/404 from a source
-                // means "ask again", and what was already written is not fetched twice.
-                var layout = await GetLayoutAsync(digest, manifest, cancellationToken);
-                var ranges = PlanRanges(manifest, layout, committer.WrittenSnapshot());
-                Log.PullStarting(logger, digest.ToString(), manifest.Size, progress.BytesDone, ranges.Count);
-                try
-                {
-                    await Parallel.ForEachAsync(ranges,
-                        new ParallelOptions { MaxDegreeOfParallelism = options.Value.ParallelRequests, CancellationToken = cancellationToken },
-                        async (range, ct) => await FetchRangeWithRetryAsync(digest, manifest, layout, offsets, range, handle, committer, progress, ct));
-                    break;
-                }
-                catch (LayoutExpiredException) when (layoutAttempt < 3)
-                {
-                    committer.Flush();
-                }
+                await fetching;
+            }
+            finally
+            {
+                await hashing.ContinueWith(_ => { }, TaskScheduler.Default);
             }
             committer.Flush();
 
             progress.State = TransferState.Verifying;
-            var sha256 = await HashFileAsync(handle, manifest.Size, cancellationToken);
+            var sha256 = await hashing;
             if (!sha256.AsSpan().SequenceEqual(manifest.Sha256))
             {
                 handle.Dispose();
@@ -141,6 +134,63 @@ public sealed partial class ImagePuller(
         AtomicFile.SyncDirectory(store.IncomingPath);
         progress.State = TransferState.Complete;
         Log.PullCompleted(logger, digest.ToString(), manifest.Size);
+    }
+
+    private async Task FetchAllAsync(ImageDigest digest, ImageManifest manifest, long[] offsets, Microsoft.Win32.SafeHandles.SafeFileHandle handle,
+        JournalCommitter committer, TransferProgress progress, CancellationToken cancellationToken)
+    {
+        for (var layoutAttempt = 1; ; layoutAttempt++)
+        {
+            // Layout URLs are short-lived and packs may be repacked by GC: a 403/404 from a source
+            // means "ask again", and what was already written is not fetched twice.
+            var layout = await GetLayoutAsync(digest, manifest, cancellationToken);
+            var ranges = PlanRanges(manifest, layout, committer.WrittenSnapshot());
+            Log.PullStarting(logger, digest.ToString(), manifest.Size, progress.BytesDone, ranges.Count);
+            try
+            {
+                await Parallel.ForEachAsync(ranges,
+                    new ParallelOptions { MaxDegreeOfParallelism = options.Value.ParallelRequests, CancellationToken = cancellationToken },
+                    async (range, ct) => await FetchRangeWithRetryAsync(digest, manifest, layout, offsets, range, handle, committer, progress, ct));
+                return;
+            }
+            catch (LayoutExpiredException) when (layoutAttempt < 3)
+            {
+                committer.Flush();
+            }
+        }
+    }
+
+    private static async Task<byte[]> HashInOrderAsync(Microsoft.Win32.SafeHandles.SafeFileHandle handle, ImageManifest manifest, long[] offsets,
+        JournalCommitter committer, Task fetching, CancellationToken cancellationToken)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = ArrayPool<byte>.Shared.Rent(manifest.Chunker.MaxSize);
+        try
+        {
+            for (var i = 0; i < manifest.Chunks.Count; i++)
+            {
+                while (!committer.IsWritten(i))
+                {
+                    if (fetching.IsCompleted)
+                    {
+                        await fetching; // rethrows the download's failure
+                        if (!committer.IsWritten(i))
+                            throw new PullException($"Chunk {i} was never written although the download finished.");
+                        break;
+                    }
+                    await Task.Delay(2, cancellationToken);
+                }
+                var span = buffer.AsMemory(0, manifest.Chunks[i].Length);
+                if (await RandomAccess.ReadAsync(handle, span, offsets[i], cancellationToken) != span.Length)
+                    throw new PullException("The partial file is shorter than the image.");
+                hash.AppendData(span.Span);
+            }
+            return hash.GetHashAndReset();
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
     }
 
     /// <summary>
@@ -367,29 +417,6 @@ public sealed partial class ImagePuller(
         return last + 1;
     }
 
-    private static async Task<byte[]> HashFileAsync(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long size, CancellationToken cancellationToken)
-    {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buffer = ArrayPool<byte>.Shared.Rent(1024 * 1024);
-        try
-        {
-            long position = 0;
-            while (position < size)
-            {
-                var read = await RandomAccess.ReadAsync(handle, buffer.AsMemory(0, (int)Math.Min(buffer.Length, size - position)), position, cancellationToken);
-                if (read == 0)
-                    throw new PullException("The partial file is shorter than the image.");
-                hash.AppendData(buffer, 0, read);
-                position += read;
-            }
-            return hash.GetHashAndReset();
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-    }
-
     private static async Task EnsureSuccessAsync(HttpResponseMessage response, string what, CancellationToken cancellationToken)
     {
         if (response.IsSuccessStatusCode)
@@ -434,6 +461,12 @@ public sealed partial class ImagePuller(
         {
             lock (_lock)
                 return new HashSet<int>(_written.Concat(journal.Done));
+        }
+
+        public bool IsWritten(int index)
+        {
+            lock (_lock)
+                return _written.Contains(index) || journal.Done.Contains(index);
         }
 
         public int FirstUnwritten(int from, int last)
