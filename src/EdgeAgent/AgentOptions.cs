@@ -23,6 +23,9 @@ public sealed class AgentOptions : IValidatableObject
 
     public Dictionary<string, string> Labels { get; set; } = [];
 
+    /// <summary>The Coordinator's desired-state signing key (base64 SubjectPublicKeyInfo); empty pins it at first contact.</summary>
+    public string? CoordinatorPublicKey { get; set; }
+
     /// <summary>Ranged requests in flight during a pull.</summary>
     [Range(1, 64)]
     public int ParallelRequests { get; set; } = 4;

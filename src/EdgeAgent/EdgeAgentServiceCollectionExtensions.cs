@@ -27,6 +27,7 @@ public static class EdgeAgentServiceCollectionExtensions
         services.AddSingleton<TransferTracker>();
         services.AddSingleton<ImageCache>();
         services.AddSingleton<StartupRecovery>();
+        services.AddSingleton<CoordinatorKey>();
         services.AddSingleton(sp => CreateHttpClient(sp.GetRequiredService<IOptions<AgentOptions>>().Value));
         services.AddSingleton<ImagePuller>();
         services.AddSingleton<AgentMqttService>();

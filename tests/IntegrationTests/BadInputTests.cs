@@ -153,7 +153,7 @@ public sealed class BadInputTests : IAsyncLifetime
             await attacker.PublishAsync(new MqttApplicationMessageBuilder().WithTopic($"{coordinator.TopicPrefix}/agents/ghost/reported")
                 .WithPayload(payload).WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build());
         }
-        await Eventually.WaitAsync(() => agent.Log.Split("Dropped malformed desired state").Length - 1 >= garbage.Length,
+        await Eventually.WaitAsync(() => agent.Log.Split("Dropped malformed or untrusted desired state").Length - 1 >= garbage.Length,
             TimeSpan.FromSeconds(20), "the agent to log every malformed payload", () => agent.Log);
         Assert.False(agent.HasExited);
 

@@ -12,6 +12,7 @@ public static class AuthServiceCollectionExtensions
         builder.Services.AddOptions<AuthOptions>().BindConfiguration(AuthOptions.Section).ValidateOnStart();
         builder.Services.AddSingleton<TokenStore>();
         builder.Services.AddSingleton<AgentCredentialStore>();
+        builder.Services.AddSingleton<SigningKeyStore>();
         builder.Services.AddHostedService<BootstrapTokenService>();
         builder.Services.AddAuthentication(CredentialAuthenticationHandler.SchemeName)
             .AddScheme<AuthenticationSchemeOptions, CredentialAuthenticationHandler>(CredentialAuthenticationHandler.SchemeName, null);

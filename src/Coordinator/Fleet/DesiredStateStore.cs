@@ -66,6 +66,7 @@ public sealed class DesiredStateStore(IObjectStore store, TimeProvider time) : I
                 Drives = current?.Drives ?? [],
                 IssuedAtUnixMs = time.GetUtcNow().ToUnixTimeMilliseconds(),
                 MaxBytesPerSecond = bytesPerSecond,
+                AgentId = agentId,
             };
             return await SaveLockedAsync(agentId, next, cancellationToken);
         }, cancellationToken);
@@ -91,6 +92,7 @@ public sealed class DesiredStateStore(IObjectStore store, TimeProvider time) : I
             Drives = drives,
             IssuedAtUnixMs = time.GetUtcNow().ToUnixTimeMilliseconds(),
             MaxBytesPerSecond = current?.MaxBytesPerSecond,
+            AgentId = agentId,
         };
         return await SaveLockedAsync(agentId, next, cancellationToken);
     }

@@ -19,6 +19,12 @@ public static class FleetEndpoints
         agents.MapPut("/{agentId}/drives/{index:int}", SetDriveAsync).RequireAuthorization(Policies.Operate);
         agents.MapPut("/{agentId}/bandwidth", SetBandwidthAsync).RequireAuthorization(Policies.Operate);
         agents.MapPost("/{agentId}/credentials", CreateCredentialsAsync).RequireAuthorization(Policies.Admin);
+        // The public key agents pin to verify desired state; readable by agents and people.
+        app.MapGet("/api/v1/signing-key", async (SigningKeyStore keys, CancellationToken ct) =>
+        {
+            var key = await keys.GetAsync(ct);
+            return Results.Ok(new { keyId = Protocol.Signing.DesiredStateSigning.KeyId(key), algorithm = "ECDSA-P256-SHA256", publicKey = Convert.ToBase64String(key.ExportSubjectPublicKeyInfo()) });
+        }).RequireAuthorization(Policies.ImageData);
         return app;
     }
 
@@ -59,7 +65,7 @@ public static class FleetEndpoints
         if (request.Image is not null && !NameRules.TryValidateImageName(request.Image, out var nameError))
             throw ApiException.BadRequest("invalid-image-name", nameError);
 
-        var (state, bytes) = await desired.RunExclusiveAsync(async () =>
+        var (state, _) = await desired.RunExclusiveAsync(async () =>
         {
             // Resolved under the lock, so a concurrent DELETE cannot remove the image between lookup and commit.
             string? digest = null;
@@ -76,7 +82,7 @@ public static class FleetEndpoints
             };
             return await desired.SetDriveLockedAsync(agentId, drive, ct);
         }, ct);
-        await mqtt.PublishDesiredAsync(agentId, bytes, ct);
+        await mqtt.PublishDesiredAsync(agentId, state, ct);
         return Results.Ok(DesiredView.From(state));
     }
 
@@ -88,8 +94,8 @@ public static class FleetEndpoints
             throw ApiException.BadRequest("invalid-bandwidth", "Send {\"maxBytesPerSecond\": N} with N >= 0 (0 = unlimited), or null to use the agent's own setting.");
         if (await credentials.FindAsync(agentId, ct) is null)
             throw UnknownAgent(agentId);
-        var (state, bytes) = await desired.SetBandwidthAsync(agentId, request.MaxBytesPerSecond, ct);
-        await mqtt.PublishDesiredAsync(agentId, bytes, ct);
+        var (state, _) = await desired.SetBandwidthAsync(agentId, request.MaxBytesPerSecond, ct);
+        await mqtt.PublishDesiredAsync(agentId, state, ct);
         return Results.Ok(DesiredView.From(state));
     }
 

@@ -26,13 +26,15 @@ public sealed partial class CoordinatorMqttService : BackgroundService
     private readonly FleetRegistry _registry;
     private readonly DesiredStateStore _desired;
     private readonly EmbeddedBrokerService? _embedded;
+    private readonly Auth.SigningKeyStore _signing;
     private readonly ILogger<CoordinatorMqttService> _logger;
     private readonly IMqttClient _client;
     private readonly TaskCompletionSource _firstConnect = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public CoordinatorMqttService(IOptions<MqttOptions> options, TopicNames topics, FleetRegistry registry, DesiredStateStore desired,
-        IServiceProvider services, ILogger<CoordinatorMqttService> logger)
+        Auth.SigningKeyStore signing, IServiceProvider services, ILogger<CoordinatorMqttService> logger)
     {
+        _signing = signing;
         ArgumentNullException.ThrowIfNull(options);
         _options = options.Value;
         _topics = topics;
@@ -53,14 +55,14 @@ public sealed partial class CoordinatorMqttService : BackgroundService
     /// <summary>Completes once the first session is up (used by readiness and tests).</summary>
     public Task Connected => _firstConnect.Task;
 
-    /// <summary>Publishes retained; if the broker is down the state is already durable and goes out on reconnect.</summary>
-    public async Task PublishDesiredAsync(string agentId, byte[] bytes, CancellationToken cancellationToken)
+    /// <summary>Signs and publishes retained; if the broker is down the state is already durable and goes out on reconnect.</summary>
+    public async Task PublishDesiredAsync(string agentId, DesiredState state, CancellationToken cancellationToken)
     {
         if (!_client.IsConnected)
             return;
         try
         {
-            await _client.PublishAsync(DesiredMessage(agentId, bytes), cancellationToken);
+            await _client.PublishAsync(await SignedMessageAsync(agentId, state, cancellationToken), cancellationToken);
         }
         catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException)
         {
@@ -127,18 +129,22 @@ public sealed partial class CoordinatorMqttService : BackgroundService
             .WithTopicFilter(_topics.AllReported, MqttQualityOfServiceLevel.AtLeastOnce)
             .Build(), timeout.Token);
         foreach (var (agentId, state) in _desired.All)
-            await _client.PublishAsync(DesiredMessage(agentId, ProtocolSerializer.Serialize(state)), timeout.Token);
+            await _client.PublishAsync(await SignedMessageAsync(agentId, state, timeout.Token), timeout.Token);
         Log.Connected(_logger, uri, _desired.All.Count);
         _firstConnect.TrySetResult();
     }
 
-    private MqttApplicationMessage DesiredMessage(string agentId, byte[] bytes) =>
-        new MqttApplicationMessageBuilder()
+    private async Task<MqttApplicationMessage> SignedMessageAsync(string agentId, DesiredState state, CancellationToken cancellationToken)
+    {
+        var key = await _signing.GetAsync(cancellationToken);
+        var bytes = Protocol.Signing.DesiredStateSigning.Sign(state with { AgentId = agentId }, key);
+        return new MqttApplicationMessageBuilder()
             .WithTopic(_topics.Desired(agentId))
             .WithPayload(bytes)
             .WithRetainFlag()
             .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
             .Build();
+    }
 
     private void Handle(string topic, ReadOnlySequence<byte> payload)
     {

@@ -10,6 +10,7 @@ using MsdFleet.Protocol;
 using MsdFleet.Protocol.Messages;
 using MsdFleet.Protocol.Naming;
 using MsdFleet.Protocol.Serialization;
+using MsdFleet.Protocol.Signing;
 
 namespace MsdFleet.EdgeAgent.Mqtt;
 
@@ -25,13 +26,15 @@ public sealed partial class AgentMqttService : BackgroundService
     private readonly AgentOptions _agent;
     private readonly TopicNames _topics;
     private readonly DesiredStateHolder _desired;
+    private readonly CoordinatorKey _coordinatorKey;
     private readonly ILogger<AgentMqttService> _logger;
     private readonly IMqttClient _client;
     private readonly Channel<byte[]> _incoming = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(8) { FullMode = BoundedChannelFullMode.DropOldest });
 
     public AgentMqttService(IOptions<AgentMqttOptions> mqtt, IOptions<AgentOptions> agent, TopicNames topics, DesiredStateHolder desired,
-        ILogger<AgentMqttService> logger)
+        CoordinatorKey coordinatorKey, ILogger<AgentMqttService> logger)
     {
+        _coordinatorKey = coordinatorKey;
         ArgumentNullException.ThrowIfNull(mqtt);
         ArgumentNullException.ThrowIfNull(agent);
         _mqtt = mqtt.Value;
@@ -154,17 +157,29 @@ public sealed partial class AgentMqttService : BackgroundService
                 continue; // retained desired state was cleared
             try
             {
-                var state = ProtocolSerializer.Deserialize<DesiredState>(payload);
+                // Only what the pinned Coordinator key signed, for this agent, is even decoded.
+                var state = DesiredStateSigning.Verify(payload, await _coordinatorKey.GetAsync(cancellationToken), _agent.Id);
                 Validate(state);
                 var result = await _desired.OfferAsync(state, cancellationToken);
                 if (result == DesiredStateHolder.OfferResult.Stale)
+                {
                     Log.StaleDesired(_logger, state.Generation, _desired.Current?.Generation ?? 0);
+                    _desired.Reject($"Rejected desired state generation {state.Generation}: older than the applied generation {_desired.Current?.Generation} (replayed?).");
+                }
                 else if (result == DesiredStateHolder.OfferResult.Accepted)
+                {
                     Log.DesiredAccepted(_logger, state.Generation);
+                }
+            }
+            catch (DesiredStateRejectedException ex)
+            {
+                Log.MalformedDesired(_logger, payload.Length, ex.Message);
+                _desired.Reject($"Rejected a desired state: {ex.Message}.");
             }
             catch (ProtocolFormatException ex)
             {
                 Log.MalformedDesired(_logger, payload.Length, ex.Message);
+                _desired.Reject($"Rejected a desired state: {ex.Message}.");
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
@@ -202,7 +217,7 @@ public sealed partial class AgentMqttService : BackgroundService
         [LoggerMessage(2, LogLevel.Warning, "Cannot connect to MQTT broker {Broker}: {Reason}; retrying")]
         public static partial void ConnectFailed(ILogger logger, Uri broker, string reason);
 
-        [LoggerMessage(3, LogLevel.Warning, "Dropped malformed desired state ({Length} bytes): {Reason}")]
+        [LoggerMessage(3, LogLevel.Warning, "Dropped malformed or untrusted desired state ({Length} bytes): {Reason}")]
         public static partial void MalformedDesired(ILogger logger, int length, string reason);
 
         [LoggerMessage(4, LogLevel.Warning, "Refused desired generation {Generation}: older than the applied generation {Current}")]

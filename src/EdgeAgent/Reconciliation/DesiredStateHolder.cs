@@ -22,6 +22,15 @@ public sealed class DesiredStateHolder : IDisposable
 
     public DesiredState? Current { get; private set; }
 
+    /// <summary>Why the last refused desired state was refused; cleared when a valid new one arrives.</summary>
+    public string? LastRejection { get; private set; }
+
+    public void Reject(string reason)
+    {
+        LastRejection = reason;
+        Poke();
+    }
+
     public void Dispose() => _changed.Dispose();
 
     public enum OfferResult { Accepted, Duplicate, Stale }
@@ -39,6 +48,7 @@ public sealed class DesiredStateHolder : IDisposable
                     return OfferResult.Stale;
             }
             Current = state;
+            LastRejection = null;
         }
         await _store.SaveDesiredAsync(state, cancellationToken);
         Poke();

@@ -240,7 +240,7 @@ public sealed partial class ReconcileService(
             TotalBytes = total,
             Transfers = transfers.Snapshot(),
             AppliedGeneration = _appliedGeneration,
-            LastError = _lastError,
+            LastError = desired.LastRejection ?? _lastError,
         };
         // Publish on change, on reconnect, and now and then as a heartbeat; free space alone is not a change.
         var body = ProtocolSerializer.Serialize(report with { FreeBytes = 0 });

@@ -15,6 +15,8 @@ public sealed record DesiredState
     [Key(2)] public long IssuedAtUnixMs { get; init; }
     /// <summary>Pull bandwidth cap for this agent in bytes per second; null keeps the agent's configured cap, 0 is unlimited.</summary>
     [Key(3)] public long? MaxBytesPerSecond { get; init; }
+    /// <summary>The agent this state is for; signed with it, so a state cannot be replayed to another agent.</summary>
+    [Key(4)] public string? AgentId { get; init; }
 }
 
 /// <summary>One drive (LUN) of the desired state.</summary>
