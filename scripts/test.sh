@@ -39,6 +39,9 @@ for trx in "$results"/*.trx; do
   p=$(sed -E 's/.* passed="([0-9]+)".*/\1/' <<<"$counters"); f=$(sed -E 's/.* failed="([0-9]+)".*/\1/' <<<"$counters")
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 done
+# One million generated inputs through every untrusted-input parser (bench/Fuzz); counts as one test.
+echo "fuzzing the parsers at the trust boundary (1,000,000 inputs)…"
+if dotnet bench/Fuzz/bin/Release/net10.0/MsdFleet.Fuzz.dll 1000000; then passed=$((passed + 1)); else failed=$((failed + 1)); status=1; fi
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
 echo "$passed passed, $failed failed"
 exit "$status"
