@@ -32,6 +32,7 @@ public static class CoordinatorApp
         app.MapCatalogApi();
         app.MapPushApi();
         app.MapFleetApi();
+        app.MapTokenApi();
         return app;
     }
 

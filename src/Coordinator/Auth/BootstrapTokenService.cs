@@ -16,7 +16,7 @@ public sealed partial class BootstrapTokenService(
             return;
         var configured = options.Value.BootstrapAdminToken;
         var token = string.IsNullOrWhiteSpace(configured) ? SecretHash.NewSecret("msdf_") : configured;
-        await tokens.AddAsync(token, new ApiTokenRecord("bootstrap-admin", Roles.Admin, time.GetUtcNow()), cancellationToken);
+        await tokens.AddAsync(token, new ApiTokenRecord("bootstrap-admin", Roles.Admin, time.GetUtcNow()) { Id = SecretHash.HashHex(token)[..16] }, cancellationToken);
         if (!string.IsNullOrWhiteSpace(configured))
         {
             Log.ConfiguredTokenStored(logger);

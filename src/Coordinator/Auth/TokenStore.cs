@@ -13,17 +13,46 @@ public sealed class TokenStore(IObjectStore store)
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
     private readonly ConcurrentDictionary<string, ApiTokenRecord> _cache = new(StringComparer.Ordinal);
 
+    /// <summary>The token's record, or null when it is unknown, revoked or expired.</summary>
     public async Task<ApiTokenRecord?> FindAsync(string token, CancellationToken cancellationToken)
     {
         var hash = SecretHash.HashHex(token);
-        if (_cache.TryGetValue(hash, out var cached))
-            return cached;
-        var bytes = await store.GetBytesAsync(ObjectKeys.Token(hash), 64 * 1024, cancellationToken);
-        if (bytes is null)
-            return null;
-        var record = JsonSerializer.Deserialize<ApiTokenRecord>(bytes, Json)!;
-        _cache[hash] = record;
-        return record;
+        if (!_cache.TryGetValue(hash, out var record))
+        {
+            var bytes = await store.GetBytesAsync(ObjectKeys.Token(hash), 64 * 1024, cancellationToken);
+            if (bytes is null)
+                return null;
+            record = JsonSerializer.Deserialize<ApiTokenRecord>(bytes, Json)!;
+            _cache[hash] = record;
+        }
+        return record.ExpiresAt is { } expires && expires <= DateTimeOffset.UtcNow ? null : record;
+    }
+
+    public async Task<IReadOnlyList<ApiTokenRecord>> ListAsync(CancellationToken cancellationToken)
+    {
+        var records = new List<ApiTokenRecord>();
+        await foreach (var key in store.ListAsync(ObjectKeys.TokensPrefix, cancellationToken))
+        {
+            if (await store.GetBytesAsync(key, 64 * 1024, cancellationToken) is { } bytes)
+                records.Add(JsonSerializer.Deserialize<ApiTokenRecord>(bytes, Json)!);
+        }
+        return records.OrderBy(r => r.CreatedAt).ToList();
+    }
+
+    /// <summary>Revokes by id (the first 16 hex digits of the token's hash); false when unknown.</summary>
+    public async Task<bool> RevokeAsync(string id, CancellationToken cancellationToken)
+    {
+        await foreach (var key in store.ListAsync(ObjectKeys.TokensPrefix, cancellationToken))
+        {
+            var hash = key[ObjectKeys.TokensPrefix.Length..];
+            if (!hash.StartsWith(id, StringComparison.Ordinal) || id.Length != 16)
+                continue;
+            _cache.TryRemove(hash, out _);
+            await store.DeleteAsync(key, cancellationToken);
+            await store.FlushAsync(cancellationToken);
+            return true;
+        }
+        return false;
     }
 
     public async Task<bool> AnyAsync(CancellationToken cancellationToken)
@@ -40,4 +69,9 @@ public sealed class TokenStore(IObjectStore store)
     }
 }
 
-public sealed record ApiTokenRecord(string Name, string Role, DateTimeOffset CreatedAt);
+public sealed record ApiTokenRecord(string Name, string Role, DateTimeOffset CreatedAt)
+{
+    /// <summary>First 16 hex digits of the token's SHA-256: names it for listing and revoking, reveals nothing.</summary>
+    public string? Id { get; init; }
+    public DateTimeOffset? ExpiresAt { get; init; }
+}

@@ -1,0 +1,139 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.Routing;
+using MsdFleet.IntegrationTests.Infrastructure;
+
+namespace MsdFleet.IntegrationTests;
+
+/// <summary>
+/// Every mapped route is checked against the role matrix below: no credentials → 401, a role below the
+/// route's → 403, the route's role → neither. A route that is not in the matrix fails the test, so a new
+/// route cannot ship without a decision about who may call it.
+/// </summary>
+public sealed class RoleMatrixTests
+{
+    // Least role that may call each route. "anonymous" routes need no credentials (health probes; pack
+    // URLs, whose signature is the credential).
+    private static readonly Dictionary<string, string> Matrix = new(StringComparer.Ordinal)
+    {
+        ["GET /healthz"] = "anonymous",
+        ["GET /readyz"] = "anonymous",
+        ["GET /api/v1/packs/{packId}"] = "anonymous",
+        ["GET /api/v1/images/"] = "viewer",
+        ["GET /api/v1/images/{**name}"] = "viewer",
+        ["GET /api/v1/agents/"] = "viewer",
+        ["GET /api/v1/agents/{agentId}"] = "viewer",
+        ["GET /api/v1/jobs/{id}"] = "viewer",
+        ["GET /api/v1/blobs/{digest}/manifest"] = "agent",
+        ["GET /api/v1/blobs/{digest}/layout"] = "agent",
+        ["GET /api/v1/signing-key"] = "agent",
+        ["PUT /api/v1/agents/{agentId}/drives/{index:int}"] = "operator",
+        ["PUT /api/v1/agents/{agentId}/bandwidth"] = "operator",
+        ["PUT /api/v1/images/{**name}"] = "admin",
+        ["DELETE /api/v1/images/{**name}"] = "admin",
+        ["POST /api/v1/images/import"] = "admin",
+        ["POST /api/v1/gc"] = "admin",
+        ["POST /api/v1/agents/{agentId}/credentials"] = "admin",
+        ["POST /api/v1/uploads/"] = "admin",
+        ["GET /api/v1/uploads/{id}"] = "admin",
+        ["POST /api/v1/uploads/{id}/chunks"] = "admin",
+        ["POST /api/v1/uploads/{id}/commit"] = "admin",
+        ["DELETE /api/v1/uploads/{id}"] = "admin",
+        ["GET /api/v1/tokens/"] = "admin",
+        ["POST /api/v1/tokens/"] = "admin",
+        ["DELETE /api/v1/tokens/{id}"] = "admin",
+    };
+
+    private static readonly string[] Ranks = ["viewer", "operator", "admin"];
+
+    [Fact]
+    public async Task EveryRoute_FollowsTheRoleMatrix()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        var tokens = new Dictionary<string, string>();
+        foreach (var role in Ranks)
+        {
+            using var created = await coordinator.Http.PostAsJsonAsync("api/v1/tokens", new { name = $"test-{role}", role, expiresInDays = 1 });
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            tokens[role] = JsonNode.Parse(await created.Content.ReadAsStringAsync())!["token"]!.GetValue<string>();
+        }
+        var agentSecret = await coordinator.CreateAgentSecretAsync("matrix-agent");
+
+        var routes = ((EndpointDataSource)coordinator.Services.GetService(typeof(EndpointDataSource))!).Endpoints.OfType<RouteEndpoint>()
+            .SelectMany(e => (e.Metadata.GetMetadata<HttpMethodMetadata>()?.HttpMethods ?? ["GET"]).Select(m => (Method: m, Endpoint: e)))
+            .ToList();
+        Assert.NotEmpty(routes);
+        var unmapped = routes.Select(r => $"{r.Method} {r.Endpoint.RoutePattern.RawText}").Where(k => !Matrix.ContainsKey(k)).ToList();
+        Assert.True(unmapped.Count == 0, "routes without a row in the role matrix: " + string.Join(", ", unmapped));
+
+        using var client = new HttpClient { BaseAddress = coordinator.BaseUrl };
+        foreach (var (method, endpoint) in routes)
+        {
+            var key = $"{method} {endpoint.RoutePattern.RawText}";
+            var least = Matrix[key];
+            var anonymous = endpoint.Metadata.GetMetadata<IAllowAnonymous>() is not null;
+            Assert.True(anonymous == (least == "anonymous"), $"{key}: AllowAnonymous does not match the matrix");
+            var url = Concrete(endpoint.RoutePattern.RawText!);
+
+            async Task<HttpStatusCode> CallAsync(AuthenticationHeaderValue? auth)
+            {
+                using var request = new HttpRequestMessage(new HttpMethod(method), url);
+                if (method is "PUT" or "POST")
+                    request.Content = new StringContent("{}", Encoding.UTF8, "application/json");
+                request.Headers.Authorization = auth;
+                using var response = await client.SendAsync(request);
+                return response.StatusCode;
+            }
+
+            if (least == "anonymous")
+                continue;
+            Assert.True(await CallAsync(null) == HttpStatusCode.Unauthorized, $"{key} without credentials is not 401");
+            var asAgent = await CallAsync(new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes("matrix-agent:" + agentSecret))));
+            foreach (var role in Ranks)
+            {
+                var status = await CallAsync(new AuthenticationHeaderValue("Bearer", tokens[role]));
+                var allowed = least == "agent" ? role != "viewer" : Array.IndexOf(Ranks, role) >= Array.IndexOf(Ranks, least);
+                if (allowed)
+                    Assert.True(status is not (HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden), $"{key} as {role}: {(int)status}, expected allowed");
+                else
+                    Assert.True(status == HttpStatusCode.Forbidden, $"{key} as {role}: {(int)status}, expected 403");
+            }
+            if (least == "agent")
+                Assert.True(asAgent is not (HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden) || key.Contains("/blobs/", StringComparison.Ordinal),
+                    $"{key} as an agent: {(int)asAgent}");
+            else
+                Assert.True(asAgent == HttpStatusCode.Forbidden, $"{key} as an agent: {(int)asAgent}, expected 403");
+        }
+    }
+
+    [Fact]
+    public async Task Tokens_RevokedOrExpired_NoLongerWork()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        using var created = await coordinator.Http.PostAsJsonAsync("api/v1/tokens", new { name = "ci", role = "viewer" });
+        var body = JsonNode.Parse(await created.Content.ReadAsStringAsync())!;
+        using var client = new HttpClient { BaseAddress = coordinator.BaseUrl };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", body["token"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("api/v1/images")).StatusCode);
+        var list = await coordinator.Http.GetStringAsync("api/v1/tokens");
+        Assert.DoesNotContain(body["token"]!.GetValue<string>(), list, StringComparison.Ordinal); // listed without the secret
+        Assert.Equal(HttpStatusCode.NoContent, (await coordinator.Http.DeleteAsync($"api/v1/tokens/{body["id"]}")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await client.GetAsync("api/v1/images")).StatusCode);
+        using var bad = await coordinator.Http.PostAsJsonAsync("api/v1/tokens", new { name = "x", role = "root" });
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+    }
+
+    private static string Concrete(string pattern) => pattern
+        .Replace("{**name}", "matrix.img", StringComparison.Ordinal)
+        // Rotating matrix-agent's credentials would lock the test's own agent caller out.
+        .Replace("{agentId}", pattern.EndsWith("/credentials", StringComparison.Ordinal) ? "rotated-agent" : "matrix-agent", StringComparison.Ordinal)
+        .Replace("{index:int}", "0", StringComparison.Ordinal)
+        .Replace("{digest}", "sha256:" + new string('0', 64), StringComparison.Ordinal)
+        .Replace("{packId}", new string('0', 64), StringComparison.Ordinal)
+        .Replace("{id}", "0123456789abcdef", StringComparison.Ordinal)
+        .TrimStart('/');
+}
