@@ -17,7 +17,7 @@ namespace MsdFleet.Coordinator.Storage;
 /// </summary>
 public sealed partial class S3ObjectStore : IObjectStore, IDisposable
 {
-    private const int Attempts = 3;
+    private const int Attempts = 5;
     private readonly S3StoreOptions _options;
     private readonly IMinioClient _minio;
     private readonly HttpClient _http;
@@ -49,14 +49,14 @@ public sealed partial class S3ObjectStore : IObjectStore, IDisposable
         bool exists;
         try
         {
-            exists = await _minio.BucketExistsAsync(new BucketExistsArgs().WithBucket(_options.Bucket), cancellationToken);
+            exists = await RetryAsync(() => _minio.BucketExistsAsync(new BucketExistsArgs().WithBucket(_options.Bucket), cancellationToken), cancellationToken);
         }
         catch (Exception ex) when (IsAuthFailure(ex))
         {
             throw new InvalidOperationException(
                 $"The S3 endpoint {_options.Endpoint} rejected the credentials: check Storage:S3:AccessKey and Storage:S3:SecretKey. ({ex.Message})", ex);
         }
-        catch (Exception ex) when (IsTransient(ex))
+        catch (ObjectStoreUnavailableException ex)
         {
             throw new InvalidOperationException($"The S3 endpoint {_options.Endpoint} is unreachable: check Storage:S3:Endpoint. ({ex.Message})", ex);
         }
@@ -64,7 +64,11 @@ public sealed partial class S3ObjectStore : IObjectStore, IDisposable
         {
             if (!_options.CreateBucket)
                 throw new InvalidOperationException($"The bucket '{_options.Bucket}' does not exist: create it or set Storage:S3:CreateBucket=true.");
-            await _minio.MakeBucketAsync(new MakeBucketArgs().WithBucket(_options.Bucket), cancellationToken);
+            await RetryAsync(async () =>
+            {
+                await _minio.MakeBucketAsync(new MakeBucketArgs().WithBucket(_options.Bucket), cancellationToken);
+                return true;
+            }, cancellationToken);
         }
         // A signed round trip proves the secret too (some servers answer bucket HEADs anonymously).
         var probe = ".msdfleet-probe";
@@ -197,7 +201,7 @@ public sealed partial class S3ObjectStore : IObjectStore, IDisposable
                 if (attempt >= Attempts)
                     throw new ObjectStoreUnavailableException($"The S3 store is unavailable: {ex.Message}", ex);
                 Log.Retrying(_logger, attempt, ex.Message);
-                await Task.Delay(TimeSpan.FromMilliseconds(200 * Math.Pow(4, attempt - 1)), cancellationToken);
+                await Task.Delay(TimeSpan.FromMilliseconds(200 * Math.Pow(2, attempt - 1)), cancellationToken);
             }
         }
     }
@@ -215,7 +219,11 @@ public sealed partial class S3ObjectStore : IObjectStore, IDisposable
 
     private static bool IsTransient(Exception ex) =>
         ex is HttpRequestException { StatusCode: null or >= HttpStatusCode.InternalServerError } or SocketException or ConnectionException or TaskCanceledException { InnerException: TimeoutException }
-        || ex.InnerException is SocketException or HttpRequestException;
+        || ex.InnerException is SocketException or HttpRequestException
+        // S3's "slow down" and 5xx answers surface from the SDK as plain MinioExceptions.
+        || (ex is MinioException && (ex.Message.Contains("reduce your request rate", StringComparison.OrdinalIgnoreCase)
+            || ex.Message.Contains("SlowDown", StringComparison.Ordinal) || ex.Message.Contains("ServiceUnavailable", StringComparison.Ordinal)
+            || ex.Message.Contains("InternalError", StringComparison.Ordinal)));
 
     private static bool IsAuthFailure(Exception ex) =>
         ex is AuthorizationException or AccessDeniedException || ex.Message.Contains("SignatureDoesNotMatch", StringComparison.Ordinal)
