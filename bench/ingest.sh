@@ -56,20 +56,10 @@ if [ "$which" = fs ] || [ "$which" = both ]; then
 fi
 
 if [ "$which" = s3 ] || [ "$which" = both ]; then
-  sport=$(python3 -c 'import socket,random
-for _ in range(100):
-    p=random.randint(20000,60000); ok=True
-    for i in range(5):
-        s=socket.socket()
-        try: s.bind(("127.0.0.1",p+i))
-        except OSError: ok=False
-        s.close()
-    if ok: print(p); break')
+  sport=$("$root/scripts/swift.sh" port)
   "$root/scripts/swift.sh" start "$work/swift" "$sport"
   # Reference: curl -T of the same file into the same Swift (its native API, tempauth token).
-  auth=$(curl -fsS -i -H "X-Auth-User: test:tester" -H "X-Auth-Key: testing" "http://127.0.0.1:$sport/auth/v1.0")
-  token=$(awk -F': ' 'tolower($1)=="x-auth-token" { print $2 }' <<<"$auth" | tr -d '\r')
-  surl=$(awk -F': ' 'tolower($1)=="x-storage-url" { print $2 }' <<<"$auth" | tr -d '\r')
+  read -r token surl <<<"$("$root/scripts/swift.sh" auth "$sport")"
   curl -fsS -X PUT -H "X-Auth-Token: $token" "$surl/reference" >/dev/null
   start=$(now); curl -fsS -H "X-Auth-Token: $token" -T "$work/image.img" "$surl/reference/image.img" >/dev/null; end=$(now)
   curl_s=$(secs "$start" "$end")

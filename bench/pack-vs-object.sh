@@ -6,19 +6,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap '"$root/scripts/swift.sh" stop "$work/swift" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-port=$(python3 -c 'import socket,random
-for _ in range(100):
-    p=random.randint(20000,60000); ok=True
-    for i in range(5):
-        s=socket.socket()
-        try: s.bind(("127.0.0.1",p+i))
-        except OSError: ok=False
-        s.close()
-    if ok: print(p); break')
+port=$("$root/scripts/swift.sh" port)
 "$root/scripts/swift.sh" start "$work/swift" "$port"
-auth=$(curl -fsS -i -H "X-Auth-User: test:tester" -H "X-Auth-Key: testing" "http://127.0.0.1:$port/auth/v1.0")
-token=$(awk -F': ' 'tolower($1)=="x-auth-token" { print $2 }' <<<"$auth" | tr -d '\r')
-url=$(awk -F': ' 'tolower($1)=="x-storage-url" { print $2 }' <<<"$auth" | tr -d '\r')
+read -r token url <<<"$("$root/scripts/swift.sh" auth "$port")"
 curl -fsS -X PUT -H "X-Auth-Token: $token" "$url/bench" >/dev/null
 mkdir -p "$work/small" "$work/packs"
 head -c $((64 * 1024 * 1024)) /dev/urandom > "$work/all"

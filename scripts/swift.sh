@@ -2,9 +2,29 @@
 # A throw-away OpenStack Swift with the S3 API (s3api + tempauth) on loopback, all under one folder.
 #   scripts/swift.sh start DIR PORT   start (proxy on PORT, object/container/account on PORT+1..3), wait until healthy
 #   scripts/swift.sh stop DIR         stop everything started from DIR
+#   scripts/swift.sh port             print a port whose next four neighbours are free too
+#   scripts/swift.sh auth PORT        print "TOKEN STORAGE_URL" for Swift's native API (curl references)
 # S3 credentials: access key "test:tester", secret "testing", region us-east-1.
 set -euo pipefail
-cmd=${1:?start|stop}; dir=$(realpath -m "${2:?folder}")
+cmd=${1:?start|stop|port|auth}
+
+if [ "$cmd" = port ]; then
+  exec python3 -c 'import socket,random
+for _ in range(100):
+    p=random.randint(20000,60000); ok=True
+    for i in range(5):
+        s=socket.socket()
+        try: s.bind(("127.0.0.1",p+i))
+        except OSError: ok=False
+        s.close()
+    if ok: print(p); break'
+fi
+if [ "$cmd" = auth ]; then
+  headers=$(curl -fsS -i -H "X-Auth-User: test:tester" -H "X-Auth-Key: testing" "http://127.0.0.1:${2:?port}/auth/v1.0" | tr -d '\r')
+  echo "$(awk -F': ' 'tolower($1)=="x-auth-token" { print $2 }' <<<"$headers") $(awk -F': ' 'tolower($1)=="x-storage-url" { print $2 }' <<<"$headers")"
+  exit 0
+fi
+dir=$(realpath -m "${2:?folder}")
 
 if [ "$cmd" = stop ]; then
   [ -f "$dir/pids" ] && while read -r p; do kill "$p" 2>/dev/null || true; done < "$dir/pids"

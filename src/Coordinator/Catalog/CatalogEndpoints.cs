@@ -43,7 +43,7 @@ public static class CatalogEndpoints
         Results.Ok(await catalog.ListAsync(ct));
 
     private static async Task<IResult> UploadAsync(string? name, bool? replace, string? sha256, HttpRequest request,
-        ImageCatalog catalog, ImageIngestor ingestor, TimeProvider time, CancellationToken ct)
+        ImageCatalog catalog, ImageIngestor ingestor, StoreGate gate, TimeProvider time, CancellationToken ct)
     {
         var imageName = ValidName(name);
         if (sha256 is not null && (sha256.Length != 64 || !sha256.All(char.IsAsciiHexDigit)))
@@ -52,6 +52,7 @@ public static class CatalogEndpoints
         var existing = await catalog.GetAsync(imageName, ct);
         if (existing is not null && replace != true)
             throw ImageCatalog.ImageExists(imageName);
+        await using var lease = await gate.EnterSharedAsync(ct); // until the catalog entry references the new manifest
         var result = await ingestor.IngestAsync(request.Body, sha256, ct);
         var entry = new CatalogEntry
         {

@@ -14,18 +14,19 @@ namespace MsdFleet.Coordinator.Catalog;
 /// tasks lets hashing use every core while the pack writer still receives chunks in image order (so an
 /// image's chunks sit contiguously in packs and agents fetch long runs with one request). Nothing
 /// becomes visible in the catalog until the manifest and every chunk are durable; an aborted upload
-/// leaves only unreferenced packs that GC reclaims. Runs under a shared <see cref="StoreGate"/> lease.
+/// leaves only unreferenced packs that GC reclaims. Callers hold a shared <see cref="StoreGate"/> lease
+/// from before the ingest until the catalog entry is committed: in between, the new manifest is
+/// referenced by nothing, and GC must not run.
 /// Chunk buffers come from a fixed ring owned by the upload (not the shared pool, which keeps arrays
 /// per core when one thread rents and another returns), so memory per upload is a known constant.
 /// </summary>
-public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, StoreGate gate, MediaDetector media)
+public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, MediaDetector media)
 {
     private const int InFlightChunks = 32;
 
     public async Task<IngestResult> IngestAsync(Stream source, string? expectedSha256, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(source);
-        await using var lease = await gate.EnterSharedAsync(cancellationToken);
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var channel = Channel.CreateBounded<Task<Hashed>>(new BoundedChannelOptions(InFlightChunks) { SingleWriter = true, SingleReader = true });
         var free = Channel.CreateBounded<byte[]>(InFlightChunks + 2);

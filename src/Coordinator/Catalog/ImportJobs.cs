@@ -12,7 +12,7 @@ namespace MsdFleet.Coordinator.Catalog;
 /// (no opt-out), and commits to the catalog only after the optional expected SHA-256 matched.
 /// Jobs live in memory; a Coordinator restart forgets running imports (they left nothing in the catalog).
 /// </summary>
-public sealed partial class ImportJobs(ImageIngestor ingestor, ImageCatalog catalog, TimeProvider time, ILogger<ImportJobs> logger) : IDisposable
+public sealed partial class ImportJobs(ImageIngestor ingestor, ImageCatalog catalog, Storage.StoreGate gate, TimeProvider time, ILogger<ImportJobs> logger) : IDisposable
 {
     private const int MaxResumes = 8;
     private readonly ConcurrentDictionary<string, ImportJob> _jobs = new(StringComparer.Ordinal);
@@ -45,6 +45,7 @@ public sealed partial class ImportJobs(ImageIngestor ingestor, ImageCatalog cata
         try
         {
             await using var source = new ResumingDownload(_http, job, logger);
+            await using var lease = await gate.EnterSharedAsync(CancellationToken.None); // until the catalog entry exists
             var result = await ingestor.IngestAsync(source, request.Sha256, CancellationToken.None);
             var entry = new CatalogEntry
             {

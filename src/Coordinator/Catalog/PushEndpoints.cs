@@ -94,9 +94,10 @@ public static class PushEndpoints
     }
 
     private static async Task<IResult> CommitAsync(string id, CommitRequest? body, PushSessionStore sessions, ChunkStore chunks,
-        ImageIngestor ingestor, ImageCatalog catalog, MediaDetector media, TimeProvider time, CancellationToken ct)
+        ImageIngestor ingestor, ImageCatalog catalog, MediaDetector media, StoreGate gate, TimeProvider time, CancellationToken ct)
     {
         var session = Session(id, sessions);
+        await using var lease = await gate.EnterSharedAsync(ct); // the session keeps chunks live until the entry does
         if (body is null)
             throw ApiException.BadRequest("invalid-body", "Send a JSON body {\"name\": …, \"replace\": false}.");
         if (!NameRules.TryValidateImageName(body.Name, out var nameError))

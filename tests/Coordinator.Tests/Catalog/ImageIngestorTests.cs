@@ -13,18 +13,16 @@ public sealed class ImageIngestorTests : IDisposable
     private readonly FileSystemObjectStore _store;
     private readonly ChunkStore _chunks;
     private readonly ImageIngestor _ingestor;
-    private readonly StoreGate _gate = new();
 
     public ImageIngestorTests()
     {
         _store = new FileSystemObjectStore(_root);
         _chunks = new ChunkStore(_store);
-        _ingestor = new ImageIngestor(_chunks, new ContentChunker(ChunkerParameters.Default), _gate, new MediaDetector());
+        _ingestor = new ImageIngestor(_chunks, new ContentChunker(ChunkerParameters.Default), new MediaDetector());
     }
 
     public void Dispose()
     {
-        _gate.Dispose();
         _store.Dispose();
         Directory.Delete(_root, true);
     }
@@ -75,7 +73,7 @@ public sealed class ImageIngestorTests : IDisposable
         var restarted = new ChunkStore(_store);
         await restarted.LoadAsync(CancellationToken.None);
         Assert.False(restarted.Contains(first.Manifest.Chunks[0].Id));
-        var ingestor = new ImageIngestor(restarted, new ContentChunker(ChunkerParameters.Default), _gate, new MediaDetector());
+        var ingestor = new ImageIngestor(restarted, new ContentChunker(ChunkerParameters.Default), new MediaDetector());
         var second = await ingestor.IngestAsync(new MemoryStream(data), null, CancellationToken.None);
         Assert.Equal(data.Length, second.NewBytes);
         Assert.True(restarted.Contains(first.Manifest.Chunks[0].Id));
