@@ -54,16 +54,7 @@ public static class CatalogEndpoints
             throw ImageCatalog.ImageExists(imageName);
         await using var lease = await gate.EnterSharedAsync(ct); // until the catalog entry references the new manifest
         var result = await ingestor.IngestAsync(request.Body, sha256, ct);
-        var entry = new CatalogEntry
-        {
-            Name = imageName,
-            Digest = result.Digest.ToString(),
-            Size = result.Manifest.Size,
-            Sha256 = result.Manifest.Sha256Hex,
-            ChunkCount = result.Manifest.Chunks.Count,
-            CreatedAt = time.GetUtcNow(),
-            Media = result.Media,
-        };
+        var entry = CatalogEntry.For(imageName, result.Digest, result.Manifest, result.Media, time.GetUtcNow());
         await catalog.CommitAsync(entry, replace == true, ct);
         var body = new UploadResponse(entry.Name, entry.Digest, entry.Size, entry.Sha256, entry.ChunkCount, result.NewBytes, entry.Media);
         return existing is null ? Results.Created($"/api/v1/images/{Uri.EscapeDataString(imageName)}", body) : Results.Ok(body);

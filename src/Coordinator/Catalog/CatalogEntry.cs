@@ -10,4 +10,19 @@ public sealed record CatalogEntry
     public required int ChunkCount { get; init; }
     public required DateTimeOffset CreatedAt { get; init; }
     public MediaInfo? Media { get; init; }
+
+    public static CatalogEntry For(string name, Protocol.Manifests.ImageDigest digest, Protocol.Manifests.ImageManifest manifest, MediaInfo? media, DateTimeOffset createdAt)
+    {
+        ArgumentNullException.ThrowIfNull(manifest);
+        return new CatalogEntry
+        {
+            Name = name,
+            Digest = digest.ToString(),
+            Size = manifest.Size,
+            Sha256 = manifest.Sha256Hex,
+            ChunkCount = manifest.Chunks.Count,
+            CreatedAt = createdAt,
+            Media = media,
+        };
+    }
 }

@@ -47,16 +47,7 @@ public sealed partial class ImportJobs(ImageIngestor ingestor, ImageCatalog cata
             await using var source = new ResumingDownload(_http, job, logger);
             await using var lease = await gate.EnterSharedAsync(CancellationToken.None); // until the catalog entry exists
             var result = await ingestor.IngestAsync(source, request.Sha256, CancellationToken.None);
-            var entry = new CatalogEntry
-            {
-                Name = job.Name,
-                Digest = result.Digest.ToString(),
-                Size = result.Manifest.Size,
-                Sha256 = result.Manifest.Sha256Hex,
-                ChunkCount = result.Manifest.Chunks.Count,
-                CreatedAt = time.GetUtcNow(),
-                Media = result.Media,
-            };
+            var entry = CatalogEntry.For(job.Name, result.Digest, result.Manifest, result.Media, time.GetUtcNow());
             await catalog.CommitAsync(entry, request.Replace == true, CancellationToken.None);
             job.Complete(entry);
             Log.Imported(logger, job.Id, job.Url.GetLeftPart(UriPartial.Path), entry.Digest);

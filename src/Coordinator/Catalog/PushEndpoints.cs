@@ -110,16 +110,7 @@ public static class PushEndpoints
             throw ImageCatalog.ImageExists(body.Name);
         var digest = await ingestor.CommitManifestAsync(session.Manifest, ct);
         await using var reader = new ManifestReadStream(chunks, session.Manifest);
-        var entry = new CatalogEntry
-        {
-            Name = body.Name,
-            Digest = digest.ToString(),
-            Size = session.Manifest.Size,
-            Sha256 = session.Manifest.Sha256Hex,
-            ChunkCount = session.Manifest.Chunks.Count,
-            CreatedAt = time.GetUtcNow(),
-            Media = await media.ProbeAsync(reader, session.Manifest.Size, ct),
-        };
+        var entry = CatalogEntry.For(body.Name, digest, session.Manifest, await media.ProbeAsync(reader, session.Manifest.Size, ct), time.GetUtcNow());
         await catalog.CommitAsync(entry, body.Replace == true, ct);
         await sessions.RemoveAsync(id, ct);
         return existing is null ? Results.Created($"/api/v1/images/{Uri.EscapeDataString(body.Name)}", entry) : Results.Ok(entry);
