@@ -33,6 +33,7 @@ public static class CoordinatorApp
         app.MapPushApi();
         app.MapFleetApi();
         app.MapTokenApi();
+        app.MapMosquittoConfig();
         return app;
     }
 

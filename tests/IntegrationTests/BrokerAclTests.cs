@@ -61,3 +61,67 @@ public sealed class BrokerAclTests
         Assert.Equal(MqttClientConnectResultCode.BadUserNameOrPassword, refused.ResultCode);
     }
 }
+
+/// <summary>The same confinement on an external Mosquitto, from the password file and ACL the Coordinator generates.</summary>
+public sealed class MosquittoAclTests : IDisposable
+{
+    private readonly string _work = TestPaths.NewTempDir("mosquitto-acl");
+
+    public void Dispose() => Directory.Delete(_work, true);
+
+    [Fact]
+    public async Task GeneratedPasswordFileAndAcl_DenyAnotherAgentsSubtreeWithReason135()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        var secretA = await coordinator.CreateAgentSecretAsync("agent-a");
+        var secretB = await coordinator.CreateAgentSecretAsync("agent-b");
+        var passwords = Path.Combine(_work, "passwords");
+        var acl = Path.Combine(_work, "acl");
+        await File.WriteAllTextAsync(passwords, await coordinator.Http.GetStringAsync("api/v1/broker/mosquitto/passwords"));
+        await File.WriteAllTextAsync(acl, await coordinator.Http.GetStringAsync("api/v1/broker/mosquitto/acl"));
+        Assert.DoesNotContain(secretA, await File.ReadAllTextAsync(passwords), StringComparison.Ordinal);
+        await using var mosquitto = await MosquittoBroker.StartAsync(passwords, acl);
+
+        async Task<IMqttClient> ConnectAsync(string clientId, string password, string? user = null)
+        {
+            var client = new MqttClientFactory().CreateMqttClient();
+            var result = await client.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", mosquitto.Port)
+                .WithClientId(clientId).WithCredentials(user ?? clientId, password).WithProtocolVersion(MqttProtocolVersion.V500).Build());
+            Assert.Equal(MqttClientConnectResultCode.Success, result.ResultCode);
+            return client;
+        }
+
+        using var a = await ConnectAsync("agent-a", secretA);
+        var received = new List<string>();
+        a.ApplicationMessageReceivedAsync += e =>
+        {
+            lock (received)
+                received.Add(e.ApplicationMessage.Topic);
+            return Task.CompletedTask;
+        };
+        var prefix = coordinator.TopicPrefix; // the prefix the generated ACL names
+        await a.SubscribeAsync($"{prefix}/agents/agent-a/desired", MqttQualityOfServiceLevel.AtLeastOnce);
+
+        // Each attempt on a fresh session: Mosquitto may close a session after a denied publish.
+        async Task<MqttClientPublishReasonCode> PublishAsAsync(string user, string password, string topic)
+        {
+            using var client = await ConnectAsync(user + "-" + Guid.NewGuid().ToString("N")[..6], password, user);
+            var result = await client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic)
+                .WithPayload([1]).WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build());
+            return result.ReasonCode;
+        }
+
+        Assert.Equal(MqttClientPublishReasonCode.NotAuthorized, await PublishAsAsync("agent-b", secretB, $"{prefix}/agents/agent-a/desired")); // 135
+        Assert.Equal(MqttClientPublishReasonCode.NotAuthorized, await PublishAsAsync("agent-b", secretB, $"{prefix}/agents/agent-a/reported"));
+        Assert.Equal(MqttClientPublishReasonCode.NotAuthorized, await PublishAsAsync("agent-a", secretA, $"{prefix}/agents/agent-a/desired"));
+        Assert.NotEqual(MqttClientPublishReasonCode.NotAuthorized, await PublishAsAsync("agent-b", secretB, $"{prefix}/agents/agent-b/reported"));
+        await a.PingAsync();
+        lock (received)
+            Assert.Empty(received);
+
+        using var wrong = new MqttClientFactory().CreateMqttClient();
+        var refused = await wrong.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", mosquitto.Port)
+            .WithClientId("agent-a2").WithCredentials("agent-a", "msda_wrong").WithProtocolVersion(MqttProtocolVersion.V500).Build());
+        Assert.NotEqual(MqttClientConnectResultCode.Success, refused.ResultCode);
+    }
+}

@@ -44,6 +44,8 @@ public sealed class RoleMatrixTests
         ["POST /api/v1/uploads/{id}/commit"] = "admin",
         ["DELETE /api/v1/uploads/{id}"] = "admin",
         ["GET /api/v1/tokens/"] = "admin",
+        ["GET /api/v1/broker/mosquitto/acl"] = "admin",
+        ["GET /api/v1/broker/mosquitto/passwords"] = "admin",
         ["POST /api/v1/tokens/"] = "admin",
         ["DELETE /api/v1/tokens/{id}"] = "admin",
     };

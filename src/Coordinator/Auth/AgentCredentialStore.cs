@@ -16,7 +16,10 @@ public sealed class AgentCredentialStore(IObjectStore store, TimeProvider time)
     public async Task<string> CreateOrRotateAsync(string agentId, CancellationToken cancellationToken)
     {
         var secret = SecretHash.NewSecret("msda_");
-        var record = new AgentCredentialRecord(agentId, SecretHash.HashHex(secret), time.GetUtcNow());
+        var record = new AgentCredentialRecord(agentId, SecretHash.HashHex(secret), time.GetUtcNow())
+        {
+            MosquittoHash = MosquittoPasswordHash.Create(secret),
+        };
         await store.PutAsync(ObjectKeys.AgentCredentials(agentId), JsonSerializer.SerializeToUtf8Bytes(record, Json), cancellationToken);
         await store.FlushAsync(cancellationToken);
         _cache[agentId] = record;
@@ -50,4 +53,8 @@ public sealed class AgentCredentialStore(IObjectStore store, TimeProvider time)
     }
 }
 
-public sealed record AgentCredentialRecord(string AgentId, string SecretSha256, DateTimeOffset CreatedAt);
+public sealed record AgentCredentialRecord(string AgentId, string SecretSha256, DateTimeOffset CreatedAt)
+{
+    /// <summary>The same secret in Mosquitto's password-file format, for an external broker (see MosquittoConfigEndpoints).</summary>
+    public string? MosquittoHash { get; init; }
+}

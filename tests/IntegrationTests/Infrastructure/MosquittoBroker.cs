@@ -22,7 +22,8 @@ public sealed class MosquittoBroker : IAsyncDisposable
     public int Port { get; }
     public Uri Url => new($"mqtt://127.0.0.1:{Port}");
 
-    public static async Task<MosquittoBroker> StartAsync()
+    /// <summary>Starts Mosquitto; with <paramref name="passwordFile"/> and <paramref name="aclFile"/> it authenticates and enforces the ACL.</summary>
+    public static async Task<MosquittoBroker> StartAsync(string? passwordFile = null, string? aclFile = null)
     {
         var binary = new[] { "/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto" }.FirstOrDefault(File.Exists)
             ?? throw new InvalidOperationException("Mosquitto is not installed: run scripts/test.sh (it installs it with apt) or apt-get install mosquitto.");
@@ -31,7 +32,9 @@ public sealed class MosquittoBroker : IAsyncDisposable
         var config = Path.Combine(dir, "mosquitto.conf");
         await File.WriteAllTextAsync(config, $"""
             listener {port} 127.0.0.1
-            allow_anonymous true
+            allow_anonymous {(passwordFile is null ? "true" : "false")}
+            {(passwordFile is null ? "" : "password_file " + passwordFile)}
+            {(aclFile is null ? "" : "acl_file " + aclFile)}
             persistence false
             max_queued_messages 0
             user {Environment.UserName}
