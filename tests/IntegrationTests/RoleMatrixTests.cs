@@ -44,6 +44,7 @@ public sealed class RoleMatrixTests
         ["POST /api/v1/uploads/{id}/commit"] = "admin",
         ["DELETE /api/v1/uploads/{id}"] = "admin",
         ["GET /api/v1/tokens/"] = "admin",
+        ["GET /api/v1/audit"] = "admin",
         ["GET /api/v1/broker/mosquitto/acl"] = "admin",
         ["GET /api/v1/broker/mosquitto/passwords"] = "admin",
         ["POST /api/v1/tokens/"] = "admin",
@@ -127,6 +128,33 @@ public sealed class RoleMatrixTests
         Assert.Equal(HttpStatusCode.Unauthorized, (await client.GetAsync("api/v1/images")).StatusCode);
         using var bad = await coordinator.Http.PostAsJsonAsync("api/v1/tokens", new { name = "x", role = "root" });
         Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+    }
+
+    [Fact]
+    public async Task AuditLog_RecordsWhoUploadedMountedEjectedAndDeleted_AcrossRestarts()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        using var created = await coordinator.Http.PostAsJsonAsync("api/v1/tokens", new { name = "alice", role = "operator" });
+        var alice = JsonNode.Parse(await created.Content.ReadAsStringAsync())!["token"]!.GetValue<string>();
+        await coordinator.CreateAgentSecretAsync("audited");
+        await coordinator.Http.PutAsync("api/v1/images/audit.img", new ByteArrayContent(new byte[1000]));
+        using var asAlice = new HttpClient { BaseAddress = coordinator.BaseUrl };
+        asAlice.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", alice);
+        (await asAlice.PutAsJsonAsync("api/v1/agents/audited/drives/0", new { image = "audit.img", mode = "flash" })).EnsureSuccessStatusCode();
+        (await asAlice.PutAsJsonAsync("api/v1/agents/audited/drives/0", new { image = (string?)null })).EnsureSuccessStatusCode();
+        (await coordinator.Http.DeleteAsync("api/v1/images/audit.img")).EnsureSuccessStatusCode();
+        await coordinator.RestartAsync();
+
+        var log = JsonNode.Parse(await coordinator.Http.GetStringAsync("api/v1/audit"))!.AsArray()
+            .Select(e => (Actor: e!["actor"]!.GetValue<string>(), Action: e["action"]!.GetValue<string>(), Target: e["target"]!.GetValue<string>())).ToList();
+        Assert.Contains(("bootstrap-admin", "token.create", log.First(e => e.Action == "token.create").Target), log);
+        Assert.Contains(("bootstrap-admin", "image.upload", "audit.img"), log);
+        Assert.Contains(("alice", "drive.mount", "audited/0"), log);
+        Assert.Contains(("alice", "drive.eject", "audited/0"), log);
+        Assert.Contains(("bootstrap-admin", "image.delete", "audit.img"), log);
+        Assert.Equal(log.Select(e => e.Action).ToList(), ["token.create", "agent.credentials", "image.upload", "drive.mount", "drive.eject", "image.delete"]);
+        using var viewerTry = await asAlice.GetAsync("api/v1/audit");
+        Assert.Equal(HttpStatusCode.Forbidden, viewerTry.StatusCode);
     }
 
     private static string Concrete(string pattern) => pattern

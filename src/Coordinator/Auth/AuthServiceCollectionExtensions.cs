@@ -13,6 +13,7 @@ public static class AuthServiceCollectionExtensions
         builder.Services.AddSingleton<TokenStore>();
         builder.Services.AddSingleton<AgentCredentialStore>();
         builder.Services.AddSingleton<SigningKeyStore>();
+        builder.Services.AddSingleton<AuditLog>();
         builder.Services.AddHostedService<BootstrapTokenService>();
         builder.Services.AddAuthentication(CredentialAuthenticationHandler.SchemeName)
             .AddScheme<AuthenticationSchemeOptions, CredentialAuthenticationHandler>(CredentialAuthenticationHandler.SchemeName, null);

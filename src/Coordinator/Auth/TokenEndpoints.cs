@@ -11,12 +11,20 @@ public static class TokenEndpoints
         var tokens = app.MapGroup("/api/v1/tokens").RequireAuthorization(Policies.Admin);
         tokens.MapGet("/", async (TokenStore store, CancellationToken ct) => Results.Ok(await store.ListAsync(ct)));
         tokens.MapPost("/", CreateAsync);
-        tokens.MapDelete("/{id}", async (string id, TokenStore store, CancellationToken ct) =>
-            await store.RevokeAsync(id, ct) ? Results.NoContent() : throw ApiException.NotFound("token-not-found", $"No token with id '{id}'."));
+        tokens.MapDelete("/{id}", async (string id, TokenStore store, AuditLog audit, System.Security.Claims.ClaimsPrincipal user, CancellationToken ct) =>
+        {
+            if (!await store.RevokeAsync(id, ct))
+                throw ApiException.NotFound("token-not-found", $"No token with id '{id}'.");
+            await audit.RecordAsync(user, "token.revoke", id, null, ct);
+            return Results.NoContent();
+        });
+        app.MapGet("/api/v1/audit", async (int? limit, AuditLog audit, CancellationToken ct) =>
+            Results.Ok(await audit.ReadAsync(Math.Clamp(limit ?? 200, 1, 10_000), ct))).RequireAuthorization(Policies.Admin);
         return app;
     }
 
-    private static async Task<IResult> CreateAsync(TokenRequest? request, TokenStore store, TimeProvider time, CancellationToken ct)
+    private static async Task<IResult> CreateAsync(TokenRequest? request, TokenStore store, AuditLog audit, System.Security.Claims.ClaimsPrincipal user,
+        TimeProvider time, CancellationToken ct)
     {
         if (request is null || string.IsNullOrWhiteSpace(request.Name) || request.Name.Length > 100)
             throw ApiException.BadRequest("invalid-token-name", "Give the token a name of 1 to 100 characters.");
@@ -32,6 +40,7 @@ public static class TokenEndpoints
             ExpiresAt = now.AddDays(request.ExpiresInDays ?? 90),
         };
         await store.AddAsync(token, record, ct);
+        await audit.RecordAsync(user, "token.create", record.Id!, $"{record.Name} ({record.Role}) until {record.ExpiresAt:O}", ct);
         return Results.Created($"/api/v1/tokens/{record.Id}", new { record.Id, record.Name, record.Role, record.ExpiresAt, token });
     }
 }

@@ -43,7 +43,7 @@ public static class CatalogEndpoints
         Results.Ok(await catalog.ListAsync(ct));
 
     private static async Task<IResult> UploadAsync(string? name, bool? replace, string? sha256, HttpRequest request,
-        ImageCatalog catalog, ImageIngestor ingestor, StoreGate gate, TimeProvider time, CancellationToken ct)
+        ImageCatalog catalog, ImageIngestor ingestor, StoreGate gate, AuditLog audit, ClaimsPrincipal user, TimeProvider time, CancellationToken ct)
     {
         var imageName = ValidName(name);
         if (sha256 is not null && (sha256.Length != 64 || !sha256.All(char.IsAsciiHexDigit)))
@@ -56,6 +56,7 @@ public static class CatalogEndpoints
         var result = await ingestor.IngestAsync(request.Body, sha256, ct);
         var entry = CatalogEntry.For(imageName, result.Digest, result.Manifest, result.Media, time.GetUtcNow());
         await catalog.CommitAsync(entry, replace == true, ct);
+        await audit.RecordAsync(user, existing is null ? "image.upload" : "image.replace", imageName, $"{entry.Digest}, {entry.Size} bytes, {result.NewBytes} new", ct);
         var body = new UploadResponse(entry.Name, entry.Digest, entry.Size, entry.Sha256, entry.ChunkCount, result.NewBytes, entry.Media);
         return existing is null ? Results.Created($"/api/v1/images/{Uri.EscapeDataString(imageName)}", body) : Results.Ok(body);
     }
@@ -70,7 +71,7 @@ public static class CatalogEndpoints
             entityTag: new EntityTagHeaderValue($"\"{ImageDigest.Parse(entry.Digest).Hex}\""), enableRangeProcessing: true);
     }
 
-    private static async Task<IResult> DeleteAsync(string? name, ImageCatalog catalog, DesiredStateStore desired, CancellationToken ct)
+    private static async Task<IResult> DeleteAsync(string? name, ImageCatalog catalog, DesiredStateStore desired, AuditLog audit, ClaimsPrincipal user, CancellationToken ct)
     {
         var imageName = ValidName(name);
         return await desired.RunExclusiveAsync(async () =>
@@ -80,6 +81,7 @@ public static class CatalogEndpoints
             if (users.Count > 0)
                 throw ApiException.Conflict("image-in-use", $"Image '{imageName}' is in the desired state of {string.Join(", ", users)}; change those drives first.");
             await catalog.DeleteAsync(imageName, ct);
+            await audit.RecordAsync(user, "image.delete", imageName, entry.Digest, ct);
             return Results.NoContent();
         }, ct);
     }

@@ -43,7 +43,7 @@ public static class FleetEndpoints
     }
 
     private static async Task<IResult> SetDriveAsync(string agentId, int index, DriveRequest? request, ImageCatalog catalog, DesiredStateStore desired,
-        AgentCredentialStore credentials, CoordinatorMqttService mqtt, CancellationToken ct)
+        AgentCredentialStore credentials, CoordinatorMqttService mqtt, AuditLog audit, System.Security.Claims.ClaimsPrincipal user, CancellationToken ct)
     {
         ValidAgentId(agentId);
         if (request is null)
@@ -83,11 +83,14 @@ public static class FleetEndpoints
             return await desired.SetDriveLockedAsync(agentId, drive, ct);
         }, ct);
         await mqtt.PublishDesiredAsync(agentId, state, ct);
+        var drive = state.Drives.First(d => d.Index == index);
+        await audit.RecordAsync(user, drive.Connected ? "drive.mount" : "drive.eject", $"{agentId}/{index}",
+            drive.ImageDigest is null ? "empty" : $"{drive.ImageName} {drive.ImageDigest} {ModeName(drive.Mode)}{(drive.ReadOnly ? " ro" : " rw")} (generation {state.Generation})", ct);
         return Results.Ok(DesiredView.From(state));
     }
 
     private static async Task<IResult> SetBandwidthAsync(string agentId, BandwidthRequest? request, DesiredStateStore desired,
-        AgentCredentialStore credentials, CoordinatorMqttService mqtt, CancellationToken ct)
+        AgentCredentialStore credentials, CoordinatorMqttService mqtt, AuditLog audit, System.Security.Claims.ClaimsPrincipal user, CancellationToken ct)
     {
         ValidAgentId(agentId);
         if (request is null || request.MaxBytesPerSecond is < 0)
@@ -96,13 +99,16 @@ public static class FleetEndpoints
             throw UnknownAgent(agentId);
         var (state, _) = await desired.SetBandwidthAsync(agentId, request.MaxBytesPerSecond, ct);
         await mqtt.PublishDesiredAsync(agentId, state, ct);
+        await audit.RecordAsync(user, "agent.bandwidth", agentId, request.MaxBytesPerSecond?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "agent default", ct);
         return Results.Ok(DesiredView.From(state));
     }
 
-    private static async Task<IResult> CreateCredentialsAsync(string agentId, AgentCredentialStore credentials, CancellationToken ct)
+    private static async Task<IResult> CreateCredentialsAsync(string agentId, AgentCredentialStore credentials, AuditLog audit,
+        System.Security.Claims.ClaimsPrincipal user, CancellationToken ct)
     {
         ValidAgentId(agentId);
         var secret = await credentials.CreateOrRotateAsync(agentId, ct);
+        await audit.RecordAsync(user, "agent.credentials", agentId, "created or rotated", ct);
         return Results.Ok(new { agentId, secret });
     }
 
