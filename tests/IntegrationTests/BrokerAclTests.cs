@@ -62,6 +62,37 @@ public sealed class BrokerAclTests
     }
 }
 
+/// <summary>Disabling an agent ends its broker session and refuses its credentials everywhere until it is enabled again.</summary>
+public sealed class AgentDisableTests
+{
+    [Fact]
+    public async Task Disable_DisconnectsAndRefuses_EnableRestores()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        var secret = await coordinator.CreateAgentSecretAsync("lost-pi");
+        MqttClientConnectResultCode Connect(IMqttClient client) => client.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", coordinator.MqttPort)
+            .WithClientId("lost-pi").WithCredentials("lost-pi", secret).WithProtocolVersion(MqttProtocolVersion.V500).Build()).GetAwaiter().GetResult().ResultCode;
+        using var session = new MqttClientFactory().CreateMqttClient();
+        Assert.Equal(MqttClientConnectResultCode.Success, Connect(session));
+        using var http = new HttpClient { BaseAddress = coordinator.BaseUrl };
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Basic",
+            Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes("lost-pi:" + secret)));
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await http.GetAsync("api/v1/signing-key")).StatusCode);
+
+        (await coordinator.Http.PostAsync("api/v1/agents/lost-pi/disable", null)).EnsureSuccessStatusCode();
+        await Eventually.WaitAsync(() => !session.IsConnected, TimeSpan.FromSeconds(10), "the broker to end the disabled agent's session");
+        using (var again = new MqttClientFactory().CreateMqttClient())
+            Assert.Equal(MqttClientConnectResultCode.BadUserNameOrPassword, Connect(again));
+        Assert.Equal(System.Net.HttpStatusCode.Unauthorized, (await http.GetAsync("api/v1/signing-key")).StatusCode);
+        Assert.DoesNotContain("lost-pi:", await coordinator.Http.GetStringAsync("api/v1/broker/mosquitto/passwords"), StringComparison.Ordinal);
+
+        (await coordinator.Http.PostAsync("api/v1/agents/lost-pi/enable", null)).EnsureSuccessStatusCode();
+        using (var back = new MqttClientFactory().CreateMqttClient())
+            Assert.Equal(MqttClientConnectResultCode.Success, Connect(back));
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await http.GetAsync("api/v1/signing-key")).StatusCode);
+    }
+}
+
 /// <summary>The same confinement on an external Mosquitto, from the password file and ACL the Coordinator generates.</summary>
 public sealed class MosquittoAclTests : IDisposable
 {

@@ -38,6 +38,8 @@ public sealed class RoleMatrixTests
         ["POST /api/v1/images/import"] = "admin",
         ["POST /api/v1/gc"] = "admin",
         ["POST /api/v1/agents/{agentId}/credentials"] = "admin",
+        ["POST /api/v1/agents/{agentId}/disable"] = "admin",
+        ["POST /api/v1/agents/{agentId}/enable"] = "admin",
         ["POST /api/v1/uploads/"] = "admin",
         ["GET /api/v1/uploads/{id}"] = "admin",
         ["POST /api/v1/uploads/{id}/chunks"] = "admin",
@@ -160,7 +162,8 @@ public sealed class RoleMatrixTests
     private static string Concrete(string pattern) => pattern
         .Replace("{**name}", "matrix.img", StringComparison.Ordinal)
         // Rotating matrix-agent's credentials would lock the test's own agent caller out.
-        .Replace("{agentId}", pattern.EndsWith("/credentials", StringComparison.Ordinal) ? "rotated-agent" : "matrix-agent", StringComparison.Ordinal)
+        .Replace("{agentId}", pattern.EndsWith("/credentials", StringComparison.Ordinal) || pattern.EndsWith("able", StringComparison.Ordinal)
+            ? "rotated-agent" : "matrix-agent", StringComparison.Ordinal)
         .Replace("{index:int}", "0", StringComparison.Ordinal)
         .Replace("{digest}", "sha256:" + new string('0', 64), StringComparison.Ordinal)
         .Replace("{packId}", new string('0', 64), StringComparison.Ordinal)

@@ -41,7 +41,20 @@ public sealed class AgentCredentialStore(IObjectStore store, TimeProvider time)
     public async Task<bool> VerifyAsync(string agentId, string secret, CancellationToken cancellationToken)
     {
         var record = await FindAsync(agentId, cancellationToken);
-        return record is not null && SecretHash.Matches(secret, record.SecretSha256);
+        return record is not null && !record.Disabled && SecretHash.Matches(secret, record.SecretSha256);
+    }
+
+    /// <summary>Disables or re-enables an agent's credentials; false when the agent is unknown.</summary>
+    public async Task<bool> SetDisabledAsync(string agentId, bool disabled, CancellationToken cancellationToken)
+    {
+        var record = await FindAsync(agentId, cancellationToken);
+        if (record is null)
+            return false;
+        var updated = record with { Disabled = disabled };
+        await store.PutAsync(ObjectKeys.AgentCredentials(agentId), JsonSerializer.SerializeToUtf8Bytes(updated, Json), cancellationToken);
+        await store.FlushAsync(cancellationToken);
+        _cache[agentId] = updated;
+        return true;
     }
 
     public async Task<IReadOnlyList<string>> ListAgentIdsAsync(CancellationToken cancellationToken)
@@ -57,4 +70,7 @@ public sealed record AgentCredentialRecord(string AgentId, string SecretSha256, 
 {
     /// <summary>The same secret in Mosquitto's password-file format, for an external broker (see MosquittoConfigEndpoints).</summary>
     public string? MosquittoHash { get; init; }
+
+    /// <summary>A disabled agent can neither log in to the broker nor call the API.</summary>
+    public bool Disabled { get; init; }
 }

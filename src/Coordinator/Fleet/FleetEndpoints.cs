@@ -19,6 +19,10 @@ public static class FleetEndpoints
         agents.MapPut("/{agentId}/drives/{index:int}", SetDriveAsync).RequireAuthorization(Policies.Operate);
         agents.MapPut("/{agentId}/bandwidth", SetBandwidthAsync).RequireAuthorization(Policies.Operate);
         agents.MapPost("/{agentId}/credentials", CreateCredentialsAsync).RequireAuthorization(Policies.Admin);
+        agents.MapPost("/{agentId}/disable", (string agentId, AgentCredentialStore credentials, AuditLog audit, System.Security.Claims.ClaimsPrincipal user,
+            IServiceProvider services, CancellationToken ct) => SetDisabledAsync(agentId, true, credentials, audit, user, services, ct)).RequireAuthorization(Policies.Admin);
+        agents.MapPost("/{agentId}/enable", (string agentId, AgentCredentialStore credentials, AuditLog audit, System.Security.Claims.ClaimsPrincipal user,
+            IServiceProvider services, CancellationToken ct) => SetDisabledAsync(agentId, false, credentials, audit, user, services, ct)).RequireAuthorization(Policies.Admin);
         // The public key agents pin to verify desired state; readable by agents and people.
         app.MapGet("/api/v1/signing-key", async (SigningKeyStore keys, CancellationToken ct) =>
         {
@@ -103,11 +107,25 @@ public static class FleetEndpoints
         return Results.Ok(DesiredView.From(state));
     }
 
+    private static async Task<IResult> SetDisabledAsync(string agentId, bool disabled, AgentCredentialStore credentials, AuditLog audit,
+        System.Security.Claims.ClaimsPrincipal user, IServiceProvider services, CancellationToken ct)
+    {
+        ValidAgentId(agentId);
+        if (!await credentials.SetDisabledAsync(agentId, disabled, ct))
+            throw UnknownAgent(agentId);
+        if (disabled && services.GetService<EmbeddedBrokerService>() is { } broker)
+            await broker.DisconnectAsync(agentId);
+        await audit.RecordAsync(user, disabled ? "agent.disable" : "agent.enable", agentId, null, ct);
+        return Results.Ok(new { agentId, disabled });
+    }
+
     private static async Task<IResult> CreateCredentialsAsync(string agentId, AgentCredentialStore credentials, AuditLog audit,
-        System.Security.Claims.ClaimsPrincipal user, CancellationToken ct)
+        System.Security.Claims.ClaimsPrincipal user, IServiceProvider services, CancellationToken ct)
     {
         ValidAgentId(agentId);
         var secret = await credentials.CreateOrRotateAsync(agentId, ct);
+        if (services.GetService<EmbeddedBrokerService>() is { } broker)
+            await broker.DisconnectAsync(agentId); // a rotated secret ends the old session at once
         await audit.RecordAsync(user, "agent.credentials", agentId, "created or rotated", ct);
         return Results.Ok(new { agentId, secret });
     }

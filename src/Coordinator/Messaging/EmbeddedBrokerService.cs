@@ -69,6 +69,15 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
         Log.Started(_logger, _options.EmbeddedBindAddress, _options.EmbeddedPort);
     }
 
+    /// <summary>Ends a connected agent's session now (after its credentials were disabled or rotated).</summary>
+    public async Task DisconnectAsync(string agentId)
+    {
+        if (_server is null)
+            return;
+        if ((await _server.GetClientsAsync()).Any(c => c.Id == agentId))
+            await _server.DisconnectClientAsync(agentId, MqttDisconnectReasonCode.NotAuthorized);
+    }
+
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         if (_server is not null)

@@ -53,7 +53,7 @@ public static class MosquittoConfigEndpoints
         foreach (var id in (await agents.ListAgentIdsAsync(cancellationToken)).Order(StringComparer.Ordinal))
         {
             // Agents created before this existed have no Mosquitto hash: rotate their credentials to get one.
-            if ((await agents.FindAsync(id, cancellationToken))?.MosquittoHash is { } hash)
+            if (await agents.FindAsync(id, cancellationToken) is { Disabled: false, MosquittoHash: { } hash })
                 builder.Append(id).Append(':').AppendLine(hash);
         }
         return builder.ToString();
