@@ -3,6 +3,7 @@ using MsdFleet.Coordinator.Auth;
 using MsdFleet.Coordinator.Catalog;
 using MsdFleet.Coordinator.Fleet;
 using MsdFleet.Coordinator.Messaging;
+using MsdFleet.Coordinator.Security;
 using MsdFleet.Coordinator.Storage;
 using MsdFleet.Coordinator.Web;
 using MsdFleet.Protocol.Chunking;
@@ -17,6 +18,7 @@ public static class CoordinatorApp
     {
         var builder = WebApplication.CreateBuilder(args);
         builder.AddObjectStore();
+        builder.AddTls();
         builder.AddMessaging();
         builder.AddAuth();
         builder.AddCatalog();
@@ -33,6 +35,7 @@ public static class CoordinatorApp
         app.MapPushApi();
         app.MapFleetApi();
         app.MapTokenApi();
+        app.MapEnrollmentApi();
         app.MapMosquittoConfig();
         return app;
     }
@@ -48,6 +51,27 @@ public static class CoordinatorApp
         // Registered first so a wrong endpoint or secret stops the start before anything else runs.
         builder.Services.AddHostedService<ObjectStoreStartupCheck>();
         builder.Services.AddSingleton(TimeProvider.System);
+        return builder;
+    }
+
+    private static WebApplicationBuilder AddTls(this WebApplicationBuilder builder)
+    {
+        // Needed before the host is built (Kestrel's certificate), so validated here, by the same rules.
+        var options = builder.Configuration.GetSection(TlsOptions.Section).Get<TlsOptions>() ?? new TlsOptions();
+        var results = new List<System.ComponentModel.DataAnnotations.ValidationResult>();
+        if (!System.ComponentModel.DataAnnotations.Validator.TryValidateObject(options, new(options), results, validateAllProperties: true))
+            throw new Microsoft.Extensions.Options.OptionsValidationException(TlsOptions.Section, typeof(TlsOptions), results.Select(r => r.ErrorMessage ?? "invalid"));
+        var certificates = TlsCertificates.Load(options, TimeProvider.System);
+        builder.Services.AddSingleton(certificates);
+        if (certificates.Server is { } server)
+        {
+            builder.WebHost.ConfigureKestrel(k => k.ConfigureHttpsDefaults(h =>
+            {
+                h.ServerCertificate = server;
+                h.ServerCertificateChain = certificates.Chain;
+                h.SslProtocols = System.Security.Authentication.SslProtocols.Tls12 | System.Security.Authentication.SslProtocols.Tls13;
+            }));
+        }
         return builder;
     }
 

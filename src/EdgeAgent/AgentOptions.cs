@@ -17,6 +17,12 @@ public sealed class AgentOptions : IValidatableObject
     [Required(ErrorMessage = "Agent:CoordinatorUrl is required, e.g. http://coordinator:8080/.")]
     public Uri? CoordinatorUrl { get; set; }
 
+    /// <summary>
+    /// PEM CA bundle that the Coordinator's HTTPS and the broker's MQTT-over-TLS certificates must chain to
+    /// (written by <c>enroll</c>); empty trusts the system's roots.
+    /// </summary>
+    public string? CaCertificatePath { get; set; }
+
     /// <summary>Local storage root with incoming/, images/ and metadata/.</summary>
     [Required]
     public string StorageRoot { get; set; } = "/var/lib/msdfleet";
@@ -58,6 +64,8 @@ public sealed class AgentOptions : IValidatableObject
             yield return new ValidationResult($"Agent:Id is invalid: {error}", [nameof(Id)]);
         if (CoordinatorUrl is { } url && (!url.IsAbsoluteUri || url.Scheme is not ("http" or "https")))
             yield return new ValidationResult($"Agent:CoordinatorUrl must be an absolute http(s) URL, not '{url}'.", [nameof(CoordinatorUrl)]);
+        if (!string.IsNullOrEmpty(CaCertificatePath) && !File.Exists(CaCertificatePath))
+            yield return new ValidationResult($"Agent:CaCertificatePath '{CaCertificatePath}' does not exist.", [nameof(CaCertificatePath)]);
         if (StallTimeout < TimeSpan.FromSeconds(1))
             yield return new ValidationResult("Agent:StallTimeout must be at least one second.", [nameof(StallTimeout)]);
         if (ReportInterval < TimeSpan.FromSeconds(1))

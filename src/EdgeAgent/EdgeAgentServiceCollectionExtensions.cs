@@ -7,6 +7,7 @@ using MsdFleet.EdgeAgent.Reconciliation;
 using MsdFleet.EdgeAgent.Storage;
 using MsdFleet.EdgeAgent.Transfers;
 using MsdFleet.Protocol.Naming;
+using MsdFleet.Protocol.Security;
 
 namespace MsdFleet.EdgeAgent;
 
@@ -28,7 +29,12 @@ public static class EdgeAgentServiceCollectionExtensions
         services.AddSingleton<ImageCache>();
         services.AddSingleton<StartupRecovery>();
         services.AddSingleton<CoordinatorKey>();
-        services.AddSingleton(sp => CreateHttpClient(sp.GetRequiredService<IOptions<AgentOptions>>().Value));
+        services.AddSingleton(sp =>
+        {
+            var path = sp.GetRequiredService<IOptions<AgentOptions>>().Value.CaCertificatePath;
+            return string.IsNullOrEmpty(path) ? TlsTrust.System : TlsTrust.FromPemFile(path);
+        });
+        services.AddSingleton(sp => CreateHttpClient(sp.GetRequiredService<IOptions<AgentOptions>>().Value, sp.GetRequiredService<TlsTrust>()));
         services.AddSingleton<ImagePuller>();
         services.AddSingleton<AgentMqttService>();
         services.AddHostedService(sp => sp.GetRequiredService<AgentMqttService>());
@@ -36,16 +42,16 @@ public static class EdgeAgentServiceCollectionExtensions
         return builder;
     }
 
-    private static HttpClient CreateHttpClient(AgentOptions options)
+    private static HttpClient CreateHttpClient(AgentOptions options, TlsTrust trust)
     {
-        var handler = new SocketsHttpHandler
+        var handler = trust.Apply(new SocketsHttpHandler
         {
             MaxConnectionsPerServer = Math.Max(2, options.ParallelRequests * 2),
             PooledConnectionLifetime = TimeSpan.FromMinutes(5),
             ConnectTimeout = TimeSpan.FromSeconds(10),
             AutomaticDecompression = System.Net.DecompressionMethods.None,
             AllowAutoRedirect = false,
-        };
+        });
         var baseUrl = options.CoordinatorUrl!.ToString();
         var baseAddress = new Uri(baseUrl.EndsWith('/') ? baseUrl : baseUrl + "/");
         var credentials = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{options.Id}:{options.Secret}")));

@@ -23,6 +23,11 @@ public sealed class RoleMatrixTests
         ["GET /healthz"] = "anonymous",
         ["GET /readyz"] = "anonymous",
         ["GET /api/v1/packs/{packId}"] = "anonymous",
+        ["GET /api/v1/tls/ca"] = "anonymous",
+        ["POST /api/v1/enroll"] = "enrollee",
+        ["GET /api/v1/enrollments/"] = "admin",
+        ["POST /api/v1/enrollments/"] = "admin",
+        ["DELETE /api/v1/enrollments/{id}"] = "admin",
         ["GET /api/v1/images/"] = "viewer",
         ["GET /api/v1/images/{**name}"] = "viewer",
         ["GET /api/v1/agents/"] = "viewer",
@@ -101,7 +106,12 @@ public sealed class RoleMatrixTests
             foreach (var role in Ranks)
             {
                 var status = await CallAsync(new AuthenticationHeaderValue("Bearer", tokens[role]));
-                var allowed = least == "agent" ? role != "viewer" : Array.IndexOf(Ranks, role) >= Array.IndexOf(Ranks, least);
+                var allowed = least switch
+                {
+                    "agent" => role != "viewer",
+                    "enrollee" => false, // only a one-time enrollment token
+                    _ => Array.IndexOf(Ranks, role) >= Array.IndexOf(Ranks, least),
+                };
                 if (allowed)
                     Assert.True(status is not (HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden), $"{key} as {role}: {(int)status}, expected allowed");
                 else

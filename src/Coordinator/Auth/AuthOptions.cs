@@ -11,6 +11,12 @@ public sealed class AuthOptions
     /// </summary>
     public string? BootstrapAdminToken { get; set; }
 
+    /// <summary>
+    /// The URL agents and people reach the Coordinator by (e.g. https://fleet.example.net/), handed out at
+    /// enrollment; by default the scheme and host of the enrollment request itself.
+    /// </summary>
+    public Uri? PublicUrl { get; set; }
+
     /// <summary>Optional file that receives a generated bootstrap token (mode 0600), for scripts.</summary>
     public string? BootstrapTokenFile { get; set; }
 }

@@ -14,6 +14,7 @@ public static class AuthServiceCollectionExtensions
         builder.Services.AddSingleton<AgentCredentialStore>();
         builder.Services.AddSingleton<SigningKeyStore>();
         builder.Services.AddSingleton<AuditLog>();
+        builder.Services.AddSingleton<EnrollmentStore>();
         builder.Services.AddHostedService<BootstrapTokenService>();
         builder.Services.AddAuthentication(CredentialAuthenticationHandler.SchemeName)
             .AddScheme<AuthenticationSchemeOptions, CredentialAuthenticationHandler>(CredentialAuthenticationHandler.SchemeName, null);
@@ -22,7 +23,8 @@ public static class AuthServiceCollectionExtensions
             .AddPolicy(Policies.Read, p => p.RequireRole(Roles.Viewer, Roles.Operator, Roles.Admin))
             .AddPolicy(Policies.Operate, p => p.RequireRole(Roles.Operator, Roles.Admin))
             .AddPolicy(Policies.Admin, p => p.RequireRole(Roles.Admin))
-            .AddPolicy(Policies.ImageData, p => p.RequireRole(Roles.Agent, Roles.Operator, Roles.Admin));
+            .AddPolicy(Policies.ImageData, p => p.RequireRole(Roles.Agent, Roles.Operator, Roles.Admin))
+            .AddPolicy(Policies.Enroll, p => p.RequireRole(Roles.Enrollee));
         return builder;
     }
 }

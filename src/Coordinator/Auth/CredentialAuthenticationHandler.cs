@@ -19,6 +19,7 @@ public sealed class CredentialAuthenticationHandler(
     UrlEncoder encoder,
     TokenStore tokens,
     AgentCredentialStore agents,
+    EnrollmentStore enrollments,
     IProblemDetailsService problems)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
 {
@@ -29,6 +30,14 @@ public sealed class CredentialAuthenticationHandler(
         if (!AuthenticationHeaderValue.TryParse(Request.Headers.Authorization, out var header) || string.IsNullOrEmpty(header.Parameter))
             return AuthenticateResult.NoResult();
         var ct = Context.RequestAborted;
+        if (header.Scheme.Equals("Bearer", StringComparison.OrdinalIgnoreCase) && header.Parameter.StartsWith(EnrollmentStore.TokenPrefix, StringComparison.Ordinal))
+        {
+            var enrollment = await enrollments.FindAsync(header.Parameter, ct);
+            if (enrollment is null)
+                return AuthenticateResult.Fail("Unknown, used or expired enrollment token.");
+            return Success(new Claim(ClaimTypes.Name, "enroll:" + enrollment.AgentId), new Claim(ClaimTypes.Role, Roles.Enrollee),
+                new Claim(Roles.AgentIdClaim, enrollment.AgentId));
+        }
         if (header.Scheme.Equals("Bearer", StringComparison.OrdinalIgnoreCase))
         {
             var record = await tokens.FindAsync(header.Parameter, ct);

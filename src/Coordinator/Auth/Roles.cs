@@ -9,6 +9,9 @@ public static class Roles
     /// <summary>An EdgeAgent's own credentials: may read image bytes it is asked to present, nothing else.</summary>
     public const string Agent = "agent";
 
+    /// <summary>The bearer of a one-time enrollment token: may exchange it for its agent's credentials, nothing else.</summary>
+    public const string Enrollee = "enrollee";
+
     public const string AgentIdClaim = "msdfleet:agent";
 }
 
@@ -18,4 +21,5 @@ public static class Policies
     public const string Operate = "operate";
     public const string Admin = "admin";
     public const string ImageData = "image-data";
+    public const string Enroll = "enroll";
 }

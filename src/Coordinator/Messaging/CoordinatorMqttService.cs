@@ -8,6 +8,7 @@ using MsdFleet.Coordinator.Fleet;
 using MsdFleet.Protocol;
 using MsdFleet.Protocol.Messages;
 using MsdFleet.Protocol.Naming;
+using MsdFleet.Protocol.Security;
 using MsdFleet.Protocol.Serialization;
 
 namespace MsdFleet.Coordinator.Messaging;
@@ -29,11 +30,13 @@ public sealed partial class CoordinatorMqttService : BackgroundService
     private readonly Auth.SigningKeyStore _signing;
     private readonly ILogger<CoordinatorMqttService> _logger;
     private readonly IMqttClient _client;
+    private readonly Security.TlsCertificates _tls;
     private readonly TaskCompletionSource _firstConnect = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public CoordinatorMqttService(IOptions<MqttOptions> options, TopicNames topics, FleetRegistry registry, DesiredStateStore desired,
-        Auth.SigningKeyStore signing, IServiceProvider services, ILogger<CoordinatorMqttService> logger)
+        Auth.SigningKeyStore signing, Security.TlsCertificates tls, IServiceProvider services, ILogger<CoordinatorMqttService> logger)
     {
+        _tls = tls;
         _signing = signing;
         ArgumentNullException.ThrowIfNull(options);
         _options = options.Value;
@@ -51,6 +54,8 @@ public sealed partial class CoordinatorMqttService : BackgroundService
     }
 
     public bool IsConnected => _client.IsConnected;
+
+    private Uri BrokerUri => _options.BrokerUriFor(_tls.Enabled);
 
     /// <summary>Completes once the first session is up (used by readiness and tests).</summary>
     public Task Connected => _firstConnect.Task;
@@ -86,7 +91,7 @@ public sealed partial class CoordinatorMqttService : BackgroundService
             }
             catch (Exception ex)
             {
-                Log.ConnectFailed(_logger, _options.BrokerUri, ex.Message);
+                Log.ConnectFailed(_logger, BrokerUri, ex.Message);
             }
             try
             {
@@ -104,14 +109,24 @@ public sealed partial class CoordinatorMqttService : BackgroundService
 
     private async Task ConnectAsync(CancellationToken cancellationToken)
     {
-        var uri = _options.BrokerUri;
+        var uri = BrokerUri;
         var builder = new MqttClientOptionsBuilder()
-            .WithTcpServer(uri.Host, uri.Port)
+            .WithTcpServer(uri.IdnHost, uri.Port)
             .WithClientId($"msdfleet-coordinator-{Environment.MachineName}-{Environment.ProcessId}")
             .WithProtocolVersion(MqttProtocolVersion.V500)
             .WithCleanStart(true)
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(15))
             .WithTimeout(TimeSpan.FromSeconds(10));
+        if (uri.Scheme == "mqtts")
+        {
+            // The embedded broker is reached through loopback: pin exactly its certificate. An external
+            // broker must chain to Mqtt:CaCertificatePath, or to the system's roots.
+            var trust = string.IsNullOrEmpty(_options.CaCertificatePath) ? TlsTrust.System : TlsTrust.FromPemFile(_options.CaCertificatePath);
+            var own = _embedded is not null ? _tls.Server : null;
+            builder.WithTlsOptions(o => o.UseTls().WithTargetHost(uri.IdnHost).WithCertificateValidationHandler(e => own is not null
+                ? e.Certificate is not null && e.Certificate.GetRawCertData().AsSpan().SequenceEqual(own.RawData)
+                : trust.Validate(e.Certificate, e.Chain, e.SslPolicyErrors)));
+        }
         if (_embedded is not null)
             builder.WithCredentials(EmbeddedBrokerService.CoordinatorUser, _embedded.CoordinatorPassword);
         else if (!string.IsNullOrEmpty(_options.Username))

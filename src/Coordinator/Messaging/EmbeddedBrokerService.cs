@@ -27,8 +27,12 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
     private readonly SemaphoreSlim _saveLock = new(1, 1);
     private MqttServer? _server;
 
-    public EmbeddedBrokerService(IOptions<MqttOptions> options, AgentCredentialStore agents, TopicNames topics, ILogger<EmbeddedBrokerService> logger)
+    private readonly Security.TlsCertificates _tls;
+
+    public EmbeddedBrokerService(IOptions<MqttOptions> options, AgentCredentialStore agents, TopicNames topics, Security.TlsCertificates tls,
+        ILogger<EmbeddedBrokerService> logger)
     {
+        _tls = tls;
         ArgumentNullException.ThrowIfNull(options);
         _options = options.Value;
         _agents = agents;
@@ -44,12 +48,24 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(_options.EmbeddedStatePath);
-        var serverOptions = new MqttServerOptionsBuilder()
-            .WithDefaultEndpoint()
-            .WithDefaultEndpointBoundIPAddress(IPAddress.Parse(_options.EmbeddedBindAddress))
-            .WithDefaultEndpointPort(_options.EmbeddedPort)
-            .WithPersistentSessions()
-            .Build();
+        var builder = new MqttServerOptionsBuilder().WithPersistentSessions();
+        if (_tls.Server is { } certificate)
+        {
+            // With TLS on there is no plain listener at all: credentials never cross the wire in clear.
+            builder.WithoutDefaultEndpoint()
+                .WithEncryptedEndpoint()
+                .WithEncryptedEndpointBoundIPAddress(IPAddress.Parse(_options.EmbeddedBindAddress))
+                .WithEncryptedEndpointPort(_options.EmbeddedPort)
+                .WithEncryptionCertificate(certificate)
+                .WithEncryptionSslProtocol(System.Security.Authentication.SslProtocols.Tls12 | System.Security.Authentication.SslProtocols.Tls13);
+        }
+        else
+        {
+            builder.WithDefaultEndpoint()
+                .WithDefaultEndpointBoundIPAddress(IPAddress.Parse(_options.EmbeddedBindAddress))
+                .WithDefaultEndpointPort(_options.EmbeddedPort);
+        }
+        var serverOptions = builder.Build();
         _server = new MqttServerFactory().CreateMqttServer(serverOptions);
         _server.ValidatingConnectionAsync += ValidateConnectionAsync;
         _server.InterceptingPublishAsync += InterceptPublishAsync;
@@ -66,7 +82,7 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
             throw new InvalidOperationException(
                 $"The embedded MQTT broker cannot listen on {_options.EmbeddedBindAddress}:{_options.EmbeddedPort} ({ex.Message}): change Mqtt:EmbeddedPort or stop what uses it.", ex);
         }
-        Log.Started(_logger, _options.EmbeddedBindAddress, _options.EmbeddedPort);
+        Log.Started(_logger, _tls.Enabled ? "mqtts" : "mqtt", _options.EmbeddedBindAddress, _options.EmbeddedPort);
     }
 
     /// <summary>Ends a connected agent's session now (after its credentials were disabled or rotated).</summary>
@@ -176,8 +192,8 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
 
     private static partial class Log
     {
-        [LoggerMessage(1, LogLevel.Information, "Embedded MQTT broker listening on {Address}:{Port}")]
-        public static partial void Started(ILogger logger, string address, int port);
+        [LoggerMessage(1, LogLevel.Information, "Embedded MQTT broker listening on {Scheme}://{Address}:{Port}")]
+        public static partial void Started(ILogger logger, string scheme, string address, int port);
 
         [LoggerMessage(2, LogLevel.Warning, "Refused MQTT connection from client {ClientId} (user {UserName})")]
         public static partial void ConnectionRefused(ILogger logger, string clientId, string? userName);

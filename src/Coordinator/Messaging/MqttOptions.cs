@@ -8,7 +8,7 @@ public sealed class MqttOptions : IValidatableObject
 {
     public const string Section = "Mqtt";
 
-    /// <summary><c>embedded</c>, or <c>mqtt://host:port</c> of an external broker.</summary>
+    /// <summary><c>embedded</c>, or <c>mqtt://host:port</c> / <c>mqtts://host:port</c> of an external broker.</summary>
     [Required]
     public string Broker { get; set; } = "embedded";
 
@@ -26,18 +26,32 @@ public sealed class MqttOptions : IValidatableObject
 
     public string TopicPrefix { get; set; } = TopicNames.DefaultPrefix;
 
+    /// <summary>PEM CA bundle that an external mqtts:// broker's certificate must chain to (default: the system's roots).</summary>
+    public string? CaCertificatePath { get; set; }
+
+    /// <summary>
+    /// The broker URL agents are told at enrollment (e.g. <c>mqtts://fleet.example.net:8883</c>); by default
+    /// the external broker's URL, or for the embedded broker the host the agent reached the Coordinator by.
+    /// </summary>
+    public string? PublicUrl { get; set; }
+
     /// <summary>Credentials for an external broker.</summary>
     public string? Username { get; set; }
     public string? Password { get; set; }
 
     public bool IsEmbedded => string.Equals(Broker, "embedded", StringComparison.OrdinalIgnoreCase);
 
-    public Uri BrokerUri => IsEmbedded ? new Uri($"mqtt://127.0.0.1:{EmbeddedPort}") : new Uri(Broker);
+    /// <summary>Where the Coordinator's own client connects (the embedded broker through loopback).</summary>
+    public Uri BrokerUriFor(bool embeddedTls) => IsEmbedded ? new Uri($"{(embeddedTls ? "mqtts" : "mqtt")}://127.0.0.1:{EmbeddedPort}") : new Uri(Broker);
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
-        if (!IsEmbedded && (!Uri.TryCreate(Broker, UriKind.Absolute, out var uri) || uri.Scheme != "mqtt" || uri.Port <= 0))
-            yield return new ValidationResult($"Mqtt:Broker must be 'embedded' or mqtt://host:port, not '{Broker}'.", [nameof(Broker)]);
+        if (!IsEmbedded && (!Uri.TryCreate(Broker, UriKind.Absolute, out var uri) || uri.Scheme is not ("mqtt" or "mqtts") || uri.Port <= 0))
+            yield return new ValidationResult($"Mqtt:Broker must be 'embedded', mqtt://host:port or mqtts://host:port, not '{Broker}'.", [nameof(Broker)]);
+        if (!string.IsNullOrEmpty(CaCertificatePath) && !File.Exists(CaCertificatePath))
+            yield return new ValidationResult($"Mqtt:CaCertificatePath '{CaCertificatePath}' does not exist.", [nameof(CaCertificatePath)]);
+        if (!string.IsNullOrEmpty(PublicUrl) && (!Uri.TryCreate(PublicUrl, UriKind.Absolute, out var pub) || pub.Scheme is not ("mqtt" or "mqtts") || pub.Port <= 0))
+            yield return new ValidationResult($"Mqtt:PublicUrl must be mqtt://host:port or mqtts://host:port, not '{PublicUrl}'.", [nameof(PublicUrl)]);
         if (!System.Net.IPAddress.TryParse(EmbeddedBindAddress, out _))
             yield return new ValidationResult($"Mqtt:EmbeddedBindAddress '{EmbeddedBindAddress}' is not an IP address.", [nameof(EmbeddedBindAddress)]);
         string? error = null;

@@ -3,6 +3,7 @@ using System.Text;
 using System.Threading.Channels;
 using Microsoft.Extensions.Options;
 using MQTTnet;
+using MsdFleet.Protocol.Security;
 using MQTTnet.Formatter;
 using MQTTnet.Protocol;
 using MsdFleet.EdgeAgent.Reconciliation;
@@ -29,11 +30,13 @@ public sealed partial class AgentMqttService : BackgroundService
     private readonly CoordinatorKey _coordinatorKey;
     private readonly ILogger<AgentMqttService> _logger;
     private readonly IMqttClient _client;
+    private readonly TlsTrust _trust;
     private readonly Channel<byte[]> _incoming = Channel.CreateBounded<byte[]>(new BoundedChannelOptions(8) { FullMode = BoundedChannelFullMode.DropOldest });
 
     public AgentMqttService(IOptions<AgentMqttOptions> mqtt, IOptions<AgentOptions> agent, TopicNames topics, DesiredStateHolder desired,
-        CoordinatorKey coordinatorKey, ILogger<AgentMqttService> logger)
+        CoordinatorKey coordinatorKey, TlsTrust trust, ILogger<AgentMqttService> logger)
     {
+        _trust = trust;
         _coordinatorKey = coordinatorKey;
         ArgumentNullException.ThrowIfNull(mqtt);
         ArgumentNullException.ThrowIfNull(agent);
@@ -120,8 +123,8 @@ public sealed partial class AgentMqttService : BackgroundService
     private async Task<bool> ConnectAsync(CancellationToken cancellationToken)
     {
         var broker = _mqtt.Broker!;
-        var options = new MqttClientOptionsBuilder()
-            .WithTcpServer(broker.Host, broker.Port)
+        var builder = new MqttClientOptionsBuilder()
+            .WithTcpServer(broker.IdnHost, broker.Port)
             .WithClientId(_agent.Id)
             .WithCredentials(_agent.Id, _agent.Secret)
             .WithProtocolVersion(MqttProtocolVersion.V500)
@@ -131,8 +134,13 @@ public sealed partial class AgentMqttService : BackgroundService
             .WithWillTopic(_topics.Status(_agent.Id))
             .WithWillPayload(Encoding.UTF8.GetBytes(AgentStatus.Offline))
             .WithWillRetain()
-            .WithWillQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
-            .Build();
+            .WithWillQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce);
+        if (broker.Scheme == "mqtts")
+        {
+            builder.WithTlsOptions(o => o.UseTls().WithTargetHost(broker.IdnHost)
+                .WithCertificateValidationHandler(e => _trust.Validate(e.Certificate, e.Chain, e.SslPolicyErrors)));
+        }
+        var options = builder.Build();
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(TimeSpan.FromSeconds(15));
         var result = await _client.ConnectAsync(options, timeout.Token);

@@ -8,13 +8,21 @@ namespace MsdFleet.EdgeAgent.Storage;
 /// </summary>
 public static partial class AtomicFile
 {
-    public static async Task WriteAsync(string path, ReadOnlyMemory<byte> content, CancellationToken cancellationToken)
+    public static Task WriteAsync(string path, ReadOnlyMemory<byte> content, CancellationToken cancellationToken) =>
+        WriteAsync(path, content, null, cancellationToken);
+
+    /// <summary>As above; <paramref name="mode"/> (e.g. 0600 for secrets) is set when the temporary file is created, so no other mode is ever visible.</summary>
+    public static async Task WriteAsync(string path, ReadOnlyMemory<byte> content, UnixFileMode? mode, CancellationToken cancellationToken)
     {
         var temp = path + ".tmp";
-        using (var handle = File.OpenHandle(temp, FileMode.Create, FileAccess.Write))
+        File.Delete(temp);
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
+        if (mode is { } m && !OperatingSystem.IsWindows())
+            options.UnixCreateMode = m;
+        await using (var stream = new FileStream(temp, options))
         {
-            await RandomAccess.WriteAsync(handle, content, 0, cancellationToken);
-            RandomAccess.FlushToDisk(handle);
+            await stream.WriteAsync(content, cancellationToken);
+            stream.Flush(flushToDisk: true);
         }
         File.Move(temp, path, overwrite: true);
         SyncDirectory(Path.GetDirectoryName(path)!);

@@ -62,6 +62,34 @@ public sealed class AgentProcess : IAsyncDisposable
 
     public void SetEnvironment(string key, string value) => _environment[key] = value;
 
+    /// <summary>Runs from the configuration file <c>enroll</c> wrote, as on a device: no identity in the environment.</summary>
+    public void UseConfigFile(string path)
+    {
+        foreach (var key in new[] { "Agent__Id", "Agent__Secret", "Agent__CoordinatorUrl", "Mqtt__Broker", "Mqtt__TopicPrefix" })
+            _environment.Remove(key);
+        _environment["MSDFLEET_AGENT_CONFIG"] = path;
+    }
+
+    /// <summary>Runs a one-shot agent command (<c>enroll …</c>, <c>drive …</c>) and returns its exit code and output.</summary>
+    public static async Task<(int ExitCode, string Output, string Error)> RunCommandAsync(IEnumerable<string> args, IDictionary<string, string>? environment = null)
+    {
+        var info = new ProcessStartInfo("dotnet", [TestPaths.AgentDll, .. args])
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        info.Environment["MSDFLEET_ENROLL_TOKEN"] = string.Empty;
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+            info.Environment[key] = value;
+        using var process = Process.Start(info)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(1));
+        await process.WaitForExitAsync(timeout.Token);
+        return (process.ExitCode, await output, await error);
+    }
+
     public void Start()
     {
         var info = new ProcessStartInfo("dotnet", [TestPaths.AgentDll])

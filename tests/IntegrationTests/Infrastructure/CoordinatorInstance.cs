@@ -21,8 +21,11 @@ public sealed class CoordinatorInstance : IAsyncDisposable
     private readonly MsdFleet.Coordinator.Storage.ObjectStoreOptions? _storage;
     private WebApplication? _app;
 
-    private CoordinatorInstance(string dataDir, Uri? externalBroker, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage)
+    private readonly bool _tls;
+
+    private CoordinatorInstance(string dataDir, Uri? externalBroker, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage, bool tls)
     {
+        _tls = tls;
         _storage = storage;
         DataDir = dataDir;
         _externalBroker = externalBroker?.ToString().TrimEnd('/');
@@ -30,23 +33,40 @@ public sealed class CoordinatorInstance : IAsyncDisposable
         MqttPort = externalBroker?.Port ?? TestPaths.FreePort();
         // A prefix per instance keeps tests that share one Mosquitto apart.
         TopicPrefix = $"it{Guid.NewGuid():N}"[..12] + "/v1";
-        Http = new HttpClient { BaseAddress = BaseUrl, Timeout = TimeSpan.FromMinutes(5) };
-        Http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", AdminToken);
     }
 
     public string DataDir { get; }
     public int HttpPort { get; }
     public int MqttPort { get; }
     public string TopicPrefix { get; }
-    public Uri BaseUrl => new($"http://127.0.0.1:{HttpPort}/");
-    public Uri BrokerUrl => new($"mqtt://127.0.0.1:{MqttPort}");
-    public HttpClient Http { get; }
+    public Uri BaseUrl => new($"{(_tls ? "https" : "http")}://127.0.0.1:{HttpPort}/");
+    public Uri BrokerUrl => new($"{(_tls ? "mqtts" : "mqtt")}://127.0.0.1:{MqttPort}");
+
+    /// <summary>The generated CA (self-signed TLS only).</summary>
+    public string CaPath => Path.Combine(DataDir, "tls", "ca.crt");
+
+    /// <summary>An admin client (trusting the generated CA when TLS is on).</summary>
+    public HttpClient Http => _http ??= NewClient(AdminToken);
+    private HttpClient? _http;
+
+    /// <summary>A client without credentials unless <paramref name="bearer"/> is given; trusts the generated CA when TLS is on.</summary>
+    public HttpClient NewClient(string? bearer = null)
+    {
+        var handler = new SocketsHttpHandler();
+        if (_tls)
+            MsdFleet.Protocol.Security.TlsTrust.FromPemFile(CaPath).Apply(handler);
+        var client = new HttpClient(handler) { BaseAddress = BaseUrl, Timeout = TimeSpan.FromMinutes(5) };
+        if (bearer is not null)
+            client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", bearer);
+        return client;
+    }
     public IServiceProvider Services => _app!.Services;
     public TransferCounters Counters => Services.GetRequiredService<TransferCounters>();
 
-    public static async Task<CoordinatorInstance> StartAsync(Uri? externalBroker = null, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage = null)
+    public static async Task<CoordinatorInstance> StartAsync(Uri? externalBroker = null, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage = null,
+        bool tls = false)
     {
-        var instance = new CoordinatorInstance(TestPaths.NewTempDir("coordinator"), externalBroker, storage);
+        var instance = new CoordinatorInstance(TestPaths.NewTempDir("coordinator"), externalBroker, storage, tls);
         await instance.StartAppAsync();
         return instance;
     }
@@ -78,6 +98,8 @@ public sealed class CoordinatorInstance : IAsyncDisposable
             $"--Mqtt:TopicPrefix={TopicPrefix}",
             $"--Auth:BootstrapAdminToken={AdminToken}",
             "--Logging:LogLevel:Default=Warning",
+            $"--Tls:Mode={(_tls ? "self-signed" : "off")}",
+            $"--Tls:Directory={Path.Combine(DataDir, "tls")}",
             .. StorageArgs(_storage),
         ];
         _app = CoordinatorApp.Build(args);
@@ -132,7 +154,7 @@ public sealed class CoordinatorInstance : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await StopAsync();
-        Http.Dispose();
+        _http?.Dispose();
         try
         {
             Directory.Delete(DataDir, true);
