@@ -29,6 +29,8 @@ public static class CoordinatorApp
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         app.UseAuthentication();
+        app.UseCsrfProtection();
+        app.UseRateLimiter();
         app.UseAuthorization();
         app.MapHealthChecks();
         app.MapCatalogApi();
@@ -36,6 +38,7 @@ public static class CoordinatorApp
         app.MapFleetApi();
         app.MapTokenApi();
         app.MapEnrollmentApi();
+        app.MapSessionApi();
         app.MapMosquittoConfig();
         return app;
     }

@@ -24,6 +24,14 @@ public sealed class RoleMatrixTests
         ["GET /readyz"] = "anonymous",
         ["GET /api/v1/packs/{packId}"] = "anonymous",
         ["GET /api/v1/tls/ca"] = "anonymous",
+        ["POST /api/v1/session/login"] = "anonymous",
+        ["GET /api/v1/session/"] = "viewer",
+        ["POST /api/v1/session/logout"] = "viewer",
+        ["PUT /api/v1/session/password"] = "viewer",
+        ["GET /api/v1/users/"] = "admin",
+        ["POST /api/v1/users/"] = "admin",
+        ["PUT /api/v1/users/{name}"] = "admin",
+        ["DELETE /api/v1/users/{name}"] = "admin",
         ["POST /api/v1/enroll"] = "enrollee",
         ["GET /api/v1/enrollments/"] = "admin",
         ["POST /api/v1/enrollments/"] = "admin",
@@ -175,6 +183,7 @@ public sealed class RoleMatrixTests
         .Replace("{agentId}", pattern.EndsWith("/credentials", StringComparison.Ordinal) || pattern.EndsWith("able", StringComparison.Ordinal)
             ? "rotated-agent" : "matrix-agent", StringComparison.Ordinal)
         .Replace("{index:int}", "0", StringComparison.Ordinal)
+        .Replace("{name}", "matrix-user", StringComparison.Ordinal)
         .Replace("{digest}", "sha256:" + new string('0', 64), StringComparison.Ordinal)
         .Replace("{packId}", new string('0', 64), StringComparison.Ordinal)
         .Replace("{id}", "0123456789abcdef", StringComparison.Ordinal)

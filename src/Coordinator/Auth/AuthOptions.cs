@@ -17,6 +17,12 @@ public sealed class AuthOptions
     /// </summary>
     public Uri? PublicUrl { get; set; }
 
+    /// <summary>
+    /// When set and no user exists yet, creates the user <c>admin</c> with this password for the first
+    /// browser login (change it afterwards). Never logged.
+    /// </summary>
+    public string? BootstrapAdminPassword { get; set; }
+
     /// <summary>Optional file that receives a generated bootstrap token (mode 0600), for scripts.</summary>
     public string? BootstrapTokenFile { get; set; }
 }

@@ -8,10 +8,17 @@ namespace MsdFleet.Coordinator.Auth;
 /// 0600 file for scripts. Runs before Kestrel accepts requests.
 /// </summary>
 public sealed partial class BootstrapTokenService(
-    TokenStore tokens, IOptions<AuthOptions> options, TimeProvider time, ILogger<BootstrapTokenService> logger) : IHostedService
+    TokenStore tokens, UserStore users, IOptions<AuthOptions> options, TimeProvider time, ILogger<BootstrapTokenService> logger) : IHostedService
 {
     public async Task StartAsync(CancellationToken cancellationToken)
     {
+        if (options.Value.BootstrapAdminPassword is { Length: > 0 } password && !await users.AnyAsync(cancellationToken))
+        {
+            if (UserStore.ValidatePassword("admin", password) is { } problem)
+                throw new InvalidOperationException($"Auth:BootstrapAdminPassword is not acceptable: {problem}");
+            await users.CreateAsync("admin", password, Roles.Admin, cancellationToken);
+            Log.AdminUserCreated(logger);
+        }
         if (await tokens.AnyAsync(cancellationToken))
             return;
         var configured = options.Value.BootstrapAdminToken;
@@ -47,5 +54,8 @@ public sealed partial class BootstrapTokenService(
 
         [LoggerMessage(2, LogLevel.Warning, "Generated a bootstrap admin token and printed it once on the console; keep it safe")]
         public static partial void GeneratedTokenShown(ILogger logger);
+
+        [LoggerMessage(3, LogLevel.Information, "Created the user 'admin' from Auth:BootstrapAdminPassword")]
+        public static partial void AdminUserCreated(ILogger logger);
     }
 }

@@ -23,7 +23,7 @@ public sealed class CredentialAuthenticationHandler(
     IProblemDetailsService problems)
     : AuthenticationHandler<AuthenticationSchemeOptions>(options, logger, encoder)
 {
-    public const string SchemeName = "MsdFleet";
+    public const string SchemeName = "Credentials";
 
     protected override async Task<AuthenticateResult> HandleAuthenticateAsync()
     {

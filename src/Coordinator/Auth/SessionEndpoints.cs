@@ -1,0 +1,207 @@
+using System.Collections.Concurrent;
+using System.Security.Claims;
+using Microsoft.AspNetCore.Antiforgery;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authentication.Cookies;
+using MsdFleet.Coordinator.Web;
+
+namespace MsdFleet.Coordinator.Auth;
+
+/// <summary>
+/// Browser sessions and user accounts. <c>POST /api/v1/session/login</c> sets an HttpOnly,
+/// SameSite=Strict session cookie (Secure over HTTPS) and returns a CSRF token that every unsafe
+/// request made with that cookie must echo in <c>X-CSRF-Token</c>. Logins are rate-limited per client
+/// address and per user name. Users (<c>/api/v1/users</c>) are admin business.
+/// </summary>
+public static class SessionEndpoints
+{
+    public const string CookieScheme = CookieAuthenticationDefaults.AuthenticationScheme;
+    public const string CookieName = "msdfleet_session";
+    public const string CsrfHeader = "X-CSRF-Token";
+    public const string LoginRateLimit = "login";
+    public const string StampClaim = "msdfleet:stamp";
+
+    public static WebApplication MapSessionApi(this WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        var session = app.MapGroup("/api/v1/session");
+        session.MapPost("/login", LoginAsync).AllowAnonymous().RequireRateLimiting(LoginRateLimit);
+        session.MapGet("/", (ClaimsPrincipal user, HttpContext context, IAntiforgery antiforgery) => Results.Ok(Describe(user, context, antiforgery)))
+            .RequireAuthorization(Policies.Read);
+        session.MapPost("/logout", async (HttpContext context) =>
+        {
+            if (context.User.Identity?.AuthenticationType == CookieScheme)
+                await context.SignOutAsync(CookieScheme);
+            return Results.NoContent();
+        }).RequireAuthorization(Policies.Read);
+        session.MapPut("/password", ChangeOwnPasswordAsync).RequireAuthorization(Policies.Read);
+
+        var users = app.MapGroup("/api/v1/users").RequireAuthorization(Policies.Admin);
+        users.MapGet("/", async (UserStore store, CancellationToken ct) =>
+            Results.Ok((await store.ListAsync(ct)).Select(u => new { u.Name, u.Role, u.CreatedAt })));
+        users.MapPost("/", CreateUserAsync);
+        users.MapPut("/{name}", UpdateUserAsync);
+        users.MapDelete("/{name}", async (string name, UserStore store, AuditLog audit, ClaimsPrincipal user, CancellationToken ct) =>
+        {
+            if (!await store.DeleteAsync(name, ct))
+                throw UnknownUser(name);
+            await audit.RecordAsync(user, "user.delete", name, null, ct);
+            return Results.NoContent();
+        });
+        return app;
+    }
+
+    /// <summary>Unsafe requests authenticated by the session cookie must carry the CSRF token (checked before authorization).</summary>
+    public static IApplicationBuilder UseCsrfProtection(this IApplicationBuilder app) => app.Use(async (context, next) =>
+    {
+        if (context.User.Identity?.AuthenticationType == CookieScheme && !HttpMethods.IsGet(context.Request.Method)
+            && !HttpMethods.IsHead(context.Request.Method) && !HttpMethods.IsOptions(context.Request.Method))
+        {
+            var antiforgery = context.RequestServices.GetRequiredService<IAntiforgery>();
+            if (!await antiforgery.IsRequestValidAsync(context))
+                throw new ApiException(StatusCodes.Status403Forbidden, "csrf-token-invalid",
+                    $"Requests made with the session cookie must send the {CsrfHeader} header from the login (or GET /api/v1/session) answer.");
+        }
+        await next(context);
+    });
+
+    private static async Task<IResult> LoginAsync(LoginRequest? request, HttpContext context, UserStore users, LoginThrottle throttle,
+        IAntiforgery antiforgery, AuditLog audit, ILoggerFactory loggers, CancellationToken ct)
+    {
+        if (request?.Username is null || request.Password is null)
+            throw ApiException.BadRequest("invalid-login", "Send {\"username\": \"…\", \"password\": \"…\"}.");
+        var name = request.Username.Trim().ToLowerInvariant();
+        if (throttle.IsLocked(name, out var retryAfter))
+        {
+            context.Response.Headers.RetryAfter = ((int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            // Returned, not thrown: the exception handler clears headers, and Retry-After must reach the client.
+            return Results.Problem(ApiExceptionHandler.Problem(StatusCodes.Status429TooManyRequests, "login-locked",
+                $"Too many failed logins for this user; try again in {Math.Ceiling(retryAfter.TotalMinutes)} minute(s)."));
+        }
+        var user = await users.VerifyAsync(name, request.Password, ct);
+        if (user is null)
+        {
+            throttle.Failed(name);
+            LogFailedLogin(loggers.CreateLogger("MsdFleet.Coordinator.Auth.Login"), name, context.Connection.RemoteIpAddress?.ToString());
+            throw new ApiException(StatusCodes.Status401Unauthorized, "invalid-credentials", "Unknown user or wrong password.");
+        }
+        throttle.Succeeded(name);
+        var principal = new ClaimsPrincipal(new ClaimsIdentity(
+        [
+            new Claim(ClaimTypes.Name, user.Name),
+            new Claim(ClaimTypes.NameIdentifier, user.Name),
+            new Claim(ClaimTypes.Role, user.Role),
+            new Claim(StampClaim, user.SecurityStamp),
+        ], CookieScheme));
+        await context.SignInAsync(CookieScheme, principal);
+        context.User = principal; // the CSRF token is bound to the user it is issued for
+        await audit.RecordAsync(principal, "session.login", user.Name, context.Connection.RemoteIpAddress?.ToString(), ct);
+        return Results.Ok(Describe(principal, context, antiforgery));
+    }
+
+    private static async Task<IResult> ChangeOwnPasswordAsync(PasswordChange? request, ClaimsPrincipal principal, HttpContext context, UserStore users,
+        AuditLog audit, CancellationToken ct)
+    {
+        if (principal.Identity?.AuthenticationType != CookieScheme || principal.Identity.Name is not { } name)
+            throw ApiException.BadRequest("not-a-user", "Only a logged-in user has a password; API tokens do not.");
+        if (request?.CurrentPassword is null || await users.VerifyAsync(name, request.CurrentPassword, ct) is not { } user)
+            throw ApiException.BadRequest("wrong-password", "currentPassword is not this user's password.");
+        if (UserStore.ValidatePassword(name, request.NewPassword) is { } problem)
+            throw ApiException.BadRequest("weak-password", problem);
+        await users.UpdateAsync(user, request.NewPassword, null, ct);
+        await audit.RecordAsync(principal, "user.password", name, "changed own password", ct);
+        await context.SignOutAsync(CookieScheme);
+        return Results.NoContent();
+    }
+
+    private static async Task<IResult> CreateUserAsync(UserRequest? request, UserStore users, AuditLog audit, ClaimsPrincipal principal, CancellationToken ct)
+    {
+        if (UserStore.ValidateName(request?.Name) is { } nameProblem)
+            throw ApiException.BadRequest("invalid-user-name", nameProblem);
+        ValidateRole(request!.Role);
+        if (UserStore.ValidatePassword(request.Name, request.Password) is { } problem)
+            throw ApiException.BadRequest("weak-password", problem);
+        if (await users.FindAsync(request.Name!, ct) is not null)
+            throw ApiException.Conflict("user-exists", $"User '{request.Name}' exists; PUT /api/v1/users/{request.Name} changes it.");
+        var user = await users.CreateAsync(request.Name!, request.Password!, request.Role!, ct);
+        await audit.RecordAsync(principal, "user.create", user.Name, user.Role, ct);
+        return Results.Created($"/api/v1/users/{user.Name}", new { user.Name, user.Role, user.CreatedAt });
+    }
+
+    private static async Task<IResult> UpdateUserAsync(string name, UserRequest? request, UserStore users, AuditLog audit, ClaimsPrincipal principal, CancellationToken ct)
+    {
+        var user = await users.FindAsync(name, ct) ?? throw UnknownUser(name);
+        if (request is null || (request.Role is null && request.Password is null))
+            throw ApiException.BadRequest("nothing-to-change", "Send a new \"role\" and/or \"password\".");
+        if (request.Role is not null)
+            ValidateRole(request.Role);
+        if (request.Password is not null && UserStore.ValidatePassword(name, request.Password) is { } problem)
+            throw ApiException.BadRequest("weak-password", problem);
+        user = await users.UpdateAsync(user, request.Password, request.Role, ct);
+        await audit.RecordAsync(principal, "user.update", name, $"{(request.Role is null ? string.Empty : "role " + request.Role)}{(request.Password is null ? string.Empty : " password reset")}".Trim(), ct);
+        return Results.Ok(new { user.Name, user.Role, user.CreatedAt });
+    }
+
+    private static void ValidateRole(string? role)
+    {
+        if (role is not (Roles.Viewer or Roles.Operator or Roles.Admin))
+            throw ApiException.BadRequest("invalid-role", "role must be \"viewer\", \"operator\" or \"admin\".");
+    }
+
+    private static ApiException UnknownUser(string name) => ApiException.NotFound("user-not-found", $"No user '{name}'.");
+
+    private static object Describe(ClaimsPrincipal user, HttpContext context, IAntiforgery antiforgery) => new
+    {
+        user = user.Identity?.Name,
+        role = user.FindFirstValue(ClaimTypes.Role),
+        kind = user.Identity?.AuthenticationType == CookieScheme ? "session" : "token",
+        csrfToken = user.Identity?.AuthenticationType == CookieScheme ? antiforgery.GetAndStoreTokens(context).RequestToken : null,
+    };
+
+    private static void LogFailedLogin(ILogger logger, string user, string? address) => FailedLogin(logger, user, address ?? "unknown", null);
+
+    private static readonly Action<ILogger, string, string, Exception?> FailedLogin =
+        LoggerMessage.Define<string, string>(LogLevel.Warning, new EventId(1, "LoginFailed"), "Failed login for user {User} from {Address}");
+}
+
+public sealed record LoginRequest(string? Username, string? Password);
+
+public sealed record PasswordChange(string? CurrentPassword, string? NewPassword);
+
+public sealed record UserRequest(string? Name, string? Password, string? Role);
+
+/// <summary>
+/// Failed logins per user name: after 5 failures within 15 minutes that name is locked for the rest of
+/// the window, whoever asks (the per-address limiter cannot see a guesser spread over many addresses).
+/// </summary>
+public sealed class LoginThrottle(TimeProvider time)
+{
+    public const int MaxFailures = 5;
+    public static readonly TimeSpan Window = TimeSpan.FromMinutes(15);
+    private readonly ConcurrentDictionary<string, (int Count, DateTimeOffset First)> _failures = new(StringComparer.Ordinal);
+
+    public bool IsLocked(string name, out TimeSpan retryAfter)
+    {
+        retryAfter = TimeSpan.Zero;
+        if (!_failures.TryGetValue(name, out var entry))
+            return false;
+        var until = entry.First + Window;
+        if (until <= time.GetUtcNow())
+        {
+            _failures.TryRemove(name, out _);
+            return false;
+        }
+        retryAfter = until - time.GetUtcNow();
+        return entry.Count >= MaxFailures;
+    }
+
+    public void Failed(string name)
+    {
+        if (_failures.Count > 100_000)
+            _failures.Clear(); // bounded memory under a flood of made-up names
+        var now = time.GetUtcNow();
+        _failures.AddOrUpdate(name, (1, now), (_, e) => e.First + Window <= now ? (1, now) : (e.Count + 1, e.First));
+    }
+
+    public void Succeeded(string name) => _failures.TryRemove(name, out _);
+}
