@@ -59,15 +59,23 @@ public sealed partial class AgentMqttService : BackgroundService
 
     public bool IsConnected => _client.IsConnected;
 
-    public async Task PublishAsync(string topic, byte[] payload, bool retain, CancellationToken cancellationToken)
+    /// <summary>
+    /// Publishes at QoS 1. <paramref name="expiry"/> sets MQTT v5 message expiry: events (progress, errors)
+    /// describe a moment and must not reach a subscriber that reconnects much later as if they were news;
+    /// retained state (status, reported) never expires, it is the current truth.
+    /// </summary>
+    public async Task PublishAsync(string topic, byte[] payload, bool retain, CancellationToken cancellationToken, TimeSpan? expiry = null)
     {
         if (!_client.IsConnected)
             return;
         try
         {
-            await _client.PublishAsync(new MqttApplicationMessageBuilder()
+            var message = new MqttApplicationMessageBuilder()
                 .WithTopic(topic).WithPayload(payload).WithRetainFlag(retain)
-                .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build(), cancellationToken);
+                .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce);
+            if (expiry is { } e)
+                message.WithMessageExpiryInterval((uint)Math.Max(1, e.TotalSeconds));
+            await _client.PublishAsync(message.Build(), cancellationToken);
         }
         catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException)
         {

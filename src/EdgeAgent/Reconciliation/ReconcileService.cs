@@ -267,7 +267,10 @@ public sealed partial class ReconcileService(
 
     private Task EventAsync(AgentEvent agentEvent, CancellationToken cancellationToken) =>
         mqtt.PublishAsync(topics.Events(options.Value.Id),
-            ProtocolSerializer.Serialize(agentEvent with { AtUnixMs = time.GetUtcNow().ToUnixTimeMilliseconds() }), false, cancellationToken);
+            ProtocolSerializer.Serialize(agentEvent with { AtUnixMs = time.GetUtcNow().ToUnixTimeMilliseconds() }), false, cancellationToken, EventLifetime);
+
+    /// <summary>MQTT v5 message expiry of events: a progress line older than this is history, not news.</summary>
+    public static readonly TimeSpan EventLifetime = TimeSpan.FromMinutes(2);
 
     private static partial class Log
     {
