@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the tests need when missing (Mosquitto, OpenStack Swift, xorriso, with
-# apt); each test starts its own servers on loopback (Swift via scripts/swift.sh) and stops them. Prints a final line "N passed, M failed".
+# Runs every test. Installs what the tests need when missing (Mosquitto, OpenStack Swift, xorriso, qemu,
+# Chromium for the browser tests, with apt); each test starts its own servers on loopback (Swift via scripts/swift.sh) and stops them. Prints a final line "N passed, M failed".
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -15,6 +15,7 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
 { command -v depmod || [ -x /sbin/depmod ]; } >/dev/null || need+=(kmod)
 command -v xz >/dev/null || need+=(xz-utils)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 for p in swift swift-proxy swift-account swift-container swift-object; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done

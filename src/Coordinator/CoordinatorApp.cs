@@ -16,7 +16,11 @@ public static class CoordinatorApp
 {
     public static WebApplication Build(string[] args)
     {
-        var builder = WebApplication.CreateBuilder(args);
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+        {
+            Args = args,
+            WebRootPath = Path.Combine(AppContext.BaseDirectory, "wwwroot"),
+        });
         builder.AddObjectStore();
         builder.AddTls();
         builder.AddMessaging();
@@ -25,9 +29,27 @@ public static class CoordinatorApp
         builder.AddFleet();
         builder.AddWebErrors();
 
+        builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
+        {
+            document.Info.Title = "MsdFleet Coordinator API";
+            document.Info.Description = "Images, fleet, desired drive state, uploads, enrollment, users and live events. " +
+                "Authenticate with `Authorization: Bearer <API token>` or the web UI's session cookie (unsafe requests then need `X-CSRF-Token`).";
+            return Task.CompletedTask;
+        }));
+
         var app = builder.Build();
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseSecurityHeaders();
+        // The web UI's shell (HTML, JS, CSS) holds no data and is public; everything it shows comes from the API.
+        app.UseDefaultFiles();
+        app.UseStaticFiles();
+        app.UseSwaggerUI(o =>
+        {
+            o.RoutePrefix = "api/docs";
+            o.SwaggerEndpoint("/openapi/v1.json", "MsdFleet v1");
+            o.DocumentTitle = "MsdFleet API reference";
+        });
         app.UseAuthentication();
         app.UseCsrfProtection();
         app.UseRateLimiter();
@@ -39,6 +61,8 @@ public static class CoordinatorApp
         app.MapTokenApi();
         app.MapEnrollmentApi();
         app.MapSessionApi();
+        app.MapEventApi();
+        app.MapOpenApi("/openapi/{documentName}.json").RequireAuthorization(Policies.Read);
         app.MapMosquittoConfig();
         return app;
     }
@@ -116,6 +140,8 @@ public static class CoordinatorApp
     {
         builder.Services.AddSingleton<FleetRegistry>();
         builder.Services.AddSingleton<DesiredStateStore>();
+        builder.Services.AddSingleton<EventHub>();
+        builder.Services.AddHostedService<LiveEventPublisher>();
         return builder;
     }
 

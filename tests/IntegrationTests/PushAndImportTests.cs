@@ -112,6 +112,22 @@ public sealed class PushAndImportTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Push_ManifestWithWrongWholeImageSha_RefusedAtCommit()
+    {
+        var data = new byte[400_000];
+        new Random(7).NextBytes(data);
+        var (manifest, chunks) = await ChunkLocallyAsync(data);
+        var lying = manifest with { Sha256 = new byte[32] };
+        using var create = await _coordinator.Http.PostAsync("api/v1/uploads", new ByteArrayContent(lying.ToBytes()));
+        var id = JsonNode.Parse(await create.Content.ReadAsStringAsync())!["uploadId"]!.GetValue<string>();
+        (await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/chunks", Frames(chunks))).EnsureSuccessStatusCode();
+        using var commit = await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{id}/commit", new { name = "lying.img" });
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, commit.StatusCode);
+        Assert.Contains("sha256-mismatch", await commit.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        Assert.Equal(HttpStatusCode.NotFound, (await _coordinator.Http.GetAsync("api/v1/images/lying.img")).StatusCode);
+    }
+
+    [Fact]
     public async Task Import_ConnectionBreaksMidway_ResumesWithRangeAndVerifies()
     {
         var (path, sha256) = await TestImages.CreateAsync(_work, "remote.iso", 20L * 1024 * 1024 + 3, seed: 43);

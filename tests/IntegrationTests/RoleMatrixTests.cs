@@ -28,6 +28,8 @@ public sealed class RoleMatrixTests
         ["GET /api/v1/session/"] = "viewer",
         ["POST /api/v1/session/logout"] = "viewer",
         ["PUT /api/v1/session/password"] = "viewer",
+        ["GET /api/v1/events"] = "viewer",
+        ["GET /openapi/{documentName}.json"] = "viewer",
         ["GET /api/v1/users/"] = "admin",
         ["POST /api/v1/users/"] = "admin",
         ["PUT /api/v1/users/{name}"] = "admin",
@@ -103,7 +105,7 @@ public sealed class RoleMatrixTests
                 if (method is "PUT" or "POST")
                     request.Content = new StringContent("{}", Encoding.UTF8, "application/json");
                 request.Headers.Authorization = auth;
-                using var response = await client.SendAsync(request);
+                using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead); // the event stream never ends
                 return response.StatusCode;
             }
 
@@ -184,6 +186,7 @@ public sealed class RoleMatrixTests
             ? "rotated-agent" : "matrix-agent", StringComparison.Ordinal)
         .Replace("{index:int}", "0", StringComparison.Ordinal)
         .Replace("{name}", "matrix-user", StringComparison.Ordinal)
+        .Replace("{documentName}", "v1", StringComparison.Ordinal)
         .Replace("{digest}", "sha256:" + new string('0', 64), StringComparison.Ordinal)
         .Replace("{packId}", new string('0', 64), StringComparison.Ordinal)
         .Replace("{id}", "0123456789abcdef", StringComparison.Ordinal)

@@ -50,7 +50,11 @@ public sealed class ImageCatalog(IObjectStore store) : IDisposable
         {
             _nameLock.Release();
         }
+        Changed?.Invoke(entry.Name, "committed");
     }
+
+    /// <summary>Raised after a name was committed or deleted (name, "committed" | "deleted").</summary>
+    public event Action<string, string>? Changed;
 
     public async Task<bool> DeleteAsync(string name, CancellationToken cancellationToken)
     {
@@ -59,6 +63,8 @@ public sealed class ImageCatalog(IObjectStore store) : IDisposable
         {
             var deleted = await store.DeleteAsync(ObjectKeys.Catalog(name), cancellationToken);
             await store.FlushAsync(cancellationToken);
+            if (deleted)
+                Changed?.Invoke(name, "deleted");
             return deleted;
         }
         finally

@@ -108,6 +108,26 @@ public static class PushEndpoints
         var existing = await catalog.GetAsync(body.Name, ct);
         if (existing is not null && body.Replace != true)
             throw ImageCatalog.ImageExists(body.Name);
+        // Every chunk was checked against its id on arrival; the whole-image SHA-256 in the manifest is the
+        // client's word, checked here once, so no agent is ever sent an image it must refuse.
+        await using (var verify = new ManifestReadStream(chunks, session.Manifest))
+        {
+            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            var block = ArrayPool<byte>.Shared.Rent(1 << 20);
+            try
+            {
+                int n;
+                while ((n = await verify.ReadAsync(block.AsMemory(0, 1 << 20), ct)) > 0)
+                    hash.AppendData(block, 0, n);
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(block);
+            }
+            if (!hash.GetHashAndReset().AsSpan().SequenceEqual(session.Manifest.Sha256))
+                throw new ApiException(StatusCodes.Status422UnprocessableEntity, "sha256-mismatch",
+                    "The chunks are intact but the manifest's whole-image SHA-256 does not match them; nothing was committed.");
+        }
         var digest = await ingestor.CommitManifestAsync(session.Manifest, ct);
         await using var reader = new ManifestReadStream(chunks, session.Manifest);
         var entry = CatalogEntry.For(body.Name, digest, session.Manifest, await media.ProbeAsync(reader, session.Manifest.Size, ct), time.GetUtcNow());

@@ -29,6 +29,9 @@ public sealed class DesiredStateStore(IObjectStore store, TimeProvider time) : I
 
     public void Dispose() => _lock.Dispose();
 
+    /// <summary>Raised after an agent's desired state was stored.</summary>
+    public event Action<string>? Changed;
+
     public DesiredState? Get(string agentId) => _states.GetValueOrDefault(agentId);
 
     public IReadOnlyDictionary<string, DesiredState> All => _states;
@@ -77,6 +80,7 @@ public sealed class DesiredStateStore(IObjectStore store, TimeProvider time) : I
         await store.PutAsync(ObjectKeys.Desired(agentId), bytes, cancellationToken);
         await store.FlushAsync(cancellationToken);
         _states[agentId] = next;
+        Changed?.Invoke(agentId);
         return (next, bytes);
     }
 

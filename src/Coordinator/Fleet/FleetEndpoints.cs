@@ -130,7 +130,7 @@ public static class FleetEndpoints
         return Results.Ok(new { agentId, secret });
     }
 
-    private static AgentView View(string agentId, FleetRegistry registry, DesiredStateStore desired)
+    internal static AgentView View(string agentId, FleetRegistry registry, DesiredStateStore desired)
     {
         var observed = registry.Get(agentId);
         var state = desired.Get(agentId);

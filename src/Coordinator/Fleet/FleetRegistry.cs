@@ -11,15 +11,24 @@ public sealed class FleetRegistry(TimeProvider time)
 {
     private readonly ConcurrentDictionary<string, AgentObservation> _agents = new(StringComparer.Ordinal);
 
-    public void SetStatus(string agentId, bool online) =>
+    /// <summary>Raised after an agent's status or report changed (live events, Home Assistant).</summary>
+    public event Action<string>? Changed;
+
+    public void SetStatus(string agentId, bool online)
+    {
         _agents.AddOrUpdate(agentId,
             _ => new AgentObservation { AgentId = agentId, Online = online, StatusAt = time.GetUtcNow() },
             (_, a) => a with { Online = online, StatusAt = time.GetUtcNow() });
+        Changed?.Invoke(agentId);
+    }
 
-    public void SetReport(string agentId, AgentReport report) =>
+    public void SetReport(string agentId, AgentReport report)
+    {
         _agents.AddOrUpdate(agentId,
             _ => new AgentObservation { AgentId = agentId, Report = report, ReportAt = time.GetUtcNow() },
             (_, a) => a with { Report = report, ReportAt = time.GetUtcNow() });
+        Changed?.Invoke(agentId);
+    }
 
     public AgentObservation? Get(string agentId) => _agents.GetValueOrDefault(agentId);
 

@@ -142,6 +142,7 @@ public sealed partial class CoordinatorMqttService : BackgroundService
         await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
             .WithTopicFilter(_topics.AllStatus, MqttQualityOfServiceLevel.AtLeastOnce)
             .WithTopicFilter(_topics.AllReported, MqttQualityOfServiceLevel.AtLeastOnce)
+            .WithTopicFilter(_topics.AllEvents, MqttQualityOfServiceLevel.AtMostOnce)
             .Build(), timeout.Token);
         foreach (var (agentId, state) in _desired.All)
             await _client.PublishAsync(await SignedMessageAsync(agentId, state, timeout.Token), timeout.Token);
@@ -186,8 +187,21 @@ public sealed partial class CoordinatorMqttService : BackgroundService
                     Log.Dropped(_logger, topic, ex.Message);
                 }
                 break;
+            case "events":
+                try
+                {
+                    AgentEventReceived?.Invoke(agentId, ProtocolSerializer.Deserialize<AgentEvent>(payload.ToArray()));
+                }
+                catch (ProtocolFormatException ex)
+                {
+                    Log.Dropped(_logger, topic, ex.Message);
+                }
+                break;
         }
     }
+
+    /// <summary>Raised for each event an agent publishes (pull progress, attach, errors).</summary>
+    public event Action<string, AgentEvent>? AgentEventReceived;
 
     private static partial class Log
     {

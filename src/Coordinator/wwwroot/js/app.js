@@ -1,0 +1,285 @@
+// The MsdFleet web UI: one page, no framework, talking to the same REST API as msdctl, with live
+// updates over Server-Sent Events. State is reloaded whenever the event sequence shows a gap.
+import { chunkFile, frame } from './push.js';
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const state = { csrf: null, user: null, role: null, images: [], agents: new Map(), progress: new Map(), lastSeq: null, source: null };
+
+// ---- API ------------------------------------------------------------------------------------------
+class ApiError extends Error {
+  constructor(status, problem) { super(problem?.detail || problem?.title || `HTTP ${status}`); this.status = status; this.code = problem?.code; }
+}
+
+async function api(method, url, body, { raw = false, contentType, signal } = {}) {
+  const headers = {};
+  if (method !== 'GET' && state.csrf) headers['X-CSRF-Token'] = state.csrf;
+  let payload = body;
+  if (body !== undefined && !raw) { headers['Content-Type'] = 'application/json'; payload = JSON.stringify(body); }
+  if (contentType) headers['Content-Type'] = contentType;
+  const res = await fetch(url, { method, headers, body: payload, credentials: 'same-origin', signal });
+  if (res.status === 401 && !url.endsWith('/login')) { showLogin(); throw new ApiError(401, { detail: 'Your session has ended; log in again.' }); }
+  const text = await res.text();
+  const json = text ? (() => { try { return JSON.parse(text); } catch { return null; } })() : null;
+  if (!res.ok) throw new ApiError(res.status, json);
+  return json;
+}
+
+// ---- formatting ---------------------------------------------------------------------------------
+const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+function bytes(n) { if (n == null) return '–'; let i = 0; while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; } return `${n.toFixed(i ? 1 : 0)} ${units[i]}`; }
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') e.className = v; else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k === 'width') e.style.width = v; // through CSSOM: allowed by the page's style-src 'self'
+    else if (k === 'dataset') Object.assign(e.dataset, v); else if (v !== false && v != null) e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat()) if (c != null) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+function progressBar(done, total, label) {
+  const pct = total > 0 ? Math.min(100, (100 * done) / total) : 0;
+  return el('div', { class: 'progress', role: 'progressbar', 'aria-valuenow': pct.toFixed(0), 'aria-valuemin': '0', 'aria-valuemax': '100', title: label || '' },
+    el('div', { class: 'bar', width: `${pct.toFixed(1)}%` }), el('span', {}, label ?? `${pct.toFixed(0)} %`));
+}
+const canOperate = () => state.role === 'operator' || state.role === 'admin';
+const canAdmin = () => state.role === 'admin';
+
+// ---- session ------------------------------------------------------------------------------------
+function showLogin() {
+  $('#login-view').hidden = false; $('#app-view').hidden = true; $('#logout').hidden = true; $('#docs-link').hidden = true;
+  $('#who').textContent = '';
+  state.source?.close(); state.source = null; setLive(false);
+}
+async function showApp(session) {
+  state.csrf = session.csrfToken; state.user = session.user; state.role = session.role;
+  $('#login-view').hidden = true; $('#app-view').hidden = false; $('#logout').hidden = false; $('#docs-link').hidden = false;
+  $('#who').textContent = `${session.user} (${session.role})`;
+  $('#dropzone').hidden = !canAdmin();
+  connectEvents();
+  await reloadAll();
+}
+$('#login-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const form = new FormData(ev.target);
+  $('#login-error').textContent = '';
+  try {
+    const session = await api('POST', '/api/v1/session/login', { username: form.get('username'), password: form.get('password') });
+    ev.target.reset();
+    await showApp(session);
+  } catch (e) { $('#login-error').textContent = e.message; }
+});
+$('#logout').addEventListener('click', async () => { try { await api('POST', '/api/v1/session/logout'); } finally { state.csrf = null; showLogin(); } });
+
+// ---- live events --------------------------------------------------------------------------------
+function setLive(on, text) { const l = $('#live'); l.className = `live ${on ? 'on' : 'off'}`; l.textContent = text ?? (on ? 'live' : 'offline'); }
+function connectEvents() {
+  state.source?.close();
+  // The browser resends Last-Event-ID by itself when it reconnects; the server then sends what we missed.
+  const source = new EventSource('/api/v1/events');
+  state.source = source;
+  source.addEventListener('hello', (e) => {
+    const hello = JSON.parse(e.data);
+    setLive(true);
+    if (state.lastSeq !== null && (hello.reset || hello.sequence < state.lastSeq)) reloadAll();
+    if (state.lastSeq === null) state.lastSeq = hello.sequence;
+  });
+  const onEvent = (handler) => (e) => {
+    const seq = Number(e.lastEventId);
+    const gap = state.lastSeq !== null && seq !== state.lastSeq + 1;
+    state.lastSeq = seq;
+    if (gap) { reloadAll(); return; }
+    handler(JSON.parse(e.data));
+  };
+  source.addEventListener('reset', onEvent(() => reloadAll()));
+  source.addEventListener('agent', onEvent((agent) => { state.agents.set(agent.id, agent); renderAgents(); renderImages(); }));
+  source.addEventListener('image', onEvent(() => loadImages()));
+  source.addEventListener('progress', onEvent((p) => {
+    if (p.kind === 'PullProgress') state.progress.set(p.agentId, p); else state.progress.delete(p.agentId);
+    renderAgents();
+  }));
+  source.onerror = () => setLive(false, 'reconnecting…');
+}
+
+// ---- data ---------------------------------------------------------------------------------------
+async function reloadAll() { await Promise.all([loadImages(), loadAgents()]); }
+async function loadImages() { state.images = await api('GET', '/api/v1/images'); renderImages(); }
+async function loadAgents() {
+  const agents = await api('GET', '/api/v1/agents');
+  state.agents = new Map(agents.map((a) => [a.id, a]));
+  renderAgents(); renderImages();
+}
+
+function usersOf(image) {
+  const users = [];
+  for (const a of state.agents.values())
+    for (const d of a.desired?.drives ?? [])
+      if (d.digest === image.digest || d.image === image.name) users.push(`${a.id}/${d.index}`);
+  return users;
+}
+
+function renderImages() {
+  const body = $('#images tbody');
+  body.replaceChildren(...state.images.map((img) => {
+    const used = usersOf(img);
+    const media = img.media ? [img.media.format, img.media.volumeLabel, img.media.bootUefi ? 'UEFI' : null, img.media.bootBios ? 'BIOS' : null, `→ ${img.media.suggestedMode}`].filter(Boolean).join(' · ') : '–';
+    return el('tr', { dataset: { image: img.name } },
+      el('td', {}, img.name), el('td', {}, bytes(img.size)), el('td', {}, media),
+      el('td', { class: 'mono', title: img.digest }, img.digest.slice(7, 19)),
+      el('td', {}, used.length ? used.join(', ') : '–'),
+      el('td', {}, canAdmin() ? el('button', { class: 'danger small', onclick: () => confirmDelete(img, used) }, 'Delete') : null));
+  }));
+}
+
+function driveText(d, desired) {
+  const want = desired?.drives?.find((x) => x.index === d.index);
+  const name = want?.digest && want.digest === d.image ? want.image : d.image ? d.image.slice(7, 19) : 'empty';
+  const parts = [`#${d.index}`, name];
+  if (d.image) parts.push(d.mode ?? '', d.readOnly ? 'ro' : 'rw', d.connected ? 'connected' : 'disconnected');
+  if (d.hostState) parts.push(`host: ${d.hostState}`);
+  return parts.filter(Boolean).join(' ');
+}
+
+function renderAgents() {
+  const body = $('#agents tbody');
+  body.replaceChildren(...[...state.agents.values()].sort((a, b) => a.id.localeCompare(b.id)).map((a) => {
+    const transfers = (a.transfers ?? []).filter((t) => t.state !== 'done');
+    const live = state.progress.get(a.id);
+    const bars = live ? [progressBar(live.bytesDone, live.bytesTotal, `${bytes(live.bytesDone)} / ${bytes(live.bytesTotal)}`)]
+      : transfers.map((t) => progressBar(t.bytesDone, t.bytesTotal, `${t.state} ${bytes(t.bytesDone)} / ${bytes(t.bytesTotal)}`));
+    const cacheUsed = (a.cache ?? []).reduce((s, c) => s + c.size, 0);
+    const drives = (a.drives ?? []).map((d) => el('div', { class: 'drive', dataset: { drive: d.index, connected: d.connected, image: d.image ?? '' } },
+      driveText(d, a.desired),
+      canOperate() && (d.image || a.desired?.drives?.some((x) => x.index === d.index && x.image))
+        ? el('button', { class: 'small', onclick: () => eject(a, d.index) }, 'Eject') : null,
+      d.error ? el('span', { class: 'error' }, ` ${d.error}`) : null));
+    return el('tr', { dataset: { agent: a.id, online: a.online } },
+      el('td', {}, a.id),
+      el('td', {}, el('span', { class: `dot ${a.online ? 'on' : 'off'}` }), a.online ? 'online' : 'offline'),
+      el('td', {}, Object.entries(a.labels ?? {}).map(([k, v]) => el('span', { class: 'label' }, `${k}=${v}`))),
+      el('td', {}, drives.length ? drives : '–'),
+      el('td', {}, a.totalBytes ? `${bytes(cacheUsed)} used, ${bytes(a.freeBytes)} free` : '–'),
+      el('td', {}, bars.length ? bars : '–'),
+      el('td', { class: 'error' }, a.lastError ?? ''),
+      el('td', {}, canOperate() ? el('button', { onclick: () => openMount(a) }, 'Mount…') : null));
+  }));
+}
+
+// ---- actions ------------------------------------------------------------------------------------
+let mountTarget = null;
+function openMount(agent) {
+  mountTarget = agent;
+  const form = $('#mount-form');
+  $('#mount-agent').textContent = agent.id;
+  $('#mount-error').textContent = '';
+  const count = Math.max(1, agent.drives?.length ?? 1);
+  form.drive.replaceChildren(...Array.from({ length: count }, (_, i) => el('option', { value: i }, `Drive ${i}`)));
+  form.image.replaceChildren(...state.images.map((img) => el('option', { value: img.name, dataset: { mode: img.media?.suggestedMode ?? 'flash' } }, img.name)));
+  const suggest = () => { const m = form.image.selectedOptions[0]?.dataset.mode; if (m) form.mode.value = m; form.readOnly.checked = true; };
+  form.image.onchange = suggest; suggest();
+  $('#mount-dialog').showModal();
+}
+$('#mount-form').addEventListener('submit', async (ev) => {
+  if (ev.submitter?.value !== 'ok') return;
+  ev.preventDefault();
+  const form = ev.target;
+  const mode = form.mode.value;
+  try {
+    await api('PUT', `/api/v1/agents/${encodeURIComponent(mountTarget.id)}/drives/${form.drive.value}`,
+      { image: form.image.value, mode, readOnly: mode === 'cdrom' ? true : form.readOnly.checked, connected: form.connected.checked });
+    $('#mount-dialog').close();
+    await loadAgents();
+  } catch (e) { $('#mount-error').textContent = e.message; }
+});
+async function eject(agent, index) {
+  try { await api('PUT', `/api/v1/agents/${encodeURIComponent(agent.id)}/drives/${index}`, { image: null }); await loadAgents(); }
+  catch (e) { alert(e.message); }
+}
+function confirmDelete(img, used) {
+  $('#confirm-text').textContent = used.length
+    ? `"${img.name}" is used by ${used.join(', ')}; eject it there first.`
+    : `Delete "${img.name}" (${bytes(img.size)})? Agents keep cached copies until they need the space.`;
+  $('#confirm-ok').hidden = used.length > 0;
+  const dialog = $('#confirm-dialog');
+  dialog.onclose = async () => {
+    if (dialog.returnValue !== 'ok') return;
+    try { await api('DELETE', `/api/v1/images/${encodeURIComponent(img.name)}`); await loadImages(); } catch (e) { alert(e.message); }
+  };
+  dialog.showModal();
+}
+
+// ---- upload (push protocol, resumable) --------------------------------------------------------------
+const dropzone = $('#dropzone');
+dropzone.addEventListener('dragover', (e) => { e.preventDefault(); dropzone.classList.add('over'); });
+dropzone.addEventListener('dragleave', () => dropzone.classList.remove('over'));
+dropzone.addEventListener('drop', (e) => { e.preventDefault(); dropzone.classList.remove('over'); for (const f of e.dataTransfer.files) upload(f); });
+$('#file-input').addEventListener('change', (e) => { for (const f of e.target.files) upload(f); e.target.value = ''; });
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function withRetry(what, fn, status) {
+  for (let attempt = 1; ; attempt++) {
+    try { return await fn(); } catch (e) {
+      if (e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429) throw e;
+      const wait = Math.min(30000, 1000 * 2 ** Math.min(attempt - 1, 5));
+      status(`${what} failed (${e.message}); retrying in ${Math.round(wait / 1000)} s…`);
+      await sleep(wait);
+    }
+  }
+}
+
+async function upload(file) {
+  const row = el('div', { class: 'upload', dataset: { upload: file.name } });
+  const title = el('div', {}, el('strong', {}, file.name), ` ${bytes(file.size)}`);
+  const bar = el('div'); const note = el('div', { class: 'hint' });
+  row.append(title, bar, note);
+  $('#uploads').prepend(row);
+  const show = (done, total, label) => bar.replaceChildren(progressBar(done, total, label));
+  const status = (text) => { note.textContent = text; };
+  try {
+    const name = file.name;
+    const started = performance.now();
+    const { manifest, chunks } = await chunkFile(file, (done) => show(done, file.size, `reading ${bytes(done)} / ${bytes(file.size)}`));
+    status(`${chunks.length} chunks`);
+    const session = await withRetry('starting the upload', () => api('POST', '/api/v1/uploads', manifest, { raw: true, contentType: 'application/vnd.msdfleet.manifest.v1+msgpack' }), status);
+    const byId = new Map(chunks.map((c) => [c.hex, c]));
+    let missing = session.missing.map((hex) => byId.get(hex));
+    const toSend = missing.reduce((s, c) => s + c.length, 0);
+    let sent = 0;
+    const t0 = performance.now();
+    while (missing.length > 0) {
+      // ~8 MiB per request; after a failure ask the Coordinator again what it still lacks.
+      const batch = [];
+      let size = 0;
+      while (missing.length > 0 && size < 8 * 1024 * 1024) { const c = missing.shift(); batch.push(c); size += c.length; }
+      try {
+        await api('POST', `/api/v1/uploads/${session.uploadId}/chunks`, await frame(file, batch), { raw: true, contentType: 'application/octet-stream' });
+        sent += size;
+        const rate = sent / Math.max(0.001, (performance.now() - t0) / 1000);
+        const eta = rate > 0 ? (toSend - sent) / rate : 0;
+        show(sent, toSend, `uploading ${bytes(sent)} / ${bytes(toSend)} · ${bytes(rate)}/s · ${Math.ceil(eta)} s left`);
+        status(`${bytes(file.size - toSend)} already stored`);
+      } catch (e) {
+        if (e instanceof ApiError && e.status >= 400 && e.status < 500) throw e;
+        status(`connection lost (${e.message}); resuming…`);
+        await sleep(1000);
+        const again = await withRetry('resuming', () => api('GET', `/api/v1/uploads/${session.uploadId}`), status);
+        missing = again.missing.map((hex) => byId.get(hex));
+        sent = toSend - missing.reduce((s, c) => s + c.length, 0);
+      }
+    }
+    const replace = state.images.some((i) => i.name === name);
+    const entry = await withRetry('committing', () => api('POST', `/api/v1/uploads/${session.uploadId}/commit`, { name, replace }), status);
+    show(1, 1, 'done');
+    row.dataset.done = 'true';
+    status(`stored as ${entry.digest.slice(0, 19)}… in ${((performance.now() - started) / 1000).toFixed(1)} s; sent ${bytes(toSend)} of ${bytes(file.size)}`);
+    await loadImages();
+  } catch (e) {
+    row.dataset.failed = 'true';
+    status(`failed: ${e.message}`);
+  }
+}
+
+// ---- start --------------------------------------------------------------------------------------
+(async () => {
+  try { await showApp(await api('GET', '/api/v1/session')); } catch { showLogin(); }
+})();

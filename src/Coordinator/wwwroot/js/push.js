@@ -1,0 +1,128 @@
+// Client-side chunking and the push protocol, for the web UI. The chunker is the same FastCDC-2020
+// as src/Protocol/Chunking/ContentChunker.cs (16/64/256 KiB, normalization 2, SplitMix64 gear table
+// from the seed "MSDFleet"), so a browser upload deduplicates against everything already stored.
+// The 64-bit gear hash is kept as two 32-bit halves; only its top bits are ever tested.
+import { sha256, msgpackEncode } from '../vendor/noble-msgpack.js';
+
+export const CHUNKER = { algorithm: 'fastcdc2020-gear64', min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024, norm: 2, seed: 0x4D5344466C656574n };
+
+const MASK64 = (1n << 64n) - 1n;
+const GEAR_HI = new Uint32Array(256);
+const GEAR_LO = new Uint32Array(256);
+(() => {
+  let state = CHUNKER.seed;
+  for (let i = 0; i < 256; i++) {
+    state = (state + 0x9E3779B97F4A7C15n) & MASK64;
+    let z = state;
+    z = ((z ^ (z >> 30n)) * 0xBF58476D1CE4E5B9n) & MASK64;
+    z = ((z ^ (z >> 27n)) * 0x94D049BB133111EBn) & MASK64;
+    z = z ^ (z >> 31n);
+    GEAR_HI[i] = Number(z >> 32n);
+    GEAR_LO[i] = Number(z & 0xFFFFFFFFn);
+  }
+})();
+const BITS = Math.log2(CHUNKER.avg);
+const MASK_SMALL_HI = topBits(BITS + CHUNKER.norm);
+const MASK_LARGE_HI = topBits(BITS - CHUNKER.norm);
+function topBits(n) { return n <= 0 ? 0 : (0xFFFFFFFF << (32 - n)) >>> 0; }
+
+/** Length of the next chunk at the start of data (a Uint8Array); final = no more data follows. */
+export function nextChunkLength(data, final) {
+  let n = data.length;
+  if (!final && n < CHUNKER.max) throw new Error('a non-final call needs at least max bytes');
+  if (n <= CHUNKER.min) return n;
+  if (n > CHUNKER.max) n = CHUNKER.max;
+  const normal = Math.min(CHUNKER.avg, n);
+  let hi = 0, lo = 0, i = CHUNKER.min;
+  for (; i < normal; i++) {
+    const b = data[i];
+    const lo2 = ((lo << 1) >>> 0) + GEAR_LO[b];
+    hi = (((hi << 1) | (lo >>> 31)) + GEAR_HI[b] + (lo2 > 0xFFFFFFFF ? 1 : 0)) >>> 0;
+    lo = lo2 >>> 0;
+    if ((hi & MASK_SMALL_HI) === 0) return i + 1;
+  }
+  for (; i < n; i++) {
+    const b = data[i];
+    const lo2 = ((lo << 1) >>> 0) + GEAR_LO[b];
+    hi = (((hi << 1) | (lo >>> 31)) + GEAR_HI[b] + (lo2 > 0xFFFFFFFF ? 1 : 0)) >>> 0;
+    lo = lo2 >>> 0;
+    if ((hi & MASK_LARGE_HI) === 0) return i + 1;
+  }
+  return n;
+}
+
+/** Cuts a byte array completely; returns chunk lengths (used by the cross-check test). */
+export function cutAll(bytes) {
+  const lengths = [];
+  let pos = 0;
+  while (pos < bytes.length) {
+    const rest = bytes.subarray(pos);
+    const len = nextChunkLength(rest, true);
+    lengths.push(len);
+    pos += len;
+  }
+  return lengths;
+}
+
+const toHex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
+
+/**
+ * Reads the file once: cuts it into chunks, hashes each chunk (WebCrypto) and the whole image
+ * (incremental SHA-256). onProgress(bytesDone). Returns { manifest (msgpack bytes), chunks: [{id, hex, offset, length}] }.
+ */
+export async function chunkFile(file, onProgress, signal) {
+  const whole = sha256.create();
+  const chunks = [];
+  const block = 8 * 1024 * 1024;
+  let carry = new Uint8Array(0);
+  let fileOffset = 0; // of carry[0]
+  let read = 0;
+  while (read < file.size || carry.length > 0) {
+    if (signal?.aborted) throw new DOMException('aborted', 'AbortError');
+    let data = carry;
+    if (read < file.size) {
+      const next = new Uint8Array(await file.slice(read, Math.min(file.size, read + block)).arrayBuffer());
+      read += next.length;
+      data = new Uint8Array(carry.length + next.length);
+      data.set(carry, 0);
+      data.set(next, carry.length);
+    }
+    const final = read >= file.size;
+    let pos = 0;
+    while (data.length - pos >= CHUNKER.max || (final && pos < data.length)) {
+      const piece = data.subarray(pos);
+      const len = nextChunkLength(piece, true); // non-final pieces always hold at least max bytes here
+      const bytes = data.subarray(pos, pos + len);
+      const id = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+      whole.update(bytes);
+      chunks.push({ id, hex: toHex(id), offset: fileOffset + pos, length: len });
+      pos += len;
+    }
+    carry = data.slice(pos);
+    fileOffset += pos;
+    onProgress?.(fileOffset);
+    if (final && carry.length === 0) break;
+  }
+  const manifest = msgpackEncode([
+    1,
+    file.size,
+    whole.digest(),
+    [CHUNKER.algorithm, CHUNKER.min, CHUNKER.avg, CHUNKER.max, CHUNKER.norm, CHUNKER.seed],
+    chunks.map((c) => [c.id, c.length]),
+  ], { useBigInt64: true });
+  return { manifest, chunks };
+}
+
+/** Frames chunks for POST /api/v1/uploads/{id}/chunks: 4-byte big-endian length, then the bytes. */
+export async function frame(file, chunks) {
+  const total = chunks.reduce((s, c) => s + 4 + c.length, 0);
+  const out = new Uint8Array(total);
+  const view = new DataView(out.buffer);
+  let pos = 0;
+  for (const c of chunks) {
+    view.setUint32(pos, c.length);
+    out.set(new Uint8Array(await file.slice(c.offset, c.offset + c.length).arrayBuffer()), pos + 4);
+    pos += 4 + c.length;
+  }
+  return out;
+}

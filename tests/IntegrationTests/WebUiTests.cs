@@ -1,0 +1,134 @@
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Playwright;
+using MsdFleet.IntegrationTests.Infrastructure;
+
+namespace MsdFleet.IntegrationTests;
+
+/// <summary>
+/// The web UI in a real Chromium: log in, upload an image by the browser-side push protocol with a
+/// visible progress bar, mount it on a running agent, watch the drive change live (no reload), eject,
+/// delete with confirmation. The browser's chunker must cut exactly like the Coordinator's: the same
+/// file uploaded again through the API adds no new bytes.
+/// </summary>
+public sealed class WebUiTests : IAsyncLifetime
+{
+    private const string Password = "a long enough password";
+    private readonly string _work = TestPaths.NewTempDir("webui");
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public Task DisposeAsync()
+    {
+        Directory.Delete(_work, true);
+        return Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task LogIn_Upload_Mount_WatchLive_Eject_Delete()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        (await coordinator.Http.PostAsJsonAsync("api/v1/users", new { name = "ada", password = Password, role = "admin" })).EnsureSuccessStatusCode();
+        await using var agent = new AgentProcess("ui-agent", await coordinator.CreateAgentSecretAsync("ui-agent"), coordinator, luns: 2);
+        agent.Start();
+        await coordinator.WaitForAgentAsync("ui-agent", a => a["online"]!.GetValue<bool>() && a["drives"] is not null, "online", diagnostics: () => agent.Log);
+        var (path, sha256) = await TestImages.CreateAsync(_work, "browser.img", 24L * 1024 * 1024 + 4321, seed: 21);
+
+        await using var browser = await Browser.StartAsync();
+        await browser.RunAsync(nameof(LogIn_Upload_Mount_WatchLive_Eject_Delete), async page =>
+        {
+            var consoleErrors = new List<string>();
+            page.Console += (_, m) =>
+            {
+                // Chromium logs every 401 answer (the session probe before login, the wrong password) as an error.
+                if (m.Type == "error" && !m.Text.Contains("status of 401", StringComparison.Ordinal))
+                    consoleErrors.Add(m.Text);
+            };
+            await page.GotoAsync(coordinator.BaseUrl.ToString());
+            await page.Locator("#login-form").WaitForAsync();
+            await page.FillAsync("input[name=username]", "ada");
+            await page.FillAsync("input[name=password]", "wrong password!!");
+            await page.ClickAsync("#login-form button[type=submit]");
+            await Assertions.Expect(page.Locator("#login-error")).ToContainTextAsync("wrong password");
+            await page.FillAsync("input[name=password]", Password);
+            await page.ClickAsync("#login-form button[type=submit]");
+            await Assertions.Expect(page.Locator("#who")).ToHaveTextAsync("ada (admin)");
+            await Assertions.Expect(page.Locator("#live")).ToHaveTextAsync("live");
+            await Assertions.Expect(page.Locator("tr[data-agent='ui-agent'][data-online='true']")).ToBeVisibleAsync();
+            await page.EvaluateAsync("() => { window.__noReload = 1; }");
+
+            // Upload: the progress bar shows up, then the row says done.
+            await page.SetInputFilesAsync("#file-input", path);
+            await page.Locator(".upload[data-upload='browser.img'] [role=progressbar]").WaitForAsync();
+            await page.Locator(".upload[data-upload='browser.img'][data-done='true']").WaitForAsync(new() { Timeout = 120_000 });
+            await Assertions.Expect(page.Locator("#images tr[data-image='browser.img']")).ToBeVisibleAsync();
+            var image = JsonNode.Parse(await coordinator.Http.GetStringAsync("api/v1/images"))!.AsArray()
+                .Single(i => i!["name"]!.GetValue<string>() == "browser.img")!;
+            Assert.Equal(sha256, image["sha256"]!.GetValue<string>());
+            var digest = image["digest"]!.GetValue<string>();
+
+            // Same bytes through the API: the browser's chunks are the server's chunks.
+            var again = await coordinator.UploadAsync("browser-copy.img", path);
+            Assert.Equal(0, again["newBytes"]!.GetValue<long>());
+            Assert.Equal(digest, again["digest"]!.GetValue<string>());
+
+            // Mount through the dialog; the agent row changes live.
+            await page.ClickAsync("tr[data-agent='ui-agent'] button:has-text('Mount')");
+            var dialog = page.Locator("#mount-dialog");
+            await Assertions.Expect(dialog).ToBeVisibleAsync();
+            await dialog.Locator("select[name=drive]").SelectOptionAsync("1");
+            await dialog.Locator("select[name=image]").SelectOptionAsync("browser.img");
+            await dialog.Locator("input[name=mode][value=cdrom]").CheckAsync();
+            await dialog.Locator("#mount-ok").ClickAsync();
+            await Assertions.Expect(dialog).ToBeHiddenAsync();
+            var drive = page.Locator($"tr[data-agent='ui-agent'] .drive[data-drive='1'][data-connected='true'][data-image='{digest}']");
+            await drive.WaitForAsync(new() { Timeout = 90_000 });
+            await Assertions.Expect(drive).ToContainTextAsync("browser.img cdrom ro connected");
+            Assert.Equal(sha256, TestImages.Sha256Of(File.ReadAllText(Path.Combine(Path.GetDirectoryName(agent.LunPath)!, "lun.1", "file")).Trim()));
+            await Assertions.Expect(page.Locator("#images tr[data-image='browser.img']")).ToContainTextAsync("ui-agent/1");
+
+            // Eject, live again.
+            await drive.Locator("button:has-text('Eject')").ClickAsync();
+            await page.Locator("tr[data-agent='ui-agent'] .drive[data-drive='1'][data-connected='false']").WaitForAsync(new() { Timeout = 60_000 });
+            Assert.Equal(string.Empty, File.ReadAllText(Path.Combine(Path.GetDirectoryName(agent.LunPath)!, "lun.1", "file")).Trim());
+
+            // Delete with confirmation.
+            await page.ClickAsync("#images tr[data-image='browser-copy.img'] button:has-text('Delete')");
+            await Assertions.Expect(page.Locator("#confirm-dialog")).ToBeVisibleAsync();
+            await page.ClickAsync("#confirm-ok");
+            await Assertions.Expect(page.Locator("#images tr[data-image='browser-copy.img']")).ToHaveCountAsync(0);
+
+            Assert.Equal(1, await page.EvaluateAsync<int>("() => window.__noReload"));
+            Assert.Empty(consoleErrors);
+        });
+    }
+
+    [Fact]
+    public async Task ApiReference_IsServed_AndTheOpenApiDocumentListsTheRoutes()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        var document = JsonNode.Parse(await coordinator.Http.GetStringAsync("openapi/v1.json"))!;
+        var paths = document["paths"]!.AsObject().Select(p => p.Key).ToList();
+        Assert.Contains("/api/v1/agents/{agentId}/drives/{index}", paths);
+        Assert.Contains("/api/v1/images/import", paths);
+        Assert.Contains("/api/v1/events", paths);
+        using var anonymous = coordinator.NewClient();
+        Assert.Equal(System.Net.HttpStatusCode.Unauthorized, (await anonymous.GetAsync("openapi/v1.json")).StatusCode);
+
+        (await coordinator.Http.PostAsJsonAsync("api/v1/users", new { name = "reader", password = Password, role = "viewer" })).EnsureSuccessStatusCode();
+        await using var browser = await Browser.StartAsync();
+        await browser.RunAsync(nameof(ApiReference_IsServed_AndTheOpenApiDocumentListsTheRoutes), async page =>
+        {
+            await page.GotoAsync(coordinator.BaseUrl.ToString());
+            await page.FillAsync("input[name=username]", "reader");
+            await page.FillAsync("input[name=password]", Password);
+            await page.ClickAsync("#login-form button[type=submit]");
+            await Assertions.Expect(page.Locator("#who")).ToHaveTextAsync("reader (viewer)");
+            // A viewer sees no upload, mount or delete controls.
+            await Assertions.Expect(page.Locator("#dropzone")).ToBeHiddenAsync();
+            await page.GotoAsync(new Uri(coordinator.BaseUrl, "api/docs/").ToString());
+            await Assertions.Expect(page.Locator("text=MsdFleet Coordinator API").First).ToBeVisibleAsync();
+            await Assertions.Expect(page.GetByText("/api/v1/images/import").First).ToBeVisibleAsync();
+        });
+    }
+}
