@@ -16,7 +16,7 @@ public static class EventEndpoints
     public static WebApplication MapEventApi(this WebApplication app)
     {
         ArgumentNullException.ThrowIfNull(app);
-        app.MapGet("/api/v1/events", (HttpContext context, long? since, EventHub hub) =>
+        app.MapGet("/api/v1/events", (HttpContext context, long? since, EventHub hub, IHostApplicationLifetime lifetime) =>
         {
             long? lastSeen = since;
             if (long.TryParse(context.Request.Headers["Last-Event-ID"].ToString(), out var header))
@@ -25,13 +25,17 @@ public static class EventEndpoints
                 throw ApiException.BadRequest("invalid-since", "since / Last-Event-ID must be a sequence number ≥ 0.");
             context.Response.Headers.CacheControl = "no-store";
             context.Response.Headers["X-Accel-Buffering"] = "no";
-            return TypedResults.ServerSentEvents(StreamAsync(hub, lastSeen, context.RequestAborted));
+            // Streams end when the Coordinator stops, so a restart does not wait for every open page.
+            return TypedResults.ServerSentEvents(StreamAsync(hub, lastSeen, context.RequestAborted, lifetime.ApplicationStopping));
         }).RequireAuthorization(Policies.Read);
         return app;
     }
 
-    private static async IAsyncEnumerable<SseItem<string>> StreamAsync(EventHub hub, long? lastSeen, [EnumeratorCancellation] CancellationToken ct)
+    private static async IAsyncEnumerable<SseItem<string>> StreamAsync(EventHub hub, long? lastSeen, [EnumeratorCancellation] CancellationToken aborted,
+        CancellationToken stopping)
     {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(aborted, stopping);
+        var ct = linked.Token;
         using var subscription = hub.Subscribe(lastSeen);
         yield return new SseItem<string>($$"""{"sequence":{{subscription.Sequence}},"reset":{{(subscription.Reset ? "true" : "false")}}}""", "hello")
         {
