@@ -28,6 +28,7 @@ public sealed class RoleMatrixTests
         ["GET /api/v1/session/"] = "viewer",
         ["POST /api/v1/session/logout"] = "viewer",
         ["PUT /api/v1/session/password"] = "viewer",
+        ["POST /api/v1/session/token"] = "viewer",
         ["GET /api/v1/events"] = "viewer",
         ["GET /openapi/{documentName}.json"] = "viewer",
         ["GET /api/v1/users/"] = "admin",

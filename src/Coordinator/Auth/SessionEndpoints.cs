@@ -35,16 +35,18 @@ public static class SessionEndpoints
             return Results.NoContent();
         }).RequireAuthorization(Policies.Read);
         session.MapPut("/password", ChangeOwnPasswordAsync).RequireAuthorization(Policies.Read);
+        session.MapPost("/token", CreatePersonalTokenAsync).RequireAuthorization(Policies.Read);
 
         var users = app.MapGroup("/api/v1/users").RequireAuthorization(Policies.Admin);
         users.MapGet("/", async (UserStore store, CancellationToken ct) =>
             Results.Ok((await store.ListAsync(ct)).Select(u => new { u.Name, u.Role, u.CreatedAt })));
         users.MapPost("/", CreateUserAsync);
         users.MapPut("/{name}", UpdateUserAsync);
-        users.MapDelete("/{name}", async (string name, UserStore store, AuditLog audit, ClaimsPrincipal user, CancellationToken ct) =>
+        users.MapDelete("/{name}", async (string name, UserStore store, TokenStore tokens, AuditLog audit, ClaimsPrincipal user, CancellationToken ct) =>
         {
             if (!await store.DeleteAsync(name, ct))
                 throw UnknownUser(name);
+            await tokens.RevokeOwnedByAsync(name, ct);
             await audit.RecordAsync(user, "user.delete", name, null, ct);
             return Results.NoContent();
         });
@@ -114,6 +116,34 @@ public static class SessionEndpoints
         return Results.NoContent();
     }
 
+    /// <summary>
+    /// A logged-in user mints an API token for a tool (<c>msdctl login</c>) with that user's own role;
+    /// it is revoked with the user.
+    /// </summary>
+    private static async Task<IResult> CreatePersonalTokenAsync(PersonalTokenRequest? request, ClaimsPrincipal principal, TokenStore tokens,
+        AuditLog audit, TimeProvider time, CancellationToken ct)
+    {
+        if (principal.Identity?.AuthenticationType != CookieScheme || principal.Identity.Name is not { } name)
+            throw ApiException.BadRequest("not-a-user", "Log in with a user name and password to mint a personal token.");
+        var label = string.IsNullOrWhiteSpace(request?.Name) ? "personal" : request.Name.Trim();
+        if (label.Length > 100)
+            throw ApiException.BadRequest("invalid-token-name", "Give the token a name of at most 100 characters.");
+        if (request?.ExpiresInDays is < 1 or > 365)
+            throw ApiException.BadRequest("invalid-expiry", "expiresInDays must be between 1 and 365.");
+        var role = principal.FindFirstValue(ClaimTypes.Role)!;
+        var token = SecretHash.NewSecret("msdf_");
+        var now = time.GetUtcNow();
+        var record = new ApiTokenRecord($"{name}: {label}", role, now)
+        {
+            Id = SecretHash.HashHex(token)[..16],
+            ExpiresAt = now.AddDays(request?.ExpiresInDays ?? 90),
+            Owner = name,
+        };
+        await tokens.AddAsync(token, record, ct);
+        await audit.RecordAsync(principal, "token.create", record.Id!, $"{record.Name} ({role}) until {record.ExpiresAt:O}", ct);
+        return Results.Created($"/api/v1/tokens/{record.Id}", new { record.Id, record.Name, record.Role, record.ExpiresAt, token });
+    }
+
     private static async Task<IResult> CreateUserAsync(UserRequest? request, UserStore users, AuditLog audit, ClaimsPrincipal principal, CancellationToken ct)
     {
         if (UserStore.ValidateName(request?.Name) is { } nameProblem)
@@ -128,7 +158,8 @@ public static class SessionEndpoints
         return Results.Created($"/api/v1/users/{user.Name}", new { user.Name, user.Role, user.CreatedAt });
     }
 
-    private static async Task<IResult> UpdateUserAsync(string name, UserRequest? request, UserStore users, AuditLog audit, ClaimsPrincipal principal, CancellationToken ct)
+    private static async Task<IResult> UpdateUserAsync(string name, UserRequest? request, UserStore users, TokenStore tokens, AuditLog audit,
+        ClaimsPrincipal principal, CancellationToken ct)
     {
         var user = await users.FindAsync(name, ct) ?? throw UnknownUser(name);
         if (request is null || (request.Role is null && request.Password is null))
@@ -138,6 +169,7 @@ public static class SessionEndpoints
         if (request.Password is not null && UserStore.ValidatePassword(name, request.Password) is { } problem)
             throw ApiException.BadRequest("weak-password", problem);
         user = await users.UpdateAsync(user, request.Password, request.Role, ct);
+        await tokens.RevokeOwnedByAsync(name, ct); // personal tokens carry the old role or were minted with the old password
         await audit.RecordAsync(principal, "user.update", name, $"{(request.Role is null ? string.Empty : "role " + request.Role)}{(request.Password is null ? string.Empty : " password reset")}".Trim(), ct);
         return Results.Ok(new { user.Name, user.Role, user.CreatedAt });
     }
@@ -167,6 +199,8 @@ public static class SessionEndpoints
 public sealed record LoginRequest(string? Username, string? Password);
 
 public sealed record PasswordChange(string? CurrentPassword, string? NewPassword);
+
+public sealed record PersonalTokenRequest(string? Name, int? ExpiresInDays);
 
 public sealed record UserRequest(string? Name, string? Password, string? Role);
 

@@ -55,6 +55,16 @@ public sealed class TokenStore(IObjectStore store)
         return false;
     }
 
+    /// <summary>Revokes every personal token of a user (when the user is deleted).</summary>
+    public async Task RevokeOwnedByAsync(string owner, CancellationToken cancellationToken)
+    {
+        foreach (var record in await ListAsync(cancellationToken))
+        {
+            if (record.Owner == owner && record.Id is { } id)
+                await RevokeAsync(id, cancellationToken);
+        }
+    }
+
     public async Task<bool> AnyAsync(CancellationToken cancellationToken)
     {
         await foreach (var _ in store.ListAsync(ObjectKeys.TokensPrefix, cancellationToken))
@@ -74,4 +84,7 @@ public sealed record ApiTokenRecord(string Name, string Role, DateTimeOffset Cre
     /// <summary>First 16 hex digits of the token's SHA-256: names it for listing and revoking, reveals nothing.</summary>
     public string? Id { get; init; }
     public DateTimeOffset? ExpiresAt { get; init; }
+
+    /// <summary>The user a personal token was minted for; revoked with that user.</summary>
+    public string? Owner { get; init; }
 }

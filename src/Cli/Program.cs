@@ -1,0 +1,56 @@
+using MsdFleet.Cli;
+using MsdFleet.Cli.Commands;
+using Spectre.Console;
+using Spectre.Console.Cli;
+
+var app = new CommandApp();
+app.Configure(config =>
+{
+    config.SetApplicationName("msdctl");
+    config.PropagateExceptions();
+    config.AddCommand<LoginCommand>("login").WithDescription("Store the Coordinator URL and a token (from --token, or minted from --user and a password).")
+        .WithExample("login", "--server", "https://fleet.example.net:8443", "--user", "ada", "--ca", "ca.crt");
+    config.AddBranch("image", image =>
+    {
+        image.SetDescription("The image catalog.");
+        image.AddCommand<ImageListCommand>("ls").WithDescription("List images.");
+        image.AddCommand<ImagePushCommand>("push").WithDescription("Upload an image: chunked here, only chunks the store lacks are sent; re-run to resume.")
+            .WithExample("image", "push", "debian-13.iso");
+        image.AddCommand<ImagePullCommand>("pull").WithDescription("Download an image (resumes a partial file) and verify its SHA-256.");
+        image.AddCommand<ImageRemoveCommand>("rm").WithDescription("Delete an image name.");
+    });
+    config.AddBranch("agent", agent =>
+    {
+        agent.SetDescription("The fleet.");
+        agent.AddCommand<AgentListCommand>("ls").WithDescription("List agents with their drives.");
+        agent.AddCommand<AgentShowCommand>("show").WithDescription("One agent in full.");
+    });
+    config.AddCommand<MountCommand>("mount").WithDescription("Present an image on an agent's drive.")
+        .WithExample("mount", "rack1-a", "debian-13.iso", "--cdrom", "--wait");
+    config.AddCommand<EjectCommand>("eject").WithDescription("Empty an agent's drive.");
+    config.AddCommand<WatchCommand>("watch").WithDescription("Follow live events (agents, images, pull progress).");
+});
+
+try
+{
+    return await app.RunAsync(args);
+}
+catch (CliException ex)
+{
+    Output.Error(args, ex.Message, ex.Code);
+    return ex.ExitCode;
+}
+catch (CommandParseException ex)
+{
+    AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {ex.Message}");
+    return ExitCodes.Usage;
+}
+catch (CommandRuntimeException ex)
+{
+    AnsiConsole.MarkupLineInterpolated($"[red]error:[/] {ex.Message}");
+    return ExitCodes.Usage;
+}
+catch (OperationCanceledException)
+{
+    return 130;
+}

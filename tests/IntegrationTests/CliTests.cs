@@ -1,0 +1,130 @@
+using System.Diagnostics;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using MsdFleet.IntegrationTests.Infrastructure;
+
+namespace MsdFleet.IntegrationTests;
+
+/// <summary>
+/// The built msdctl against a running Coordinator over TLS: login with a password (a personal token is
+/// minted and stored 0600), push, interrupt, push again (only the rest is sent), mount and eject on a
+/// running agent with --wait, pull with verification, --json parsed, exit codes for scripts.
+/// </summary>
+public sealed class CliTests : IAsyncLifetime
+{
+    private readonly string _work = TestPaths.NewTempDir("cli");
+
+    private string ConfigPath => Path.Combine(_work, "msdctl.json");
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public Task DisposeAsync()
+    {
+        Directory.Delete(_work, true);
+        return Task.CompletedTask;
+    }
+
+    [Fact]
+    public async Task Login_Push_Interrupt_PushAgain_Mount_Eject_Pull()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync(tls: true);
+        (await coordinator.Http.PostAsJsonAsync("api/v1/users", new { name = "ops", password = "ops password 1234", role = "admin" })).EnsureSuccessStatusCode();
+
+        var login = await RunAsync(["login", "--server", coordinator.BaseUrl.ToString(), "--user", "ops", "--ca", coordinator.CaPath, "--json"],
+            new() { ["MSDCTL_PASSWORD"] = "ops password 1234" });
+        Assert.True(login.Code == 0, login.ToString());
+        Assert.Equal("admin", JsonNode.Parse(login.Output)!["role"]!.GetValue<string>());
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(ConfigPath));
+
+        // Push at 4 MiB/s, killed once some batches are in; the second push sends only the rest.
+        var (path, sha256) = await TestImages.CreateAsync(_work, "cli.img", 40L * 1024 * 1024 + 999, seed: 31);
+        using (var first = Start(["image", "push", path, "--limit-rate", "4M", "--json"]))
+        {
+            var store = Path.Combine(coordinator.DataDir, "store");
+            await Eventually.WaitAsync(() => StoredBytes(store) > 16L * 1024 * 1024, TimeSpan.FromSeconds(60), "the first push stored 16 MiB");
+            first.Kill(entireProcessTree: true);
+            await first.WaitForExitAsync();
+        }
+        var again = await RunAsync(["image", "push", path, "--json"]);
+        Assert.True(again.Code == 0, again.ToString());
+        var pushed = JsonNode.Parse(again.Output)!;
+        var size = new FileInfo(path).Length;
+        var alreadyStored = pushed["alreadyStoredBytes"]!.GetValue<long>();
+        var sent = pushed["sentBytes"]!.GetValue<long>();
+        Assert.True(alreadyStored >= 16L * 1024 * 1024, $"already stored {alreadyStored}");
+        Assert.Equal(size, alreadyStored + sent);
+        Assert.Equal(sha256, pushed["sha256"]!.GetValue<string>());
+        var list = await RunAsync(["image", "ls", "--json"]);
+        Assert.Contains(JsonNode.Parse(list.Output)!.AsArray(), i => i!["name"]!.GetValue<string>() == "cli.img");
+
+        await using var agent = new AgentProcess("cli-agent", await coordinator.CreateAgentSecretAsync("cli-agent"), coordinator);
+        agent.SetEnvironment("Agent__CaCertificatePath", coordinator.CaPath);
+        agent.Start();
+        await coordinator.WaitForAgentAsync("cli-agent", a => a["online"]!.GetValue<bool>() && a["drives"] is not null, "online", diagnostics: () => agent.Log);
+        var mount = await RunAsync(["mount", "cli-agent", "cli.img", "--flash", "--wait", "--timeout", "120", "--json"]);
+        Assert.True(mount.Code == 0, mount + agent.Log);
+        Assert.True(JsonNode.Parse(mount.Output)!["applied"]!.GetValue<bool>());
+        Assert.Equal(sha256, TestImages.Sha256Of(agent.Lun("file")));
+        var eject = await RunAsync(["eject", "cli-agent", "--wait", "--json"]);
+        Assert.True(eject.Code == 0, eject.ToString());
+        Assert.Equal(string.Empty, agent.Lun("file"));
+
+        var show = await RunAsync(["agent", "show", "cli-agent", "--json"]);
+        Assert.Equal("cli-agent", JsonNode.Parse(show.Output)!["id"]!.GetValue<string>());
+
+        // Pull: a partial file is resumed, the result verified.
+        var target = Path.Combine(_work, "pulled.img");
+        await File.WriteAllBytesAsync(target + ".part", (await File.ReadAllBytesAsync(path))[..(5 * 1024 * 1024)]);
+        var pull = await RunAsync(["image", "pull", "cli.img", "-o", target, "--json"]);
+        Assert.True(pull.Code == 0, pull.ToString());
+        Assert.Equal(5L * 1024 * 1024, JsonNode.Parse(pull.Output)!["resumedFrom"]!.GetValue<long>());
+        Assert.Equal(sha256, TestImages.Sha256Of(target));
+
+        // Exit codes and errors a script can act on.
+        var missing = await RunAsync(["mount", "cli-agent", "no-such.img", "--cdrom", "--json"]);
+        Assert.Equal(4, missing.Code);
+        Assert.Equal("image-not-found", JsonNode.Parse(missing.Output)!["code"]!.GetValue<string>());
+        var badToken = await RunAsync(["image", "ls", "--json"], new() { ["MSDCTL_TOKEN"] = "msdf_not-a-token" });
+        Assert.Equal(3, badToken.Code);
+        var usage = await RunAsync(["mount", "cli-agent", "cli.img", "--cdrom", "--rw"]);
+        Assert.Equal(2, usage.Code);
+        var noConfirm = await RunAsync(["image", "rm", "cli.img"]);
+        Assert.Equal(2, noConfirm.Code);
+        var rm = await RunAsync(["image", "rm", "cli.img", "--yes", "--json"]);
+        Assert.True(rm.Code == 0, rm.ToString());
+    }
+
+    private static long StoredBytes(string folder) =>
+        Directory.Exists(folder) ? Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length) : 0;
+
+    private Process Start(IEnumerable<string> args, Dictionary<string, string>? environment = null)
+    {
+        var info = new ProcessStartInfo("dotnet", [TestPaths.CliDll, .. args, "--config", ConfigPath])
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+        };
+        info.Environment["MSDCTL_CONFIG"] = ConfigPath;
+        foreach (var (k, v) in environment ?? [])
+            info.Environment[k] = v;
+        return Process.Start(info)!;
+    }
+
+    private async Task<CliResult> RunAsync(IEnumerable<string> args, Dictionary<string, string>? environment = null)
+    {
+        using var process = Start(args, environment);
+        process.StandardInput.Close();
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        await process.WaitForExitAsync(timeout.Token);
+        return new CliResult(process.ExitCode, await output, await error);
+    }
+
+    private sealed record CliResult(int Code, string Output, string Error)
+    {
+        public override string ToString() => $"exit {Code}\nstdout: {Output}\nstderr: {Error}";
+    }
+}
