@@ -62,6 +62,7 @@ public static class CoordinatorApp
         app.MapEnrollmentApi();
         app.MapSessionApi();
         app.MapEventApi();
+        Integrations.HomeAssistantCredentials.MapHomeAssistantApi(app);
         app.MapOpenApi("/openapi/{documentName}.json").RequireAuthorization(Policies.Read);
         app.MapMosquittoConfig();
         return app;
@@ -141,6 +142,15 @@ public static class CoordinatorApp
         builder.Services.AddSingleton<FleetRegistry>();
         builder.Services.AddSingleton<DesiredStateStore>();
         builder.Services.AddSingleton<EventHub>();
+        builder.Services.AddOptions<Integrations.HomeAssistantOptions>().BindConfiguration(Integrations.HomeAssistantOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddSingleton<Integrations.HomeAssistantCredentials>();
+        var homeAssistant = builder.Configuration.GetSection(Integrations.HomeAssistantOptions.Section).Get<Integrations.HomeAssistantOptions>() ?? new();
+        if (homeAssistant.Enabled)
+        {
+            builder.Services.AddSingleton<Integrations.HomeAssistantBridge>();
+            builder.Services.AddSingleton<IMqttExtension>(sp => sp.GetRequiredService<Integrations.HomeAssistantBridge>());
+            builder.Services.AddHostedService(sp => sp.GetRequiredService<Integrations.HomeAssistantBridge>());
+        }
         builder.Services.AddHostedService<LiveEventPublisher>();
         return builder;
     }

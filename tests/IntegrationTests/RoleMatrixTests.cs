@@ -30,6 +30,7 @@ public sealed class RoleMatrixTests
         ["PUT /api/v1/session/password"] = "viewer",
         ["POST /api/v1/session/token"] = "viewer",
         ["GET /api/v1/events"] = "viewer",
+        ["POST /api/v1/integrations/home-assistant/credentials"] = "admin",
         ["GET /openapi/{documentName}.json"] = "viewer",
         ["GET /api/v1/users/"] = "admin",
         ["POST /api/v1/users/"] = "admin",

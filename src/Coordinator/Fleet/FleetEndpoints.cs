@@ -46,7 +46,7 @@ public static class FleetEndpoints
         return Results.Ok(View(agentId, registry, desired));
     }
 
-    private static async Task<IResult> SetDriveAsync(string agentId, int index, DriveRequest? request, ImageCatalog catalog, DesiredStateStore desired,
+    internal static async Task<IResult> SetDriveAsync(string agentId, int index, DriveRequest? request, ImageCatalog catalog, DesiredStateStore desired,
         AgentCredentialStore credentials, CoordinatorMqttService mqtt, AuditLog audit, System.Security.Claims.ClaimsPrincipal user, CancellationToken ct)
     {
         ValidAgentId(agentId);

@@ -31,6 +31,11 @@ public sealed partial class CoordinatorMqttService : BackgroundService
     private readonly ILogger<CoordinatorMqttService> _logger;
     private readonly IMqttClient _client;
     private readonly Security.TlsCertificates _tls;
+    private readonly IServiceProvider _services;
+    private IMqttExtension[]? _extensions;
+
+    // Resolved on first use: extensions depend on this service to publish.
+    private IMqttExtension[] Extensions => _extensions ??= _services.GetServices<IMqttExtension>().ToArray();
     private readonly TaskCompletionSource _firstConnect = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public CoordinatorMqttService(IOptions<MqttOptions> options, TopicNames topics, FleetRegistry registry, DesiredStateStore desired,
@@ -44,6 +49,7 @@ public sealed partial class CoordinatorMqttService : BackgroundService
         _registry = registry;
         _desired = desired;
         _embedded = services.GetService<EmbeddedBrokerService>();
+        _services = services;
         _logger = logger;
         _client = new MqttClientFactory().CreateMqttClient();
         _client.ApplicationMessageReceivedAsync += e =>
@@ -107,6 +113,22 @@ public sealed partial class CoordinatorMqttService : BackgroundService
         _client.Dispose();
     }
 
+    /// <summary>Publishes a message for an extension (JSON for Home Assistant); dropped while disconnected.</summary>
+    public async Task PublishAsync(string topic, byte[] payload, bool retain, CancellationToken cancellationToken)
+    {
+        if (!_client.IsConnected)
+            return;
+        try
+        {
+            await _client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload(payload).WithRetainFlag(retain)
+                .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build(), cancellationToken);
+        }
+        catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException)
+        {
+            Log.PublishFailed(_logger, topic, ex);
+        }
+    }
+
     private async Task ConnectAsync(CancellationToken cancellationToken)
     {
         var uri = BrokerUri;
@@ -117,6 +139,12 @@ public sealed partial class CoordinatorMqttService : BackgroundService
             .WithCleanStart(true)
             .WithKeepAlivePeriod(TimeSpan.FromSeconds(15))
             .WithTimeout(TimeSpan.FromSeconds(10));
+        foreach (var extension in Extensions)
+        {
+            if (extension.Will is { } will)
+                builder.WithWillTopic(will.Topic).WithWillPayload(Encoding.UTF8.GetBytes(will.Payload)).WithWillRetain()
+                    .WithWillQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce);
+        }
         if (uri.Scheme == "mqtts")
         {
             // The embedded broker is reached through loopback: pin exactly its certificate. An external
@@ -139,14 +167,18 @@ public sealed partial class CoordinatorMqttService : BackgroundService
             Log.ConnectFailed(_logger, uri, result.ResultCode.ToString());
             return;
         }
-        await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
+        var subscription = new MqttClientSubscribeOptionsBuilder()
             .WithTopicFilter(_topics.AllStatus, MqttQualityOfServiceLevel.AtLeastOnce)
             .WithTopicFilter(_topics.AllReported, MqttQualityOfServiceLevel.AtLeastOnce)
-            .WithTopicFilter(_topics.AllEvents, MqttQualityOfServiceLevel.AtMostOnce)
-            .Build(), timeout.Token);
+            .WithTopicFilter(_topics.AllEvents, MqttQualityOfServiceLevel.AtMostOnce);
+        foreach (var filter in Extensions.SelectMany(e => e.TopicFilters))
+            subscription.WithTopicFilter(filter, MqttQualityOfServiceLevel.AtLeastOnce);
+        await _client.SubscribeAsync(subscription.Build(), timeout.Token);
         foreach (var (agentId, state) in _desired.All)
             await _client.PublishAsync(await SignedMessageAsync(agentId, state, timeout.Token), timeout.Token);
         Log.Connected(_logger, uri, _desired.All.Count);
+        foreach (var extension in Extensions)
+            await extension.OnConnectedAsync(timeout.Token);
         _firstConnect.TrySetResult();
     }
 
@@ -165,7 +197,14 @@ public sealed partial class CoordinatorMqttService : BackgroundService
     private void Handle(string topic, ReadOnlySequence<byte> payload)
     {
         if (!_topics.TryParseAgentTopic(topic, out var agentId, out var leaf))
+        {
+            foreach (var extension in Extensions)
+            {
+                if (extension.TopicFilters.Any(f => MqttTopicFilterComparer.Compare(topic, f) == MqttTopicFilterCompareResult.IsMatch))
+                    extension.OnMessage(topic, payload);
+            }
             return;
+        }
         switch (leaf)
         {
             case "status":

@@ -29,9 +29,14 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
 
     private readonly Security.TlsCertificates _tls;
 
+    private readonly Integrations.HomeAssistantCredentials _homeAssistant;
+    private readonly Integrations.HomeAssistantOptions _homeAssistantOptions;
+
     public EmbeddedBrokerService(IOptions<MqttOptions> options, AgentCredentialStore agents, TopicNames topics, Security.TlsCertificates tls,
-        ILogger<EmbeddedBrokerService> logger)
+        Integrations.HomeAssistantCredentials homeAssistant, IOptions<Integrations.HomeAssistantOptions> homeAssistantOptions, ILogger<EmbeddedBrokerService> logger)
     {
+        _homeAssistant = homeAssistant;
+        _homeAssistantOptions = homeAssistantOptions?.Value ?? new Integrations.HomeAssistantOptions();
         _tls = tls;
         ArgumentNullException.ThrowIfNull(options);
         _options = options.Value;
@@ -116,6 +121,14 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
                 ? MqttConnectReasonCode.Success : MqttConnectReasonCode.BadUserNameOrPassword;
             return;
         }
+        if (e.UserName == Integrations.HomeAssistantOptions.MqttUser)
+        {
+            var allowed = _homeAssistantOptions.Enabled && await _homeAssistant.VerifyAsync(e.Password ?? string.Empty, e.CancellationToken);
+            e.ReasonCode = allowed ? MqttConnectReasonCode.Success : MqttConnectReasonCode.BadUserNameOrPassword;
+            if (!allowed)
+                Log.ConnectionRefused(_logger, e.ClientId, e.UserName);
+            return;
+        }
         // Agents: the user name is the agent id; the client id must be the agent id too, so one agent's
         // session can never take over another's.
         var ok = NameRules.TryValidateAgentId(e.UserName, out _)
@@ -130,6 +143,21 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
     {
         if (e.UserName == CoordinatorUser || e.ClientId == null) // null client id: messages the server injects itself
             return Task.CompletedTask;
+        if (e.UserName == Integrations.HomeAssistantOptions.MqttUser)
+        {
+            // Home Assistant may send commands and announce its own status, nothing else.
+            var topic = e.ApplicationMessage.Topic;
+            var ok = topic == $"{_homeAssistantOptions.DiscoveryPrefix}/status"
+                || (_homeAssistantOptions.Commands && topic.StartsWith($"{_topics.Prefix}/ha/", StringComparison.Ordinal) && (topic.EndsWith("/set", StringComparison.Ordinal) || topic.EndsWith("/press", StringComparison.Ordinal))
+                    && topic.Count(c => c == '/') == _topics.Prefix.Count(c => c == '/') + 5);
+            if (!ok)
+            {
+                e.ProcessPublish = false;
+                e.Response.ReasonCode = MqttPubAckReasonCode.NotAuthorized;
+                Log.PublishDenied(_logger, e.ClientId, topic);
+            }
+            return Task.CompletedTask;
+        }
         if (!e.ApplicationMessage.Topic.StartsWith(_topics.AgentSubtree(e.UserName), StringComparison.Ordinal)
             || e.ApplicationMessage.Topic.EndsWith("/desired", StringComparison.Ordinal))
         {
@@ -144,6 +172,18 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
     {
         if (e.UserName == CoordinatorUser)
             return Task.CompletedTask;
+        if (e.UserName == Integrations.HomeAssistantOptions.MqttUser)
+        {
+            var filter = e.TopicFilter.Topic;
+            if (!filter.StartsWith(_homeAssistantOptions.DiscoveryPrefix + "/", StringComparison.Ordinal)
+                && !filter.StartsWith($"{_topics.Prefix}/ha/", StringComparison.Ordinal))
+            {
+                e.ProcessSubscription = false;
+                e.Response.ReasonCode = MqttSubscribeReasonCode.NotAuthorized;
+                Log.SubscribeDenied(_logger, e.ClientId, filter);
+            }
+            return Task.CompletedTask;
+        }
         if (e.TopicFilter.Topic != _topics.Desired(e.UserName))
         {
             e.ProcessSubscription = false;

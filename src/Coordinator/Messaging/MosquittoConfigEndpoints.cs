@@ -17,13 +17,14 @@ public static class MosquittoConfigEndpoints
     {
         ArgumentNullException.ThrowIfNull(app);
         var group = app.MapGroup("/api/v1/broker/mosquitto").RequireAuthorization(Policies.Admin);
-        group.MapGet("/acl", (TopicNames topics, IOptions<MqttOptions> options) => Results.Text(Acl(topics, options.Value), "text/plain"));
-        group.MapGet("/passwords", async (AgentCredentialStore agents, IOptions<MqttOptions> options, CancellationToken ct) =>
-            Results.Text(await PasswordsAsync(agents, options.Value, ct), "text/plain"));
+        group.MapGet("/acl", (TopicNames topics, IOptions<MqttOptions> options, IOptions<Integrations.HomeAssistantOptions> homeAssistant) =>
+            Results.Text(Acl(topics, options.Value, homeAssistant.Value), "text/plain"));
+        group.MapGet("/passwords", async (AgentCredentialStore agents, Integrations.HomeAssistantCredentials homeAssistant, IOptions<MqttOptions> options,
+            CancellationToken ct) => Results.Text(await PasswordsAsync(agents, options.Value, ct) + await HomeAssistantPasswordAsync(homeAssistant, ct), "text/plain"));
         return app;
     }
 
-    public static string Acl(TopicNames topics, MqttOptions options)
+    public static string Acl(TopicNames topics, MqttOptions options, Integrations.HomeAssistantOptions? homeAssistant = null)
     {
         ArgumentNullException.ThrowIfNull(topics);
         ArgumentNullException.ThrowIfNull(options);
@@ -34,6 +35,22 @@ public static class MosquittoConfigEndpoints
         {
             builder.AppendLine($"user {options.Username}");
             builder.AppendLine($"topic readwrite {prefix}/#");
+            if (homeAssistant is { Enabled: true })
+                builder.AppendLine($"topic readwrite {homeAssistant.DiscoveryPrefix}/#");
+            builder.AppendLine();
+        }
+        if (homeAssistant is { Enabled: true })
+        {
+            // Home Assistant: reads discovery and state, writes only commands and its own birth message.
+            builder.AppendLine($"user {Integrations.HomeAssistantOptions.MqttUser}");
+            builder.AppendLine($"topic read {homeAssistant.DiscoveryPrefix}/#");
+            builder.AppendLine($"topic write {homeAssistant.DiscoveryPrefix}/status");
+            builder.AppendLine($"topic read {prefix}/ha/#");
+            if (homeAssistant.Commands)
+            {
+                builder.AppendLine($"topic write {prefix}/ha/+/+/+/set");
+                builder.AppendLine($"topic write {prefix}/ha/+/+/+/press");
+            }
             builder.AppendLine();
         }
         builder.AppendLine($"pattern write {prefix}/agents/%u/status");
@@ -42,6 +59,9 @@ public static class MosquittoConfigEndpoints
         builder.AppendLine($"pattern read {prefix}/agents/%u/desired");
         return builder.ToString();
     }
+
+    private static async Task<string> HomeAssistantPasswordAsync(Integrations.HomeAssistantCredentials credentials, CancellationToken ct) =>
+        await credentials.MosquittoHashAsync(ct) is { } hash ? $"{Integrations.HomeAssistantOptions.MqttUser}:{hash}\n" : string.Empty;
 
     public static async Task<string> PasswordsAsync(AgentCredentialStore agents, MqttOptions options, CancellationToken cancellationToken)
     {

@@ -22,6 +22,7 @@ public sealed class CoordinatorInstance : IAsyncDisposable
     private WebApplication? _app;
 
     private readonly bool _tls;
+    private string[] _extraArgs = [];
 
     private CoordinatorInstance(string dataDir, Uri? externalBroker, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage, bool tls)
     {
@@ -64,9 +65,9 @@ public sealed class CoordinatorInstance : IAsyncDisposable
     public TransferCounters Counters => Services.GetRequiredService<TransferCounters>();
 
     public static async Task<CoordinatorInstance> StartAsync(Uri? externalBroker = null, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage = null,
-        bool tls = false)
+        bool tls = false, string[]? extraArgs = null)
     {
-        var instance = new CoordinatorInstance(TestPaths.NewTempDir("coordinator"), externalBroker, storage, tls);
+        var instance = new CoordinatorInstance(TestPaths.NewTempDir("coordinator"), externalBroker, storage, tls) { _extraArgs = extraArgs ?? [] };
         await instance.StartAppAsync();
         return instance;
     }
@@ -101,6 +102,7 @@ public sealed class CoordinatorInstance : IAsyncDisposable
             $"--Tls:Mode={(_tls ? "self-signed" : "off")}",
             $"--Tls:Directory={Path.Combine(DataDir, "tls")}",
             .. StorageArgs(_storage),
+            .. _extraArgs,
         ];
         _app = CoordinatorApp.Build(args);
         await _app.StartAsync();
