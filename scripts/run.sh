@@ -64,7 +64,15 @@ MsdFleet is running.
   Admin token:  $token
   Demo agents:  rack1-a, rack1-b   (gadgets: $demo/<agent>/configfs, logs: $demo/*.log)
 
-Try it:
+Web UI:  open $url in a browser (trust $ca, or accept the warning) and log in as admin.
+API reference: $url/api/docs/
+
+Command line:
+  scripts/msdctl login --server $url --user admin --ca $ca     # password above
+  scripts/msdctl image push /tmp/demo.img && scripts/msdctl mount rack1-a demo.img --cdrom --wait
+  scripts/msdctl agent ls; scripts/msdctl watch
+
+curl:
   export T=$token CURL_CA_BUNDLE=$ca
   head -c 64M /dev/urandom > /tmp/demo.img
   curl -H "Authorization: Bearer \$T" -T /tmp/demo.img $url/api/v1/images/demo.img

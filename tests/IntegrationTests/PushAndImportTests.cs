@@ -117,7 +117,7 @@ public sealed class PushAndImportTests : IAsyncLifetime
         var data = new byte[400_000];
         new Random(7).NextBytes(data);
         var (manifest, chunks) = await ChunkLocallyAsync(data);
-        var lying = manifest with { Sha256 = new byte[32] };
+        var lying = manifest with { Sha256 = Enumerable.Repeat((byte)1, 32).ToArray() };
         using var create = await _coordinator.Http.PostAsync("api/v1/uploads", new ByteArrayContent(lying.ToBytes()));
         var id = JsonNode.Parse(await create.Content.ReadAsStringAsync())!["uploadId"]!.GetValue<string>();
         (await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/chunks", Frames(chunks))).EnsureSuccessStatusCode();
@@ -125,6 +125,14 @@ public sealed class PushAndImportTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.UnprocessableEntity, commit.StatusCode);
         Assert.Contains("sha256-mismatch", await commit.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         Assert.Equal(HttpStatusCode.NotFound, (await _coordinator.Http.GetAsync("api/v1/images/lying.img")).StatusCode);
+
+        // 32 zero bytes: "compute it for me" (the browser's way); the catalog gets the real SHA-256.
+        var unknown = manifest with { Sha256 = new byte[32] };
+        using var create2 = await _coordinator.Http.PostAsync("api/v1/uploads", new ByteArrayContent(unknown.ToBytes()));
+        var id2 = JsonNode.Parse(await create2.Content.ReadAsStringAsync())!["uploadId"]!.GetValue<string>();
+        using var commit2 = await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{id2}/commit", new { name = "computed.img" });
+        var entry = JsonNode.Parse(await commit2.Content.ReadAsStringAsync())!;
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(data)), entry["sha256"]!.GetValue<string>());
     }
 
     [Fact]

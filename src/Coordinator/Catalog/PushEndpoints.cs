@@ -109,8 +109,10 @@ public static class PushEndpoints
         if (existing is not null && body.Replace != true)
             throw ImageCatalog.ImageExists(body.Name);
         // Every chunk was checked against its id on arrival; the whole-image SHA-256 in the manifest is the
-        // client's word, checked here once, so no agent is ever sent an image it must refuse.
-        await using (var verify = new ManifestReadStream(chunks, session.Manifest))
+        // client's word, checked here once, so no agent is ever sent an image it must refuse. A client that
+        // cannot hash the whole image cheaply (a browser) sends 32 zero bytes and the Coordinator fills it in.
+        var manifest = session.Manifest;
+        await using (var verify = new ManifestReadStream(chunks, manifest))
         {
             using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             var block = ArrayPool<byte>.Shared.Rent(1 << 20);
@@ -124,13 +126,16 @@ public static class PushEndpoints
             {
                 ArrayPool<byte>.Shared.Return(block);
             }
-            if (!hash.GetHashAndReset().AsSpan().SequenceEqual(session.Manifest.Sha256))
+            var actual = hash.GetHashAndReset();
+            if (manifest.Sha256.AsSpan().IndexOfAnyExcept((byte)0) < 0)
+                manifest = manifest with { Sha256 = actual };
+            else if (!actual.AsSpan().SequenceEqual(manifest.Sha256))
                 throw new ApiException(StatusCodes.Status422UnprocessableEntity, "sha256-mismatch",
                     "The chunks are intact but the manifest's whole-image SHA-256 does not match them; nothing was committed.");
         }
-        var digest = await ingestor.CommitManifestAsync(session.Manifest, ct);
-        await using var reader = new ManifestReadStream(chunks, session.Manifest);
-        var entry = CatalogEntry.For(body.Name, digest, session.Manifest, await media.ProbeAsync(reader, session.Manifest.Size, ct), time.GetUtcNow());
+        var digest = await ingestor.CommitManifestAsync(manifest, ct);
+        await using var reader = new ManifestReadStream(chunks, manifest);
+        var entry = CatalogEntry.For(body.Name, digest, manifest, await media.ProbeAsync(reader, manifest.Size, ct), time.GetUtcNow());
         await catalog.CommitAsync(entry, body.Replace == true, ct);
         await sessions.RemoveAsync(id, ct);
         return existing is null ? Results.Created($"/api/v1/images/{Uri.EscapeDataString(body.Name)}", entry) : Results.Ok(entry);

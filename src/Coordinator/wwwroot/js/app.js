@@ -114,7 +114,7 @@ function usersOf(image) {
   const users = [];
   for (const a of state.agents.values())
     for (const d of a.desired?.drives ?? [])
-      if (d.digest === image.digest || d.image === image.name) users.push(`${a.id}/${d.index}`);
+      if (d.image ? d.image === image.name : d.digest === image.digest) users.push(`${a.id}/${d.index}`);
   return users;
 }
 

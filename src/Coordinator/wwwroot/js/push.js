@@ -2,7 +2,7 @@
 // as src/Protocol/Chunking/ContentChunker.cs (16/64/256 KiB, normalization 2, SplitMix64 gear table
 // from the seed "MSDFleet"), so a browser upload deduplicates against everything already stored.
 // The 64-bit gear hash is kept as two 32-bit halves; only its top bits are ever tested.
-import { sha256, msgpackEncode } from '../vendor/noble-msgpack.js';
+import { encode as msgpackEncode } from '../vendor/msgpack.js';
 
 export const CHUNKER = { algorithm: 'fastcdc2020-gear64', min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024, norm: 2, seed: 0x4D5344466C656574n };
 
@@ -67,11 +67,12 @@ export function cutAll(bytes) {
 const toHex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
 
 /**
- * Reads the file once: cuts it into chunks, hashes each chunk (WebCrypto) and the whole image
- * (incremental SHA-256). onProgress(bytesDone). Returns { manifest (msgpack bytes), chunks: [{id, hex, offset, length}] }.
+ * Reads the file once: cuts it into chunks and hashes each (WebCrypto). WebCrypto cannot hash a stream,
+ * and a JavaScript SHA-256 of the whole image would halve the speed, so the manifest carries 32 zero
+ * bytes there: the Coordinator computes the whole-image SHA-256 from the verified chunks at commit.
+ * onProgress(bytesDone). Returns { manifest (msgpack bytes), chunks: [{id, hex, offset, length}] }.
  */
 export async function chunkFile(file, onProgress, signal) {
-  const whole = sha256.create();
   const chunks = [];
   const block = 8 * 1024 * 1024;
   let carry = new Uint8Array(0);
@@ -89,15 +90,17 @@ export async function chunkFile(file, onProgress, signal) {
     }
     const final = read >= file.size;
     let pos = 0;
+    // WebCrypto hashes off the main thread: start every digest of this block, cut on, then collect.
+    const pending = [];
     while (data.length - pos >= CHUNKER.max || (final && pos < data.length)) {
       const piece = data.subarray(pos);
       const len = nextChunkLength(piece, true); // non-final pieces always hold at least max bytes here
-      const bytes = data.subarray(pos, pos + len);
-      const id = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
-      whole.update(bytes);
-      chunks.push({ id, hex: toHex(id), offset: fileOffset + pos, length: len });
+      const chunk = { id: null, hex: null, offset: fileOffset + pos, length: len };
+      pending.push(crypto.subtle.digest('SHA-256', data.subarray(pos, pos + len)).then((d) => { chunk.id = new Uint8Array(d); chunk.hex = toHex(d); }));
+      chunks.push(chunk);
       pos += len;
     }
+    await Promise.all(pending);
     carry = data.slice(pos);
     fileOffset += pos;
     onProgress?.(fileOffset);
@@ -106,7 +109,7 @@ export async function chunkFile(file, onProgress, signal) {
   const manifest = msgpackEncode([
     1,
     file.size,
-    whole.digest(),
+    new Uint8Array(32), // whole-image SHA-256: computed by the Coordinator
     [CHUNKER.algorithm, CHUNKER.min, CHUNKER.avg, CHUNKER.max, CHUNKER.norm, CHUNKER.seed],
     chunks.map((c) => [c.id, c.length]),
   ], { useBigInt64: true });
