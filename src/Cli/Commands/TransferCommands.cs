@@ -38,12 +38,12 @@ public sealed class ImagePushSettings : GlobalSettings
 
 /// <summary>
 /// <c>msdctl image push FILE</c>: chunks the file here with the Coordinator's own FastCDC parameters,
-/// sends the manifest, then only the chunks the store lacks (~8 MiB per request), then commits. An
+/// sends the manifest, then only the chunks the store lacks (~16 MiB per request, three in flight), then commits. An
 /// interrupted push is resumed by running it again: the Coordinator answers what is still missing.
 /// </summary>
 public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
 {
-    private const int BatchBytes = 8 * 1024 * 1024;
+    private const int BatchBytes = 16 * 1024 * 1024;
 
     public override async Task<int> ExecuteAsync(CommandContext context, ImagePushSettings settings, CancellationToken cancellationToken)
     {
@@ -75,7 +75,11 @@ public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
             if (uploading is not null)
                 uploading.MaxValue = Math.Max(1, toSend);
             var throttle = new Throttle(settings.RateLimit);
-            await using var file = new FileStream(settings.File, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.Asynchronous);
+            using var handle = File.OpenHandle(settings.File, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.Asynchronous);
+            // Batches of ~16 MiB (one pack each on the Coordinator), up to three in flight: while one is
+            // being made durable the next is already on the wire.
+            using var inFlight = new SemaphoreSlim(3);
+            var sends = new List<Task>();
             for (var start = 0; start < missing.Count;)
             {
                 var batch = new List<int>();
@@ -86,22 +90,38 @@ public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
                     bytes += manifest.Chunks[missing[start]].Length;
                     start++;
                 }
-                var body = new byte[bytes + 4 * batch.Count];
-                var pos = 0;
-                foreach (var i in batch)
+                await inFlight.WaitAsync(cancellationToken);
+                sends.RemoveAll(t => t.IsCompletedSuccessfully);
+                if (sends.FirstOrDefault(t => t.IsFaulted || t.IsCanceled) is { } failed)
+                    await failed; // surfaces the first error
+                var batchBytes = bytes;
+                sends.Add(Task.Run(async () =>
                 {
-                    var length = manifest.Chunks[i].Length;
-                    BinaryPrimitives.WriteInt32BigEndian(body.AsSpan(pos), length);
-                    file.Position = offsets[i];
-                    await file.ReadExactlyAsync(body.AsMemory(pos + 4, length), cancellationToken);
-                    pos += 4 + length;
-                }
-                await throttle.WaitAsync(body.Length, cancellationToken);
-                using var request = new HttpRequestMessage(HttpMethod.Post, $"api/v1/uploads/{uploadId}/chunks") { Content = new ByteArrayContent(body) };
-                (await client.SendAsync(request, cancellationToken)).Dispose();
-                sent += bytes;
-                uploading?.Value(sent);
+                    try
+                    {
+                        var body = new byte[batchBytes + 4 * batch.Count];
+                        var pos = 0;
+                        foreach (var i in batch)
+                        {
+                            var length = manifest.Chunks[i].Length;
+                            BinaryPrimitives.WriteInt32BigEndian(body.AsSpan(pos), length);
+                            if (await RandomAccess.ReadAsync(handle, body.AsMemory(pos + 4, length), offsets[i], cancellationToken) != length)
+                                throw new CliException(ExitCodes.Failure, $"{settings.File} changed while it was being pushed.");
+                            pos += 4 + length;
+                        }
+                        await throttle.WaitAsync(body.Length, cancellationToken);
+                        using var request = new HttpRequestMessage(HttpMethod.Post, $"api/v1/uploads/{uploadId}/chunks") { Content = new ByteArrayContent(body) };
+                        (await client.SendAsync(request, cancellationToken)).Dispose();
+                        uploading?.Increment(batchBytes);
+                        Interlocked.Add(ref sent, batchBytes);
+                    }
+                    finally
+                    {
+                        inFlight.Release();
+                    }
+                }, cancellationToken));
             }
+            await Task.WhenAll(sends);
             uploading?.Value(uploading.MaxValue);
             entry = await client.SendJsonAsync(HttpMethod.Post, $"api/v1/uploads/{uploadId}/commit", new { name, replace = settings.Replace }, cancellationToken);
         }
@@ -268,8 +288,8 @@ internal sealed class Throttle(long bytesPerSecond)
     {
         if (bytesPerSecond <= 0)
             return;
-        _bytes += bytes;
-        var due = TimeSpan.FromSeconds((double)_bytes / bytesPerSecond) - _clock.Elapsed;
+        var total = Interlocked.Add(ref _bytes, bytes);
+        var due = TimeSpan.FromSeconds((double)total / bytesPerSecond) - _clock.Elapsed;
         if (due > TimeSpan.Zero)
             await Task.Delay(due, ct);
     }
