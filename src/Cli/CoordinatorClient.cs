@@ -54,6 +54,11 @@ public sealed class CoordinatorClient : IDisposable
     public async Task<JsonNode?> GetJsonAsync(string path, CancellationToken ct) =>
         await ReadJsonAsync(await SendAsync(new HttpRequestMessage(HttpMethod.Get, path), ct), ct);
 
+    /// <summary>The catalog entry named <paramref name="name"/>; exit code 4 when there is none.</summary>
+    public async Task<JsonNode> FindImageAsync(string name, CancellationToken ct) =>
+        (await GetJsonAsync("api/v1/images", ct))!.AsArray().FirstOrDefault(i => Output.Str(i!["name"]) == name)
+        ?? throw new CliException(ExitCodes.NotFound, $"No image '{name}'.", "image-not-found");
+
     public async Task<JsonNode?> SendJsonAsync(HttpMethod method, string path, object? body, CancellationToken ct)
     {
         var request = new HttpRequestMessage(method, path);

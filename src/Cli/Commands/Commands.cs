@@ -260,9 +260,7 @@ public sealed class MountCommand : AsyncCommand<MountSettings>
         if (mode is null)
         {
             // The catalog's media detection suggests the mode when none is given.
-            var image = (await client.GetJsonAsync("api/v1/images", cancellationToken))!.AsArray()
-                .FirstOrDefault(i => Output.Str(i!["name"]) == settings.Image)
-                ?? throw new CliException(ExitCodes.NotFound, $"No image '{settings.Image}'.");
+            var image = await client.FindImageAsync(settings.Image, cancellationToken);
             mode = Output.Str(image["media"]?["suggestedMode"]) is { Length: > 0 } suggested ? suggested : "flash";
         }
         var desired = await client.SendJsonAsync(HttpMethod.Put, $"api/v1/agents/{Uri.EscapeDataString(settings.Agent)}/drives/{settings.Drive}",

@@ -196,8 +196,7 @@ public sealed class ImagePullCommand : AsyncCommand<ImagePullSettings>
     public override async Task<int> ExecuteAsync(CommandContext context, ImagePullSettings settings, CancellationToken cancellationToken)
     {
         using var client = settings.Client();
-        var image = (await client.GetJsonAsync("api/v1/images", cancellationToken))!.AsArray().FirstOrDefault(i => MsdFleet.Cli.Output.Str(i!["name"]) == settings.Name)
-            ?? throw new CliException(ExitCodes.NotFound, $"No image '{settings.Name}'.");
+        var image = await client.FindImageAsync(settings.Name, cancellationToken);
         var size = image["size"]!.GetValue<long>();
         var expected = image["sha256"]!.GetValue<string>();
         var target = settings.Output ?? Path.GetFileName(settings.Name);

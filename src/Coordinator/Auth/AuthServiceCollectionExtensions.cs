@@ -28,6 +28,7 @@ public static class AuthServiceCollectionExtensions
         builder.Services.AddSingleton<UserStore>();
         builder.Services.AddSingleton<LoginThrottle>();
         builder.Services.AddHostedService<BootstrapTokenService>();
+        builder.Services.AddHostedService<AuthHousekeeping>();
 
         builder.Services.AddDataProtection().SetApplicationName("MsdFleet");
         builder.Services.AddSingleton<IConfigureOptions<KeyManagementOptions>>(sp =>

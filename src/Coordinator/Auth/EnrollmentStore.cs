@@ -80,6 +80,18 @@ public sealed class EnrollmentStore(IObjectStore store, TimeProvider time) : IDi
         return false;
     }
 
+    /// <summary>Deletes tokens that expired before <paramref name="now"/>; returns how many.</summary>
+    public async Task<int> PruneAsync(DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        var removed = 0;
+        foreach (var record in await ListAsync(cancellationToken))
+        {
+            if (record.ExpiresAt <= now && await RevokeAsync(record.Id, cancellationToken))
+                removed++;
+        }
+        return removed;
+    }
+
     public void Dispose() => _consume.Dispose();
 }
 

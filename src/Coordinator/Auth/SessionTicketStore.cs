@@ -57,5 +57,27 @@ public sealed class SessionTicketStore(IObjectStore store) : ITicketStore
         await store.FlushAsync(CancellationToken.None);
     }
 
+    /// <summary>Deletes stored tickets that expired before <paramref name="now"/>; returns how many.</summary>
+    public async Task<int> PruneAsync(DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        var removed = 0;
+        var keys = new List<string>();
+        await foreach (var key in store.ListAsync(Prefix, cancellationToken))
+            keys.Add(key);
+        foreach (var key in keys)
+        {
+            var bytes = await store.GetBytesAsync(key, 256 * 1024, cancellationToken);
+            var ticket = bytes is null ? null : TicketSerializer.Default.Deserialize(bytes);
+            if (ticket?.Properties.ExpiresUtc is { } expires && expires > now)
+                continue;
+            _cache.TryRemove(key[Prefix.Length..], out _);
+            await store.DeleteAsync(key, cancellationToken);
+            removed++;
+        }
+        if (removed > 0)
+            await store.FlushAsync(cancellationToken);
+        return removed;
+    }
+
     private static bool IsKey(string key) => key is { Length: 64 } && key.All(char.IsAsciiHexDigitLower);
 }

@@ -268,6 +268,11 @@ async function upload(file) {
       }
     }
     const replace = state.images.some((i) => i.name === name);
+    if (replace && !window.confirm(`An image named "${name}" exists. Point the name at this new image?`)) {
+      row.dataset.failed = 'true';
+      status('not replaced (the chunks stay stored; drop the file again to finish)');
+      return;
+    }
     const entry = await withRetry('committing', () => api('POST', `/api/v1/uploads/${session.uploadId}/commit`, { name, replace }), status);
     show(1, 1, 'done');
     row.dataset.done = 'true';
