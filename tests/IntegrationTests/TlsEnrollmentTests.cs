@@ -92,6 +92,37 @@ public sealed class TlsEnrollmentTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ExternalMosquittoOverTls_CoordinatorAndAgentVerifyTheCa_EndToEnd()
+    {
+        // One CA for everything: generated as the Coordinator would, its server certificate given to Mosquitto.
+        var tlsDirectory = Path.Combine(_work, "tls");
+        using (MsdFleet.Coordinator.Security.TlsCertificates.Load(new MsdFleet.Coordinator.Security.TlsOptions { Mode = "self-signed", Directory = tlsDirectory }, TimeProvider.System))
+        {
+        }
+        await using var mosquitto = await MosquittoBroker.StartAsync(tls: (Path.Combine(tlsDirectory, "server.crt"), Path.Combine(tlsDirectory, "server.key")));
+        Assert.Equal("mqtts", mosquitto.Url.Scheme);
+        await using var coordinator = await CoordinatorInstance.StartAsync(mosquitto.Url, tls: true, tlsDirectory: tlsDirectory,
+            extraArgs: [$"--Mqtt:CaCertificatePath={Path.Combine(tlsDirectory, "ca.crt")}"]);
+        await using var agent = new AgentProcess("mqtts-agent", await coordinator.CreateAgentSecretAsync("mqtts-agent"), coordinator);
+        agent.SetEnvironment("Agent__CaCertificatePath", coordinator.CaPath);
+        agent.Start();
+        await coordinator.WaitForAgentAsync("mqtts-agent", a => a["online"]!.GetValue<bool>() && a["drives"] is not null, "online through Mosquitto over TLS",
+            diagnostics: () => agent.Log);
+        var (path, sha256) = await TestImages.CreateAsync(_work, "mqtts.img", 5L * 1024 * 1024 + 3, seed: 12);
+        await coordinator.UploadAsync("mqtts.img", path);
+        (await coordinator.SetDriveAsync("mqtts-agent", 0, new { image = "mqtts.img", mode = "flash" })).EnsureSuccessStatusCode();
+        await coordinator.WaitForAgentAsync("mqtts-agent", a => CoordinatorInstance.Drive(a, 0)?["connected"]?.GetValue<bool>() == true, "attached",
+            diagnostics: () => agent.Log);
+        Assert.Equal(sha256, TestImages.Sha256Of(agent.Lun("file")));
+
+        // An agent that does not trust this CA never gets a session.
+        await using var stranger = new AgentProcess("stranger", await coordinator.CreateAgentSecretAsync("stranger"), coordinator);
+        stranger.Start();
+        await Task.Delay(TimeSpan.FromSeconds(4));
+        Assert.False((await coordinator.GetAgentAsync("stranger"))!["online"]!.GetValue<bool>());
+    }
+
+    [Fact]
     public async Task Enrollment_TokensAreAdminOnly_Expire_AndCanBeRevoked()
     {
         await using var coordinator = await CoordinatorInstance.StartAsync();

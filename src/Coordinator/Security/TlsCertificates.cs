@@ -61,7 +61,7 @@ public sealed class TlsCertificates : IDisposable
             server = Persist(pemOnly);
             chain.ImportFromPemFile(options.CertificatePath!);
         }
-        catch (CryptographicException ex)
+        catch (Exception ex) when (ex is CryptographicException or ArgumentException)
         {
             throw new InvalidOperationException(
                 $"Tls:CertificatePath '{options.CertificatePath}' and Tls:KeyPath '{options.KeyPath}' do not hold a PEM certificate and its private key: {ex.Message}", ex);
@@ -149,7 +149,7 @@ public sealed class TlsCertificates : IDisposable
             return false;
         if (File.ReadAllText(crt + ".names") != string.Join('\n', names))
             return false;
-        using var existing = X509Certificate2.CreateFromPemFile(crt);
+        using var existing = X509Certificate2.CreateFromPem(File.ReadAllText(crt));
         return existing.NotAfter > now.AddDays(30).UtcDateTime && existing.Issuer == ca.Subject;
     }
 

@@ -23,6 +23,7 @@ public sealed class CoordinatorInstance : IAsyncDisposable
 
     private readonly bool _tls;
     private string[] _extraArgs = [];
+    private string? _tlsDirectory;
 
     private CoordinatorInstance(string dataDir, Uri? externalBroker, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage, bool tls)
     {
@@ -44,7 +45,9 @@ public sealed class CoordinatorInstance : IAsyncDisposable
     public Uri BrokerUrl => new($"{(_tls ? "mqtts" : "mqtt")}://127.0.0.1:{MqttPort}");
 
     /// <summary>The generated CA (self-signed TLS only).</summary>
-    public string CaPath => Path.Combine(DataDir, "tls", "ca.crt");
+    public string CaPath => Path.Combine(TlsDirectory, "ca.crt");
+
+    private string TlsDirectory => _tlsDirectory ?? Path.Combine(DataDir, "tls");
 
     /// <summary>An admin client (trusting the generated CA when TLS is on).</summary>
     public HttpClient Http => _http ??= NewClient(AdminToken);
@@ -65,9 +68,13 @@ public sealed class CoordinatorInstance : IAsyncDisposable
     public TransferCounters Counters => Services.GetRequiredService<TransferCounters>();
 
     public static async Task<CoordinatorInstance> StartAsync(Uri? externalBroker = null, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage = null,
-        bool tls = false, string[]? extraArgs = null)
+        bool tls = false, string[]? extraArgs = null, string? tlsDirectory = null)
     {
-        var instance = new CoordinatorInstance(TestPaths.NewTempDir("coordinator"), externalBroker, storage, tls) { _extraArgs = extraArgs ?? [] };
+        var instance = new CoordinatorInstance(TestPaths.NewTempDir("coordinator"), externalBroker, storage, tls)
+        {
+            _extraArgs = extraArgs ?? [],
+            _tlsDirectory = tlsDirectory,
+        };
         await instance.StartAppAsync();
         return instance;
     }
@@ -100,7 +107,7 @@ public sealed class CoordinatorInstance : IAsyncDisposable
             $"--Auth:BootstrapAdminToken={AdminToken}",
             "--Logging:LogLevel:Default=Warning",
             $"--Tls:Mode={(_tls ? "self-signed" : "off")}",
-            $"--Tls:Directory={Path.Combine(DataDir, "tls")}",
+            $"--Tls:Directory={TlsDirectory}",
             .. StorageArgs(_storage),
             .. _extraArgs,
         ];

@@ -20,10 +20,14 @@ public sealed class MosquittoBroker : IAsyncDisposable
     }
 
     public int Port { get; }
-    public Uri Url => new($"mqtt://127.0.0.1:{Port}");
+    public Uri Url => new($"{(_tls ? "mqtts" : "mqtt")}://127.0.0.1:{Port}");
+    private bool _tls;
 
-    /// <summary>Starts Mosquitto; with <paramref name="passwordFile"/> and <paramref name="aclFile"/> it authenticates and enforces the ACL.</summary>
-    public static async Task<MosquittoBroker> StartAsync(string? passwordFile = null, string? aclFile = null)
+    /// <summary>
+    /// Starts Mosquitto; with <paramref name="passwordFile"/> and <paramref name="aclFile"/> it authenticates and
+    /// enforces the ACL; with <paramref name="tls"/> (PEM certificate and key) its only listener speaks TLS.
+    /// </summary>
+    public static async Task<MosquittoBroker> StartAsync(string? passwordFile = null, string? aclFile = null, (string Certificate, string Key)? tls = null)
     {
         var binary = new[] { "/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto" }.FirstOrDefault(File.Exists)
             ?? throw new InvalidOperationException("Mosquitto is not installed: run scripts/test.sh (it installs it with apt) or apt-get install mosquitto.");
@@ -32,6 +36,7 @@ public sealed class MosquittoBroker : IAsyncDisposable
         var config = Path.Combine(dir, "mosquitto.conf");
         await File.WriteAllTextAsync(config, $"""
             listener {port} 127.0.0.1
+            {(tls is { } t ? $"certfile {t.Certificate}\nkeyfile {t.Key}" : "")}
             allow_anonymous {(passwordFile is null ? "true" : "false")}
             {(passwordFile is null ? "" : "password_file " + passwordFile)}
             {(aclFile is null ? "" : "acl_file " + aclFile)}
@@ -41,7 +46,7 @@ public sealed class MosquittoBroker : IAsyncDisposable
             log_dest file {Path.Combine(dir, "mosquitto.log")}
             """);
         var process = Process.Start(new ProcessStartInfo(binary, ["-c", config]) { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true })!;
-        var broker = new MosquittoBroker(process, dir, port);
+        var broker = new MosquittoBroker(process, dir, port) { _tls = tls is not null };
         await Eventually.WaitAsync(async () =>
         {
             if (process.HasExited)
