@@ -152,4 +152,51 @@ public sealed class CatalogStorageTests(ITestOutputHelper output) : IDisposable
         var packFiles = Directory.GetFiles(Path.Combine(store, "packs"));
         Assert.Equal(packFiles.Count(f => f.EndsWith(".idx", StringComparison.Ordinal)) * 2, packFiles.Length);
     }
+
+    [Fact]
+    public async Task Gc_RequestedWhileAnUploadIsPaused_WaitsForItsCatalogEntry_AndKeepsTheImage()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        var (path, sha256) = await TestImages.CreateAsync(_work, "paused.img", 12 * 1024 * 1024 + 77, seed: 300);
+        var bytes = await File.ReadAllBytesAsync(path);
+        // The body stops after 8 MiB (packs already written) until the test lets it go on.
+        var resume = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var paused = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var content = new PausingContent(bytes, 8 * 1024 * 1024, paused, resume.Task);
+        var upload = coordinator.Http.PutAsync("api/v1/images/paused.img", content);
+        await paused.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await Task.Delay(500); // the Coordinator has chunked and packed what it got
+
+        var gc = coordinator.Http.PostAsync("api/v1/gc", null);
+        await Task.Delay(1500);
+        Assert.False(gc.IsCompleted, "GC ran while an upload that will reference its chunks was still in flight");
+        resume.SetResult();
+        using (var uploaded = await upload)
+            Assert.True(uploaded.IsSuccessStatusCode, await uploaded.Content.ReadAsStringAsync());
+        using (var collected = await gc)
+            collected.EnsureSuccessStatusCode();
+        // And once more with nothing in flight: the new image is referenced, so nothing of it may go.
+        (await coordinator.Http.PostAsync("api/v1/gc", null)).EnsureSuccessStatusCode();
+        var downloaded = await coordinator.Http.GetByteArrayAsync("api/v1/images/paused.img");
+        Assert.Equal(sha256, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(downloaded)));
+    }
+
+    /// <summary>A request body that stops after <c>pauseAt</c> bytes until <c>resume</c> completes.</summary>
+    private sealed class PausingContent(byte[] data, int pauseAt, TaskCompletionSource paused, Task resume) : HttpContent
+    {
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            await stream.WriteAsync(data.AsMemory(0, pauseAt));
+            await stream.FlushAsync();
+            paused.TrySetResult();
+            await resume;
+            await stream.WriteAsync(data.AsMemory(pauseAt));
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = data.Length;
+            return true;
+        }
+    }
 }
