@@ -61,10 +61,26 @@ public sealed class CliTests : IAsyncLifetime
         agent.SetEnvironment("Agent__CaCertificatePath", coordinator.CaPath);
         agent.Start();
         await coordinator.WaitForAgentAsync("cli-agent", a => a["online"]!.GetValue<bool>() && a["drives"] is not null, "online", diagnostics: () => agent.Log);
+        // watch --json follows the live events while the mount happens.
+        using var watch = Start(["watch", "--json"]);
+        var watched = new System.Collections.Concurrent.ConcurrentQueue<JsonNode>();
+        watch.OutputDataReceived += (_, e) =>
+        {
+            if (!string.IsNullOrWhiteSpace(e.Data))
+                watched.Enqueue(JsonNode.Parse(e.Data)!);
+        };
+        watch.BeginOutputReadLine();
+        await Task.Delay(1500);
         var mount = await RunAsync(["mount", "cli-agent", "cli.img", "--flash", "--wait", "--timeout", "120", "--json"]);
         Assert.True(mount.Code == 0, mount + agent.Log);
         Assert.True(JsonNode.Parse(mount.Output)!["applied"]!.GetValue<bool>());
         Assert.Equal(sha256, TestImages.Sha256Of(agent.Lun("file")));
+        await Eventually.WaitAsync(() => watched.Any(e => e["type"]!.GetValue<string>() == "agent"
+            && e["data"]!["drives"]?.AsArray().Any(d => d!["connected"]!.GetValue<bool>()) == true), TimeSpan.FromSeconds(20), "watch shows the drive connected");
+        var sequences = watched.Select(e => e["sequence"]!.GetValue<long>()).ToList();
+        Assert.Equal(sequences.Order().ToList(), sequences);
+        Assert.Equal(sequences.Count, sequences.Distinct().Count());
+        watch.Kill();
         var eject = await RunAsync(["eject", "cli-agent", "--wait", "--json"]);
         Assert.True(eject.Code == 0, eject.ToString());
         Assert.Equal(string.Empty, agent.Lun("file"));

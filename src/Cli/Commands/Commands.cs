@@ -378,6 +378,12 @@ public sealed class WatchCommand : AsyncCommand<WatchSettings>
                 {
                     if (e.EventType is "ping")
                         continue;
+                    if (e.EventType is "hello")
+                    {
+                        // Where the stream starts: a reconnect asks for what came after it.
+                        last ??= JsonNode.Parse(e.Data)?["sequence"]?.GetValue<long>();
+                        continue;
+                    }
                     if (long.TryParse(e.EventId, out var id))
                         last = id;
                     if (settings.Json)
