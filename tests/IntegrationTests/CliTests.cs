@@ -34,6 +34,7 @@ public sealed class CliTests : IAsyncLifetime
             new() { ["MSDCTL_PASSWORD"] = "ops password 1234" });
         Assert.True(login.Code == 0, login.ToString());
         Assert.Equal("admin", JsonNode.Parse(login.Output)!["role"]!.GetValue<string>());
+        Assert.Equal("ops", JsonNode.Parse(login.Output)!["user"]!.GetValue<string>()); // the personal token acts as its user
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(ConfigPath));
 
         // Push at 4 MiB/s, killed once some batches are in; the second push sends only the rest.

@@ -43,7 +43,8 @@ public sealed class CredentialAuthenticationHandler(
             var record = await tokens.FindAsync(header.Parameter, ct);
             if (record is null)
                 return AuthenticateResult.Fail("Unknown token.");
-            return Success(new Claim(ClaimTypes.Name, record.Name), new Claim(ClaimTypes.Role, record.Role));
+            // A personal token acts as its user (audit shows who); a service token under its own name.
+            return Success(new Claim(ClaimTypes.Name, record.Owner ?? record.Name), new Claim(ClaimTypes.Role, record.Role));
         }
         if (header.Scheme.Equals("Basic", StringComparison.OrdinalIgnoreCase))
         {
