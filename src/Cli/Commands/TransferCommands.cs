@@ -73,7 +73,11 @@ public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
             var missing = status["missing"]!.AsArray().Select(m => index[m!.GetValue<string>()]).Order().ToList();
             toSend = missing.Sum(i => (long)manifest.Chunks[i].Length);
             if (uploading is not null)
+            {
                 uploading.MaxValue = Math.Max(1, toSend);
+                if (toSend == 0)
+                    uploading.Description = "already stored";
+            }
             var throttle = new Throttle(settings.RateLimit);
             using var handle = File.OpenHandle(settings.File, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.Asynchronous);
             // Batches of ~16 MiB (one pack each on the Coordinator), up to three in flight: while one is
