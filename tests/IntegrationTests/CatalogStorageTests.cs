@@ -165,11 +165,13 @@ public sealed class CatalogStorageTests(ITestOutputHelper output) : IDisposable
         using var content = new PausingContent(bytes, 8 * 1024 * 1024, paused, resume.Task);
         var upload = coordinator.Http.PutAsync("api/v1/images/paused.img", content);
         await paused.Task.WaitAsync(TimeSpan.FromSeconds(30));
-        await Task.Delay(500); // the Coordinator has chunked and packed what it got
+        var gate = (StoreGate)coordinator.Services.GetService(typeof(StoreGate))!;
+        await Eventually.WaitAsync(() => gate.SharedHolders == 1, TimeSpan.FromSeconds(30), "the paused upload to hold the store");
 
         var gc = coordinator.Http.PostAsync("api/v1/gc", null);
-        await Task.Delay(1500);
+        await Eventually.WaitAsync(() => gate.ExclusiveWaiting, TimeSpan.FromSeconds(30), "the GC to wait for the store");
         Assert.False(gc.IsCompleted, "GC ran while an upload that will reference its chunks was still in flight");
+        Assert.Equal(1, gate.SharedHolders);
         resume.SetResult();
         using (var uploaded = await upload)
             Assert.True(uploaded.IsSuccessStatusCode, await uploaded.Content.ReadAsStringAsync());

@@ -73,7 +73,8 @@ public sealed class CliTests : IAsyncLifetime
                 watched.Enqueue(JsonNode.Parse(e.Data)!);
         };
         watch.BeginOutputReadLine();
-        await Task.Delay(1500);
+        var hub = (MsdFleet.Coordinator.Web.EventHub)coordinator.Services.GetService(typeof(MsdFleet.Coordinator.Web.EventHub))!;
+        await Eventually.WaitAsync(() => hub.SubscriberCount == 1, TimeSpan.FromSeconds(30), "msdctl watch to subscribe");
         var mount = await RunAsync(["mount", "cli-agent", "cli.img", "--flash", "--wait", "--timeout", "120", "--json"]);
         Assert.True(mount.Code == 0, mount + agent.Log);
         Assert.True(JsonNode.Parse(mount.Output)!["applied"]!.GetValue<bool>());

@@ -127,9 +127,10 @@ public sealed class HomeAssistantTests : IAsyncLifetime
         Assert.DoesNotContain(seen.Keys, k => k.StartsWith("homeassistant/select/", StringComparison.Ordinal) || k.StartsWith("homeassistant/button/", StringComparison.Ordinal));
         Assert.DoesNotContain("command_topic", seen["homeassistant/sensor/msdfleet_ro-agent/drive0_image/config"], StringComparison.Ordinal);
 
-        await ha.PublishAsync(new MqttApplicationMessageBuilder().WithTopic($"{coordinator.TopicPrefix}/ha/ro-agent/drive0/image/set").WithPayload("ro.img")
+        // The broker itself refuses the command (reason 135), so it never reaches the Coordinator.
+        var refused = await ha.PublishAsync(new MqttApplicationMessageBuilder().WithTopic($"{coordinator.TopicPrefix}/ha/ro-agent/drive0/image/set").WithPayload("ro.img")
             .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build());
-        await Task.Delay(1500);
+        Assert.Equal(MqttClientPublishReasonCode.NotAuthorized, refused.ReasonCode);
         Assert.Null((await coordinator.GetAgentAsync("ro-agent"))!["desired"]);
     }
 }

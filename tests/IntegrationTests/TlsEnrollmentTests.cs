@@ -118,7 +118,8 @@ public sealed class TlsEnrollmentTests : IAsyncLifetime
         // An agent that does not trust this CA never gets a session.
         await using var stranger = new AgentProcess("stranger", await coordinator.CreateAgentSecretAsync("stranger"), coordinator);
         stranger.Start();
-        await Task.Delay(TimeSpan.FromSeconds(4));
+        await Eventually.WaitAsync(() => stranger.Log.Contains("Cannot connect to MQTT broker", StringComparison.Ordinal), TimeSpan.FromSeconds(60),
+            "the stranger's TLS handshake to fail", () => stranger.Log);
         Assert.False((await coordinator.GetAgentAsync("stranger"))!["online"]!.GetValue<bool>());
     }
 

@@ -12,6 +12,20 @@ public sealed class StoreGate : IDisposable
     private readonly SemaphoreSlim _exclusive = new(1, 1);
     private readonly Lock _lock = new();
     private int _readers;
+    private int _exclusiveWaiting;
+
+    /// <summary>Uploads, imports and push commits holding the store right now.</summary>
+    public int SharedHolders
+    {
+        get
+        {
+            lock (_lock)
+                return _readers;
+        }
+    }
+
+    /// <summary>True while a GC has passed the turnstile and waits for the shared holders to finish.</summary>
+    public bool ExclusiveWaiting => Volatile.Read(ref _exclusiveWaiting) > 0;
 
     public async Task<IAsyncDisposable> EnterSharedAsync(CancellationToken cancellationToken)
     {
@@ -52,6 +66,7 @@ public sealed class StoreGate : IDisposable
     public async Task<IAsyncDisposable> EnterExclusiveAsync(CancellationToken cancellationToken)
     {
         await _turnstile.WaitAsync(cancellationToken);
+        Interlocked.Increment(ref _exclusiveWaiting);
         try
         {
             await _exclusive.WaitAsync(cancellationToken);
@@ -60,6 +75,10 @@ public sealed class StoreGate : IDisposable
         {
             _turnstile.Release();
             throw;
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _exclusiveWaiting);
         }
         return new Lease(() =>
         {

@@ -31,6 +31,16 @@ public sealed class EventHub
         }
     }
 
+    /// <summary>Open streams (for tests and metrics).</summary>
+    public int SubscriberCount
+    {
+        get
+        {
+            lock (_lock)
+                return _subscribers.Count;
+        }
+    }
+
     public void Publish(string type, object data)
     {
         var payload = JsonSerializer.Serialize(data, Json);
