@@ -1,11 +1,9 @@
 namespace MsdFleet.Coordinator.Catalog;
 
 /// <summary>A seekable pass-through that reports bytes read (served-bytes metric on the pack route).</summary>
-public sealed class CountingStream(Stream inner, Action<long> onRead) : Stream
+public sealed class CountingStream(Stream inner, Action<long> onRead) : Storage.ReadOnlyStream
 {
-    public override bool CanRead => true;
     public override bool CanSeek => inner.CanSeek;
-    public override bool CanWrite => false;
     public override long Length => inner.Length;
     public override long Position { get => inner.Position; set => inner.Position = value; }
     public override long Seek(long offset, SeekOrigin origin) => inner.Seek(offset, origin);
@@ -24,9 +22,6 @@ public sealed class CountingStream(Stream inner, Action<long> onRead) : Stream
         return read;
     }
 
-    public override void Flush() { }
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     protected override void Dispose(bool disposing)
     {

@@ -68,7 +68,7 @@ public sealed partial class ImportJobs(ImageIngestor ingestor, ImageCatalog cata
     public void Dispose() => _http.Dispose();
 
     /// <summary>A read-only stream over a URL that reconnects with Range where the last read stopped.</summary>
-    private sealed class ResumingDownload(HttpClient http, ImportJob job, ILogger logger) : Stream
+    private sealed class ResumingDownload(HttpClient http, ImportJob job, ILogger logger) : Storage.ReadOnlyStream
     {
         private HttpResponseMessage? _response;
         private Stream? _body;
@@ -76,10 +76,6 @@ public sealed partial class ImportJobs(ImageIngestor ingestor, ImageCatalog cata
         private DateTimeOffset? _lastModified;
         private int _resumes;
 
-        public override bool CanRead => true;
-        public override bool CanSeek => false;
-        public override bool CanWrite => false;
-        public override long Length => throw new NotSupportedException();
         public override long Position { get => job.BytesDone; set => throw new NotSupportedException(); }
 
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
@@ -142,10 +138,6 @@ public sealed partial class ImportJobs(ImageIngestor ingestor, ImageCatalog cata
         }
 
         public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer.AsMemory(offset, count)).AsTask().GetAwaiter().GetResult();
-        public override void Flush() { }
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-        public override void SetLength(long value) => throw new NotSupportedException();
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
         protected override void Dispose(bool disposing)
         {

@@ -8,7 +8,7 @@ namespace MsdFleet.Coordinator.Catalog;
 /// ASP.NET Core's own range processing (Range, If-Range, 206, 416) serve any byte range without our own
 /// parser. Chunks that lie back to back in one pack are read through one open stream.
 /// </summary>
-public sealed class ManifestReadStream : Stream
+public sealed class ManifestReadStream : ReadOnlyStream
 {
     private readonly ChunkStore _chunks;
     private readonly ImageManifest _manifest;
@@ -25,9 +25,7 @@ public sealed class ManifestReadStream : Stream
         _offsets = manifest.ComputeOffsets();
     }
 
-    public override bool CanRead => true;
     public override bool CanSeek => true;
-    public override bool CanWrite => false;
     public override long Length => _manifest.Size;
 
     public override long Position
@@ -82,9 +80,6 @@ public sealed class ManifestReadStream : Stream
         return read;
     }
 
-    public override void Flush() { }
-    public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 
     protected override void Dispose(bool disposing)
     {
