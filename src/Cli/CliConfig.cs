@@ -1,4 +1,5 @@
 using System.Text.Json;
+using MsdFleet.Protocol.IO;
 
 namespace MsdFleet.Cli;
 
@@ -41,17 +42,7 @@ public sealed record CliConfig(string? Server, string? Token, string? CaFile)
     {
         path ??= DefaultPath;
         Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
-        var temp = path + ".tmp";
-        File.Delete(temp);
-        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
-        if (!OperatingSystem.IsWindows())
-            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        using (var stream = new FileStream(temp, options))
-        {
-            JsonSerializer.Serialize(stream, this, Json);
-            stream.Flush(true);
-        }
-        File.Move(temp, path, true);
+        AtomicFile.Write(path, JsonSerializer.SerializeToUtf8Bytes(this, Json), UnixFileMode.UserRead | UnixFileMode.UserWrite);
     }
 
     private static string? Env(string name) => Environment.GetEnvironmentVariable(name) is { Length: > 0 } v ? v : null;

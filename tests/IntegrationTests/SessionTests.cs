@@ -75,10 +75,16 @@ public sealed class SessionTests
         using (var reset = await coordinator.Http.PutAsJsonAsync("api/v1/users/alice", new { password = "another long password 42" }))
             Assert.Equal(HttpStatusCode.OK, reset.StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, (await browser.SendAsync(HttpMethod.Get, "api/v1/images")).StatusCode);
-        (status, _, _) = await browser.LoginAsync("alice", "another long password 42");
+        (status, body, _) = await browser.LoginAsync("alice", "another long password 42");
         Assert.Equal(HttpStatusCode.OK, status);
+        // A personal token (what msdctl login mints) acts as alice and dies with her.
+        using var minted = await browser.SendAsync(HttpMethod.Post, "api/v1/session/token", new { name = "laptop" }, body!["csrfToken"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.Created, minted.StatusCode);
+        using var personal = coordinator.NewClient(JsonNode.Parse(await minted.Content.ReadAsStringAsync())!["token"]!.GetValue<string>());
+        Assert.Equal("alice", JsonNode.Parse(await personal.GetStringAsync("api/v1/session"))!["user"]!.GetValue<string>());
         Assert.Equal(HttpStatusCode.NoContent, (await coordinator.Http.DeleteAsync("api/v1/users/alice")).StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, (await browser.SendAsync(HttpMethod.Get, "api/v1/images")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await personal.GetAsync("api/v1/images")).StatusCode);
 
         var audit = await coordinator.Http.GetStringAsync("api/v1/audit");
         Assert.Contains("session.login", audit, StringComparison.Ordinal);

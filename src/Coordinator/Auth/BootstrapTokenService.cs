@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using MsdFleet.Protocol.IO;
 
 namespace MsdFleet.Coordinator.Auth;
 
@@ -31,9 +32,8 @@ public sealed partial class BootstrapTokenService(
         }
         if (options.Value.BootstrapTokenFile is { Length: > 0 } file)
         {
-            await File.WriteAllTextAsync(file, token + "\n", cancellationToken);
-            if (!OperatingSystem.IsWindows())
-                File.SetUnixFileMode(file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            // Created 0600 from the first byte: the token is never readable by others, not even for a moment.
+            await AtomicFile.WriteAsync(file, System.Text.Encoding.UTF8.GetBytes(token + "\n"), UnixFileMode.UserRead | UnixFileMode.UserWrite, cancellationToken);
         }
         await Console.Out.WriteLineAsync($"""
 

@@ -55,14 +55,23 @@ public sealed class TokenStore(IObjectStore store)
         return false;
     }
 
-    /// <summary>Revokes every personal token of a user (when the user is deleted).</summary>
+    /// <summary>Revokes every personal token of a user (when the user is deleted or changed), in one pass over the tokens.</summary>
     public async Task RevokeOwnedByAsync(string owner, CancellationToken cancellationToken)
     {
-        foreach (var record in await ListAsync(cancellationToken))
+        var owned = new List<string>();
+        await foreach (var key in store.ListAsync(ObjectKeys.TokensPrefix, cancellationToken))
         {
-            if (record.Owner == owner && record.Id is { } id)
-                await RevokeAsync(id, cancellationToken);
+            if (await store.GetBytesAsync(key, 64 * 1024, cancellationToken) is { } bytes
+                && JsonSerializer.Deserialize<ApiTokenRecord>(bytes, Json)!.Owner == owner)
+                owned.Add(key);
         }
+        foreach (var key in owned)
+        {
+            _cache.TryRemove(key[ObjectKeys.TokensPrefix.Length..], out _);
+            await store.DeleteAsync(key, cancellationToken);
+        }
+        if (owned.Count > 0)
+            await store.FlushAsync(cancellationToken);
     }
 
     public async Task<bool> AnyAsync(CancellationToken cancellationToken)

@@ -123,7 +123,6 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        _images = await _catalog.ListAsync(stoppingToken);
         await foreach (var item in _work.Reader.ReadAllAsync(stoppingToken))
         {
             try
@@ -139,11 +138,8 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
 
     private void OnAgentChanged(string agentId) => _work.Writer.TryWrite(ct => PublishAgentAsync(agentId, ct));
 
-    private void OnCatalogChanged(string name, string action) => _work.Writer.TryWrite(async ct =>
-    {
-        _images = await _catalog.ListAsync(ct);
-        await PublishEverythingAsync(ct); // the select's options list every image
-    });
+    // The select's options list every image, so every agent is announced again (PublishEverythingAsync reloads the list).
+    private void OnCatalogChanged(string name, string action) => _work.Writer.TryWrite(PublishEverythingAsync);
 
     private async Task PublishEverythingAsync(CancellationToken ct)
     {

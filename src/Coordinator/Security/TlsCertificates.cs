@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
+using MsdFleet.Protocol.IO;
 using MsdFleet.Protocol.Security;
 
 namespace MsdFleet.Coordinator.Security;
@@ -135,7 +136,7 @@ public sealed class TlsCertificates : IDisposable
             using var issued = request.Create(caCert, now.AddMinutes(-5), now.AddYears(1), serial);
             WriteSecret(serverKey, key.ExportPkcs8PrivateKeyPem());
             WritePublic(serverCrt, issued.ExportCertificatePem());
-            File.WriteAllText(serverCrt + ".names", string.Join('\n', names));
+            WritePublic(serverCrt + ".names", string.Join('\n', names));
         }
         using var pemServer = X509Certificate2.CreateFromPemFile(serverCrt, serverKey);
         var caPem = File.ReadAllText(caCrt);
@@ -167,26 +168,10 @@ public sealed class TlsCertificates : IDisposable
     private static X509Certificate2 Persist(X509Certificate2 pem) =>
         X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
 
-    private static void WriteSecret(string path, string pem)
-    {
-        var temp = path + ".tmp";
-        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
-        if (!OperatingSystem.IsWindows())
-            options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-        using (var stream = new FileStream(temp, options))
-        {
-            stream.Write(Encoding.ASCII.GetBytes(pem));
-            stream.Flush(true);
-        }
-        File.Move(temp, path, true);
-    }
+    private static void WriteSecret(string path, string pem) =>
+        AtomicFile.Write(path, Encoding.ASCII.GetBytes(pem), UnixFileMode.UserRead | UnixFileMode.UserWrite);
 
-    private static void WritePublic(string path, string pem)
-    {
-        var temp = path + ".tmp";
-        File.WriteAllText(temp, pem);
-        File.Move(temp, path, true);
-    }
+    private static void WritePublic(string path, string text) => AtomicFile.Write(path, Encoding.UTF8.GetBytes(text), null);
 
     public void Dispose()
     {

@@ -1,10 +1,10 @@
+using MsdFleet.Protocol.IO;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Security.Authentication;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using MsdFleet.EdgeAgent.Storage;
 using MsdFleet.Protocol.Naming;
 using MsdFleet.Protocol.Security;
 

@@ -1,3 +1,4 @@
+using MsdFleet.Protocol.IO;
 using System.Net.Http.Json;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Options;

@@ -1,3 +1,4 @@
+using MsdFleet.Protocol.IO;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Options;
 using MsdFleet.EdgeAgent.Gadget;

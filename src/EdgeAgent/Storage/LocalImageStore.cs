@@ -1,3 +1,4 @@
+using MsdFleet.Protocol.IO;
 using MsdFleet.Protocol;
 using MsdFleet.Protocol.Manifests;
 using MsdFleet.Protocol.Messages;

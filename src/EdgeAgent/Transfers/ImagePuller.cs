@@ -1,3 +1,4 @@
+using MsdFleet.Protocol.IO;
 using System.Buffers;
 using System.Net;
 using System.Runtime;

@@ -1,10 +1,12 @@
 using System.Runtime.InteropServices;
 
-namespace MsdFleet.EdgeAgent.Storage;
+namespace MsdFleet.Protocol.IO;
 
 /// <summary>
 /// Crash-safe file replacement: write a temporary file, fsync it, rename it over the target, fsync the
-/// folder. After a power cut the target is either the old or the new content, never a mix.
+/// folder. After a power cut the target is either the old or the new content, never a mix. With a mode
+/// (0600 for keys, tokens and agent secrets) the file never exists with any other permissions. Shared by
+/// the agent, the Coordinator and msdctl.
 /// </summary>
 public static partial class AtomicFile
 {
@@ -16,16 +18,35 @@ public static partial class AtomicFile
     {
         var temp = path + ".tmp";
         File.Delete(temp);
-        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
-        if (mode is { } m && !OperatingSystem.IsWindows())
-            options.UnixCreateMode = m;
-        await using (var stream = new FileStream(temp, options))
+        await using (var stream = new FileStream(temp, Options(mode)))
         {
             await stream.WriteAsync(content, cancellationToken);
             stream.Flush(flushToDisk: true);
         }
         File.Move(temp, path, overwrite: true);
-        SyncDirectory(Path.GetDirectoryName(path)!);
+        SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+    }
+
+    /// <summary>Synchronous <see cref="WriteAsync(string, ReadOnlyMemory{byte}, UnixFileMode?, CancellationToken)"/>, for start-up code.</summary>
+    public static void Write(string path, ReadOnlySpan<byte> content, UnixFileMode? mode)
+    {
+        var temp = path + ".tmp";
+        File.Delete(temp);
+        using (var stream = new FileStream(temp, Options(mode)))
+        {
+            stream.Write(content);
+            stream.Flush(flushToDisk: true);
+        }
+        File.Move(temp, path, overwrite: true);
+        SyncDirectory(Path.GetDirectoryName(Path.GetFullPath(path))!);
+    }
+
+    private static FileStreamOptions Options(UnixFileMode? mode)
+    {
+        var options = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write, Share = FileShare.None };
+        if (mode is { } m && !OperatingSystem.IsWindows())
+            options.UnixCreateMode = m;
+        return options;
     }
 
     /// <summary>Makes renames and creations in <paramref name="directory"/> durable (fsync on the folder).</summary>
