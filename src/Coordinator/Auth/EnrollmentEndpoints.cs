@@ -3,6 +3,7 @@ using Microsoft.Extensions.Options;
 using MsdFleet.Coordinator.Messaging;
 using MsdFleet.Coordinator.Security;
 using MsdFleet.Coordinator.Web;
+using MsdFleet.Protocol.Messages;
 using MsdFleet.Protocol.Naming;
 using MsdFleet.Protocol.Signing;
 
@@ -97,7 +98,3 @@ public static class EnrollmentEndpoints
 }
 
 public sealed record EnrollmentRequest(string? AgentId, int? ExpiresInHours, bool? Replace);
-
-/// <summary>What an enrolling agent receives; the agent writes it to its configuration with mode 0600.</summary>
-public sealed record EnrollmentAnswer(string AgentId, string Secret, string CoordinatorUrl, string BrokerUrl, string TopicPrefix,
-    string SigningPublicKey, string SigningKeyId, string? CaCertificate);

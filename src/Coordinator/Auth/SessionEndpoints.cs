@@ -13,7 +13,7 @@ namespace MsdFleet.Coordinator.Auth;
 /// request made with that cookie must echo in <c>X-CSRF-Token</c>. Logins are rate-limited per client
 /// address and per user name. Users (<c>/api/v1/users</c>) are admin business.
 /// </summary>
-public static class SessionEndpoints
+public static partial class SessionEndpoints
 {
     public const string CookieScheme = CookieAuthenticationDefaults.AuthenticationScheme;
     public const string CookieName = "msdfleet_session";
@@ -84,7 +84,7 @@ public static class SessionEndpoints
         if (user is null)
         {
             throttle.Failed(name);
-            LogFailedLogin(loggers.CreateLogger("MsdFleet.Coordinator.Auth.Login"), name, context.Connection.RemoteIpAddress?.ToString());
+            Log.FailedLogin(loggers.CreateLogger("MsdFleet.Coordinator.Auth.Login"), name, context.Connection.RemoteIpAddress?.ToString() ?? "unknown");
             throw new ApiException(StatusCodes.Status401Unauthorized, "invalid-credentials", "Unknown user or wrong password.");
         }
         throttle.Succeeded(name);
@@ -190,10 +190,11 @@ public static class SessionEndpoints
         csrfToken = user.Identity?.AuthenticationType == CookieScheme ? antiforgery.GetAndStoreTokens(context).RequestToken : null,
     };
 
-    private static void LogFailedLogin(ILogger logger, string user, string? address) => FailedLogin(logger, user, address ?? "unknown", null);
-
-    private static readonly Action<ILogger, string, string, Exception?> FailedLogin =
-        LoggerMessage.Define<string, string>(LogLevel.Warning, new EventId(1, "LoginFailed"), "Failed login for user {User} from {Address}");
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Warning, "Failed login for user {User} from {Address}")]
+        public static partial void FailedLogin(ILogger logger, string user, string address);
+    }
 }
 
 public sealed record LoginRequest(string? Username, string? Password);

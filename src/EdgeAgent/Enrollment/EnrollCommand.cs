@@ -5,6 +5,7 @@ using System.Security.Authentication;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using MsdFleet.Protocol.Messages;
 using MsdFleet.Protocol.Naming;
 using MsdFleet.Protocol.Security;
 
@@ -247,7 +248,4 @@ public static class EnrollCommand
         await error.WriteLineAsync(Usage);
         return 2;
     }
-
-    private sealed record EnrollmentAnswer(string AgentId, string Secret, string CoordinatorUrl, string BrokerUrl, string TopicPrefix,
-        string SigningPublicKey, string SigningKeyId, string? CaCertificate);
 }
