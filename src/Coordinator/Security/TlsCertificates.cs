@@ -37,9 +37,6 @@ public sealed class TlsCertificates : IDisposable
 
     public bool Enabled => Server is not null;
 
-    /// <summary>What the Coordinator's own clients (its broker connection) trust.</summary>
-    public TlsTrust Trust => CaPem is null ? TlsTrust.System : TlsTrust.FromPem(CaPem);
-
     public static TlsCertificates Load(TlsOptions options, TimeProvider time)
     {
         ArgumentNullException.ThrowIfNull(options);

@@ -22,15 +22,6 @@ public sealed class EventHub
     private readonly List<Channel<HubEvent>> _subscribers = [];
     private long _sequence;
 
-    public long Sequence
-    {
-        get
-        {
-            lock (_lock)
-                return _sequence;
-        }
-    }
-
     /// <summary>Open streams (for tests and metrics).</summary>
     public int SubscriberCount
     {
