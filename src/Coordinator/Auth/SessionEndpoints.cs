@@ -74,12 +74,8 @@ public static partial class SessionEndpoints
             throw ApiException.BadRequest("invalid-login", "Send {\"username\": \"…\", \"password\": \"…\"}.");
         var name = request.Username.Trim().ToLowerInvariant();
         if (throttle.IsLocked(name, out var retryAfter))
-        {
-            context.Response.Headers.RetryAfter = ((int)Math.Ceiling(retryAfter.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
-            // Returned, not thrown: the exception handler clears headers, and Retry-After must reach the client.
-            return Results.Problem(ApiExceptionHandler.Problem(StatusCodes.Status429TooManyRequests, "login-locked",
-                $"Too many failed logins for this user; try again in {Math.Ceiling(retryAfter.TotalMinutes)} minute(s)."));
-        }
+            throw new ApiException(StatusCodes.Status429TooManyRequests, "login-locked",
+                $"Too many failed logins for this user; try again in {Math.Ceiling(retryAfter.TotalMinutes)} minute(s).") { RetryAfter = retryAfter };
         var user = await users.VerifyAsync(name, request.Password, ct);
         if (user is null)
         {

@@ -23,6 +23,9 @@ public sealed class ApiException : Exception
     public int Status { get; }
     public string Code { get; }
 
+    /// <summary>Sent as <c>Retry-After</c> (whole seconds) with the problem, for 429 and 503 answers.</summary>
+    public TimeSpan? RetryAfter { get; init; }
+
     public static ApiException BadRequest(string code, string detail) => new(StatusCodes.Status400BadRequest, code, detail);
     public static ApiException NotFound(string code, string detail) => new(StatusCodes.Status404NotFound, code, detail);
     public static ApiException Conflict(string code, string detail) => new(StatusCodes.Status409Conflict, code, detail);

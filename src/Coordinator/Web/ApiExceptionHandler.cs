@@ -28,6 +28,8 @@ public sealed partial class ApiExceptionHandler(IProblemDetailsService problems,
         if (httpContext.Response.HasStarted)
             return true;
         httpContext.Response.StatusCode = status;
+        if (exception is ApiException { RetryAfter: { } retry })
+            httpContext.Response.Headers.RetryAfter = ((int)Math.Ceiling(retry.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
         return await problems.TryWriteAsync(new ProblemDetailsContext
         {
             HttpContext = httpContext,
