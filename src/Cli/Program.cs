@@ -25,6 +25,11 @@ app.Configure(config =>
         agent.AddCommand<AgentListCommand>("ls").WithDescription("List agents with their drives.");
         agent.AddCommand<AgentShowCommand>("show").WithDescription("One agent in full.");
     });
+    config.AddBranch("drive", drive =>
+    {
+        drive.SetDescription("A drive of an agent.");
+        drive.AddCommand<DriveSnapshotCommand>("snapshot").WithDescription("Save what the server wrote to a writable drive as a new image (progress bar; only missing chunks are sent).");
+    });
     config.AddCommand<MountCommand>("mount").WithDescription("Present an image on an agent's drive.")
         .WithExample("mount", "rack1-a", "debian-13.iso", "--cdrom", "--wait");
     config.AddCommand<EjectCommand>("eject").WithDescription("Empty an agent's drive.");

@@ -2,8 +2,10 @@ using System.Net.Http.Headers;
 using System.Text;
 using Microsoft.Extensions.Options;
 using MsdFleet.EdgeAgent.Gadget;
+using MsdFleet.EdgeAgent.Gadget.Kvmd;
 using MsdFleet.EdgeAgent.Mqtt;
 using MsdFleet.EdgeAgent.Reconciliation;
+using MsdFleet.EdgeAgent.Snapshots;
 using MsdFleet.EdgeAgent.Storage;
 using MsdFleet.EdgeAgent.Transfers;
 using MsdFleet.Protocol.Naming;
@@ -23,9 +25,21 @@ public static class EdgeAgentServiceCollectionExtensions
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new TopicNames(sp.GetRequiredService<IOptions<AgentMqttOptions>>().Value.TopicPrefix));
         services.AddSingleton(sp => new LocalImageStore(sp.GetRequiredService<IOptions<AgentOptions>>().Value.StorageRoot));
-        services.AddSingleton<IGadgetDriver>(sp => new ConfigfsGadgetDriver(sp.GetRequiredService<IOptions<GadgetOptions>>().Value));
+        services.AddSingleton(sp => new WorkingCopyStore(sp.GetRequiredService<LocalImageStore>()));
+        services.AddOptions<KvmdOptions>().BindConfiguration(KvmdOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton<IGadgetDriver>(sp =>
+        {
+            var gadget = sp.GetRequiredService<IOptions<GadgetOptions>>().Value;
+            var configfs = new ConfigfsGadgetDriver(gadget);
+            // On a stock PiKVM kvmd owns drive 0 (through its API); its extra drives are configfs functions kvmd never touches.
+            return gadget.Driver == "kvmd"
+                ? new KvmdGadgetDriver(sp.GetRequiredService<IOptions<KvmdOptions>>().Value, configfs, sp.GetRequiredService<TimeProvider>(),
+                    sp.GetRequiredService<ILogger<KvmdGadgetDriver>>())
+                : configfs;
+        });
         services.AddSingleton<DesiredStateHolder>();
         services.AddSingleton<TransferTracker>();
+        services.AddSingleton(sp => new BandwidthThrottle(sp.GetRequiredService<IOptions<AgentOptions>>().Value.MaxBytesPerSecond, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<ImageCache>();
         services.AddSingleton<StartupRecovery>();
         services.AddSingleton<CoordinatorKey>();
@@ -37,7 +51,14 @@ public static class EdgeAgentServiceCollectionExtensions
         services.AddSingleton(sp => CreateHttpClient(sp.GetRequiredService<IOptions<AgentOptions>>().Value, sp.GetRequiredService<TlsTrust>()));
         services.AddSingleton<ImagePuller>();
         services.AddSingleton<AgentMqttService>();
+        services.AddSingleton<IAgentPublisher, MqttAgentPublisher>();
         services.AddHostedService(sp => sp.GetRequiredService<AgentMqttService>());
+        services.AddSingleton<StateObserver>();
+        services.AddSingleton<StepScheduler>();
+        services.AddSingleton<DriveSnapshotter>();
+        services.AddSingleton<PlanRunner>();
+        services.AddSingleton<HostReadMonitor>();
+        services.AddSingleton<AgentReporter>();
         services.AddHostedService<ReconcileService>();
         return builder;
     }

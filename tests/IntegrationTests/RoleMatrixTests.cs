@@ -50,6 +50,8 @@ public sealed class RoleMatrixTests
         ["GET /api/v1/signing-key"] = "agent",
         ["PUT /api/v1/agents/{agentId}/drives/{index:int}"] = "operator",
         ["PUT /api/v1/agents/{agentId}/bandwidth"] = "operator",
+        ["POST /api/v1/agents/{agentId}/drives/{index:int}/snapshot"] = "operator",
+        ["GET /api/v1/agents/{agentId}/drives/{index:int}/snapshot"] = "viewer",
         ["PUT /api/v1/images/{**name}"] = "admin",
         ["DELETE /api/v1/images/{**name}"] = "admin",
         ["POST /api/v1/images/import"] = "admin",

@@ -171,10 +171,28 @@ public sealed class AgentListCommand : AsyncCommand<GlobalSettings>
     {
         var image = drive["image"]?.GetValue<string>();
         var name = desired?["drives"]?.AsArray().FirstOrDefault(d => d!["digest"]?.GetValue<string>() == image && image is not null)?["image"]?.GetValue<string>();
+        var extra = Extra(drive);
         if (image is null)
-            return $"#{drive["index"]} empty";
+            return $"#{drive["index"]} empty{extra}";
         return $"#{drive["index"]} {name ?? image[..19]} {Output.Str(drive["mode"])} {(drive["readOnly"]!.GetValue<bool>() ? "ro" : "rw")} " +
-            $"{(drive["connected"]!.GetValue<bool>() ? "connected" : "disconnected")} (host: {Output.Str(drive["hostState"])})";
+            $"{(drive["connected"]!.GetValue<bool>() ? "connected" : "disconnected")} (host: {Output.Str(drive["hostState"])}){extra}";
+    }
+
+    /// <summary>What the host read and wrote, the working copy and the last snapshot: "· host read 3.1 MiB, 12 s ago".</summary>
+    private static string Extra(JsonNode drive)
+    {
+        var parts = new List<string>();
+        if (drive["hostRead"] is { } read && read["lastReadAt"]?.GetValue<DateTimeOffset>() is { } at)
+        {
+            var ago = DateTimeOffset.UtcNow - at;
+            var when = ago.TotalSeconds < 90 ? $"{Math.Max(0, (int)ago.TotalSeconds)} s ago" : ago.TotalMinutes < 90 ? $"{(int)ago.TotalMinutes} min ago" : $"{(int)ago.TotalHours} h ago";
+            parts.Add(read["bytesRead"]?.GetValue<long>() is { } bytes ? $"host read {Output.Bytes(bytes)}, {when}" : $"host read {when}");
+        }
+        if (drive["workingCopy"] is { } copy)
+            parts.Add(copy["unsavedWrites"]!.GetValue<bool>() ? "working copy with unsaved writes" : "working copy");
+        if (drive["snapshot"] is { } snapshot)
+            parts.Add($"saved as {Output.Str(snapshot["image"])}: {Output.Str(snapshot["state"])}" + (snapshot["error"]?.GetValue<string>() is { } e ? $" ({e})" : ""));
+        return parts.Count == 0 ? "" : " · " + string.Join(" · ", parts);
     }
 }
 

@@ -103,15 +103,15 @@ public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
                 {
                     try
                     {
-                        var body = new byte[batchBytes + 4 * batch.Count];
+                        var body = new byte[batchBytes + ChunkFrames.HeaderBytes * batch.Count];
                         var pos = 0;
                         foreach (var i in batch)
                         {
                             var length = manifest.Chunks[i].Length;
-                            BinaryPrimitives.WriteInt32BigEndian(body.AsSpan(pos), length);
+                            ChunkFrames.WriteHeader(body.AsSpan(pos), length);
                             if (await RandomAccess.ReadAsync(handle, body.AsMemory(pos + 4, length), offsets[i], cancellationToken) != length)
                                 throw new CliException(ExitCodes.Failure, $"{settings.File} changed while it was being pushed.");
-                            pos += 4 + length;
+                            pos += ChunkFrames.HeaderBytes + length;
                         }
                         await throttle.WaitAsync(body.Length, cancellationToken);
                         using var request = new HttpRequestMessage(HttpMethod.Post, $"api/v1/uploads/{uploadId}/chunks") { Content = new ByteArrayContent(body) };
@@ -162,25 +162,11 @@ public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
 
     private static async Task<(ImageManifest, long[])> ChunkAsync(string path, long size, Action<long> progress, CancellationToken ct)
     {
-        var chunker = new ContentChunker(ChunkerParameters.Default);
-        var chunks = new List<ManifestChunk>();
-        var offsets = new List<long>();
-        using var whole = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan | FileOptions.Asynchronous);
-        long position = 0;
-        await foreach (var chunk in StreamChunker.ReadChunksAsync(file, chunker, ct))
-        {
-            whole.AppendData(chunk.Span);
-            chunks.Add(new ManifestChunk { Id = SHA256.HashData(chunk.Span), Length = chunk.Length });
-            offsets.Add(position);
-            position += chunk.Length;
-            if (chunks.Count % 64 == 0)
-                progress(position);
-        }
-        progress(position);
-        if (position != size)
-            throw new CliException(ExitCodes.Failure, $"{path} changed while it was read ({position} bytes read, {size} expected).");
-        return (new ImageManifest { Size = size, Sha256 = whole.GetHashAndReset(), Chunker = ChunkerParameters.Default, Chunks = chunks }, offsets.ToArray());
+        var (manifest, offsets) = await ManifestBuilder.BuildAsync(file, progress, ct);
+        if (manifest.Size != size)
+            throw new CliException(ExitCodes.Failure, $"{path} changed while it was read ({manifest.Size} bytes read, {size} expected).");
+        return (manifest, offsets);
     }
 }
 

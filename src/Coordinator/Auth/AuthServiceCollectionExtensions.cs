@@ -84,7 +84,8 @@ public static class AuthServiceCollectionExtensions
             .AddPolicy(Policies.Operate, p => p.RequireRole(Roles.Operator, Roles.Admin))
             .AddPolicy(Policies.Admin, p => p.RequireRole(Roles.Admin))
             .AddPolicy(Policies.ImageData, p => p.RequireRole(Roles.Agent, Roles.Operator, Roles.Admin))
-            .AddPolicy(Policies.Enroll, p => p.RequireRole(Roles.Enrollee));
+            .AddPolicy(Policies.Enroll, p => p.RequireRole(Roles.Enrollee))
+            .AddPolicy(Policies.Push, p => p.RequireRole(Roles.Admin, Roles.Agent));
 
         builder.Services.AddRateLimiter(o =>
         {

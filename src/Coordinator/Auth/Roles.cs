@@ -22,4 +22,6 @@ public static class Policies
     public const string Admin = "admin";
     public const string ImageData = "image-data";
     public const string Enroll = "enroll";
+    /// <summary>The push protocol: admins, and agents saving a snapshot they were asked for (checked by the endpoints).</summary>
+    public const string Push = "push";
 }

@@ -1,10 +1,12 @@
 using System.Buffers;
-using System.Buffers.Binary;
 using System.Security.Cryptography;
+using System.Security.Claims;
 using MsdFleet.Coordinator.Auth;
+using MsdFleet.Coordinator.Fleet;
 using MsdFleet.Coordinator.Storage;
 using MsdFleet.Coordinator.Web;
 using MsdFleet.Protocol;
+using MsdFleet.Protocol.Chunking;
 using MsdFleet.Protocol.Manifests;
 using MsdFleet.Protocol.Naming;
 
@@ -23,7 +25,8 @@ public static class PushEndpoints
     public static WebApplication MapPushApi(this WebApplication app)
     {
         ArgumentNullException.ThrowIfNull(app);
-        var uploads = app.MapGroup("/api/v1/uploads").RequireAuthorization(Policies.Admin);
+        // Admins push images; an agent may push only the snapshot its desired state asks for (checked per request).
+        var uploads = app.MapGroup("/api/v1/uploads").RequireAuthorization(Policies.Push);
         uploads.MapPost("/", CreateAsync).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(ImageManifest.MaxEncodedBytes));
         uploads.MapGet("/{id}", StatusAsync);
         uploads.MapPost("/{id}/chunks", ChunksAsync).WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(256L * 1024 * 1024));
@@ -32,8 +35,12 @@ public static class PushEndpoints
         return app;
     }
 
-    private static async Task<IResult> CreateAsync(HttpRequest request, PushSessionStore sessions, ChunkStore chunks, CancellationToken ct)
+    private static async Task<IResult> CreateAsync(HttpRequest request, PushSessionStore sessions, ChunkStore chunks, DesiredStateStore desired,
+        ClaimsPrincipal user, CancellationToken ct)
     {
+        var agent = AgentOf(user);
+        if (agent is not null && PendingSnapshots(agent, desired).Count == 0)
+            throw NoSnapshotRequested(agent);
         using var buffer = new MemoryStream();
         await request.Body.CopyToAsync(buffer, ct);
         ImageManifest manifest;
@@ -47,32 +54,33 @@ public static class PushEndpoints
         }
         if (manifest.Chunker != Protocol.Chunking.ChunkerParameters.Default)
             throw ApiException.BadRequest("unsupported-chunker", "The manifest was cut with other chunker parameters than this Coordinator uses; dedup would not work.");
-        var session = await sessions.CreateAsync(manifest, ct);
+        var session = await sessions.CreateAsync(manifest, agent, ct);
         return Results.Created($"/api/v1/uploads/{session.Id}", Status(session, chunks));
     }
 
-    private static IResult StatusAsync(string id, PushSessionStore sessions, ChunkStore chunks) =>
-        Results.Ok(Status(Session(id, sessions), chunks));
+    private static IResult StatusAsync(string id, PushSessionStore sessions, ChunkStore chunks, DesiredStateStore desired, ClaimsPrincipal user) =>
+        Results.Ok(Status(Session(id, sessions, desired, user), chunks));
 
-    private static async Task<IResult> ChunksAsync(string id, HttpRequest request, PushSessionStore sessions, ChunkStore chunks, StoreGate gate, CancellationToken ct)
+    private static async Task<IResult> ChunksAsync(string id, HttpRequest request, PushSessionStore sessions, ChunkStore chunks, StoreGate gate,
+        DesiredStateStore desired, ClaimsPrincipal user, CancellationToken ct)
     {
-        var session = Session(id, sessions);
+        var session = Session(id, sessions, desired, user);
         var wanted = session.Manifest.Chunks.Select(c => c.IdHex).ToHashSet(StringComparer.Ordinal);
         await using var lease = await gate.EnterSharedAsync(ct);
         await using var writer = new PackWriter(chunks);
-        var header = new byte[4];
+        var header = new byte[ChunkFrames.HeaderBytes];
         var buffer = ArrayPool<byte>.Shared.Rent(session.Manifest.Chunker.MaxSize);
         var received = 0;
         try
         {
             while (true)
             {
-                var got = await request.Body.ReadAtLeastAsync(header, 4, throwOnEndOfStream: false, ct);
+                var got = await request.Body.ReadAtLeastAsync(header, ChunkFrames.HeaderBytes, throwOnEndOfStream: false, ct);
                 if (got == 0)
                     break;
-                if (got < 4)
+                if (got < ChunkFrames.HeaderBytes)
                     throw ApiException.BadRequest("invalid-frame", "The body ends inside a frame header.");
-                var length = BinaryPrimitives.ReadInt32BigEndian(header);
+                var length = ChunkFrames.ReadHeader(header);
                 if (length <= 0 || length > session.Manifest.Chunker.MaxSize)
                     throw ApiException.BadRequest("invalid-frame", $"Frame length {length} is outside 1..{session.Manifest.Chunker.MaxSize}.");
                 if (await request.Body.ReadAtLeastAsync(buffer.AsMemory(0, length), length, throwOnEndOfStream: false, ct) < length)
@@ -94,9 +102,10 @@ public static class PushEndpoints
     }
 
     private static async Task<IResult> CommitAsync(string id, CommitRequest? body, PushSessionStore sessions, ChunkStore chunks,
-        ImageIngestor ingestor, ImageCatalog catalog, MediaDetector media, StoreGate gate, TimeProvider time, CancellationToken ct)
+        ImageIngestor ingestor, ImageCatalog catalog, MediaDetector media, StoreGate gate, TimeProvider time, DesiredStateStore desired,
+        ClaimsPrincipal user, CancellationToken ct)
     {
-        var session = Session(id, sessions);
+        var session = Session(id, sessions, desired, user);
         await using var lease = await gate.EnterSharedAsync(ct); // the session keeps chunks live until the entry does
         if (body is null)
             throw ApiException.BadRequest("invalid-body", "Send a JSON body {\"name\": …, \"replace\": false}.");
@@ -105,7 +114,16 @@ public static class PushEndpoints
         var status = Status(session, chunks);
         if (status.Missing.Count > 0)
             throw ApiException.Conflict("chunks-missing", $"{status.Missing.Count} chunks ({status.MissingBytes} bytes) have not been sent yet.");
+        var agent = AgentOf(user);
+        if (agent is not null && (!PendingSnapshots(agent, desired).Contains(body.Name) || body.Replace == true))
+            throw new ApiException(StatusCodes.Status403Forbidden, "no-snapshot-requested", $"Agent '{agent}' was not asked to save a snapshot named '{body.Name}'.");
         var existing = await catalog.GetAsync(body.Name, ct);
+        // An agent that committed, then died before it recorded so, commits again: the same bytes are the same answer.
+        if (agent is not null && existing is not null && existing.Digest == session.Digest.ToString())
+        {
+            await sessions.RemoveAsync(id, ct);
+            return Results.Ok(existing);
+        }
         if (existing is not null && body.Replace != true)
             throw ImageCatalog.ImageExists(body.Name);
         // Every chunk was checked against its id on arrival; the whole-image SHA-256 in the manifest is the
@@ -141,15 +159,33 @@ public static class PushEndpoints
         return existing is null ? Results.Created($"/api/v1/images/{Uri.EscapeDataString(body.Name)}", entry) : Results.Ok(entry);
     }
 
-    private static async Task<IResult> AbortAsync(string id, PushSessionStore sessions, CancellationToken ct)
+    private static async Task<IResult> AbortAsync(string id, PushSessionStore sessions, DesiredStateStore desired, ClaimsPrincipal user, CancellationToken ct)
     {
-        Session(id, sessions);
+        Session(id, sessions, desired, user);
         await sessions.RemoveAsync(id, ct);
         return Results.NoContent();
     }
 
-    private static PushSession Session(string id, PushSessionStore sessions) =>
-        sessions.Get(id) ?? throw ApiException.NotFound("upload-not-found", $"No open upload '{id}' (it may have been committed or expired).");
+    /// <summary>An open session the caller may use: people may use any, an agent only the ones it opened (others look absent).</summary>
+    private static PushSession Session(string id, PushSessionStore sessions, DesiredStateStore desired, ClaimsPrincipal user)
+    {
+        var session = sessions.Get(id);
+        var agent = AgentOf(user);
+        if (agent is not null && PendingSnapshots(agent, desired).Count == 0)
+            throw NoSnapshotRequested(agent);
+        if (session is null || (agent is not null && session.Owner != agent))
+            throw ApiException.NotFound("upload-not-found", $"No open upload '{id}' (it may have been committed or expired).");
+        return session;
+    }
+
+    private static ApiException NoSnapshotRequested(string agent) =>
+        new(StatusCodes.Status403Forbidden, "no-snapshot-requested", $"Agent '{agent}' may push an image only when a snapshot of one of its drives was asked for.");
+
+    private static string? AgentOf(ClaimsPrincipal user) => user.IsInRole(Roles.Agent) ? user.FindFirstValue(Roles.AgentIdClaim) : null;
+
+    /// <summary>Names the agent's desired state asks it to save drives as.</summary>
+    private static HashSet<string> PendingSnapshots(string agentId, DesiredStateStore desired) =>
+        (desired.Get(agentId)?.Drives ?? []).Select(d => d.Snapshot?.Name).OfType<string>().ToHashSet(StringComparer.Ordinal);
 
     private static PushStatus Status(PushSession session, ChunkStore chunks)
     {

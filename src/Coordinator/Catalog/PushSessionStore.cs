@@ -30,15 +30,16 @@ public sealed class PushSessionStore(IObjectStore store, TimeProvider time)
                 await store.DeleteAsync(key, cancellationToken);
                 continue;
             }
-            _sessions[record.Id] = new PushSession(record.Id, ImageManifest.Parse(record.Manifest), record.ExpiresAt);
+            _sessions[record.Id] = new PushSession(record.Id, ImageManifest.Parse(record.Manifest), record.ExpiresAt) { Owner = record.Owner };
         }
     }
 
-    public async Task<PushSession> CreateAsync(ImageManifest manifest, CancellationToken cancellationToken)
+    /// <param name="owner">The agent that opened the session (a snapshot), or null for people; an agent may use only its own sessions.</param>
+    public async Task<PushSession> CreateAsync(ImageManifest manifest, string? owner, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(manifest);
-        var session = new PushSession(Guid.NewGuid().ToString("N"), manifest, time.GetUtcNow() + Lifetime);
-        var record = new PushSessionRecord(session.Id, manifest.ToBytes(), session.ExpiresAt);
+        var session = new PushSession(Guid.NewGuid().ToString("N"), manifest, time.GetUtcNow() + Lifetime) { Owner = owner };
+        var record = new PushSessionRecord(session.Id, manifest.ToBytes(), session.ExpiresAt) { Owner = owner };
         await store.PutAsync(Prefix + session.Id, JsonSerializer.SerializeToUtf8Bytes(record, Json), cancellationToken);
         await store.FlushAsync(cancellationToken);
         _sessions[session.Id] = session;
@@ -57,10 +58,16 @@ public sealed class PushSessionStore(IObjectStore store, TimeProvider time)
     public IEnumerable<ImageManifest> OpenManifests() =>
         _sessions.Values.Where(s => s.ExpiresAt > time.GetUtcNow()).Select(s => s.Manifest);
 
-    private sealed record PushSessionRecord(string Id, byte[] Manifest, DateTimeOffset ExpiresAt);
+    private sealed record PushSessionRecord(string Id, byte[] Manifest, DateTimeOffset ExpiresAt)
+    {
+        public string? Owner { get; init; }
+    }
 }
 
 public sealed record PushSession(string Id, ImageManifest Manifest, DateTimeOffset ExpiresAt)
 {
+    /// <summary>The agent that opened it for a snapshot, or null when a person did.</summary>
+    public string? Owner { get; init; }
+
     public ImageDigest Digest { get; } = ImageDigest.Compute(Manifest.ToBytes());
 }

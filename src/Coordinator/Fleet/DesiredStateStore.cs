@@ -13,7 +13,6 @@ namespace MsdFleet.Coordinator.Fleet;
 /// </summary>
 public sealed class DesiredStateStore(IObjectStore store, TimeProvider time) : IDisposable
 {
-    public const int MaxDrives = 8;
     private readonly ConcurrentDictionary<string, DesiredState> _states = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _lock = new(1, 1);
 

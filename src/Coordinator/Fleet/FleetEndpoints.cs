@@ -18,6 +18,7 @@ public static class FleetEndpoints
         agents.MapGet("/{agentId}", GetAsync).RequireAuthorization(Policies.Read);
         agents.MapPut("/{agentId}/drives/{index:int}", SetDriveAsync).RequireAuthorization(Policies.Operate);
         agents.MapPut("/{agentId}/bandwidth", SetBandwidthAsync).RequireAuthorization(Policies.Operate);
+        agents.MapDriveSnapshots();
         agents.MapPost("/{agentId}/credentials", CreateCredentialsAsync).RequireAuthorization(Policies.Admin);
         agents.MapPost("/{agentId}/disable", (string agentId, AgentCredentialStore credentials, AuditLog audit, System.Security.Claims.ClaimsPrincipal user,
             IServiceProvider services, CancellationToken ct) => SetDisabledAsync(agentId, true, credentials, audit, user, services, ct)).RequireAuthorization(Policies.Admin);
@@ -47,13 +48,13 @@ public static class FleetEndpoints
     }
 
     internal static async Task<IResult> SetDriveAsync(string agentId, int index, DriveRequest? request, ImageCatalog catalog, DesiredStateStore desired,
-        AgentCredentialStore credentials, CoordinatorMqttService mqtt, AuditLog audit, System.Security.Claims.ClaimsPrincipal user, CancellationToken ct)
+        FleetRegistry registry, AgentCredentialStore credentials, CoordinatorMqttService mqtt, AuditLog audit, System.Security.Claims.ClaimsPrincipal user, CancellationToken ct)
     {
         ValidAgentId(agentId);
         if (request is null)
             throw ApiException.BadRequest("invalid-body", "Send a JSON body {image, mode, readOnly, connected}.");
-        if (index is < 0 or >= DesiredStateStore.MaxDrives)
-            throw ApiException.BadRequest("invalid-drive", $"Drive index {index} is outside 0..{DesiredStateStore.MaxDrives - 1}.");
+        if (index is < 0 or >= DriveLimits.MaxDrives)
+            throw ApiException.BadRequest("invalid-drive", $"Drive index {index} is outside 0..{DriveLimits.MaxDrives - 1}.");
         if (await credentials.FindAsync(agentId, ct) is null)
             throw UnknownAgent(agentId);
         var mode = request.Mode?.ToLowerInvariant() switch
@@ -75,6 +76,9 @@ public static class FleetEndpoints
             string? digest = null;
             if (request.Image is not null)
                 digest = (await catalog.GetAsync(request.Image, ct) ?? throw CatalogEndpoints.ImageNotFound(request.Image)).Digest;
+            var discardWrites = request.DiscardWrites ?? false;
+            if (!discardWrites)
+                RefuseLosingWrites(agentId, index, digest, mode, readOnly, registry);
             var drive = new DesiredDrive
             {
                 Index = index,
@@ -83,6 +87,7 @@ public static class FleetEndpoints
                 Mode = mode,
                 ReadOnly = readOnly,
                 Connected = digest is not null && (request.Connected ?? true),
+                DiscardWrites = discardWrites,
             };
             return await desired.SetDriveLockedAsync(agentId, drive, ct);
         }, ct);
@@ -91,6 +96,27 @@ public static class FleetEndpoints
         await audit.RecordAsync(user, drive.Connected ? "drive.mount" : "drive.eject", $"{agentId}/{index}",
             drive.ImageDigest is null ? "empty" : $"{drive.ImageName} {drive.ImageDigest} {ModeName(drive.Mode)}{(drive.ReadOnly ? " ro" : " rw")} (generation {state.Generation})", ct);
         return Results.Ok(DesiredView.From(state));
+    }
+
+    /// <summary>
+    /// A writable drive's working copy holds what the server wrote. Pointing the drive at another image, or
+    /// making it read-only, would make the agent drop that copy: refused unless the request says
+    /// <c>discardWrites</c>. Ejecting (no image) keeps the copy, so it is always allowed. This check reads the
+    /// agent's last report; the agent applies the same rule itself, so a write it has not reported yet is
+    /// still never lost (the drive is then reported blocked).
+    /// </summary>
+    private static void RefuseLosingWrites(string agentId, int index, string? digest, DriveMode mode, bool readOnly, FleetRegistry registry)
+    {
+        if (digest is null)
+            return;
+        var copy = registry.Get(agentId)?.Report?.Drives.FirstOrDefault(d => d.Index == index)?.WorkingCopy;
+        if (copy is not { UnsavedWrites: true })
+            return;
+        var keepsCopy = copy.BaseDigest == digest && mode == DriveMode.Flash && !readOnly;
+        if (!keepsCopy)
+            throw ApiException.Conflict("unsaved-writes",
+                $"Drive {index} of '{agentId}' has unsaved writes on its working copy of {copy.BaseDigest}. Save them first " +
+                $"(POST /api/v1/agents/{agentId}/drives/{index}/snapshot), or repeat the request with \"discardWrites\": true to throw them away.");
     }
 
     private static async Task<IResult> SetBandwidthAsync(string agentId, BandwidthRequest? request, DesiredStateStore desired,
@@ -142,7 +168,7 @@ public static class FleetEndpoints
             observed?.ReportAt,
             report?.AgentVersion,
             report?.Labels,
-            report?.Drives.Select(d => new DriveView(d.Index, d.ImageDigest, ModeName(d.Mode), d.ReadOnly, d.Connected, d.HostState, d.Error)).ToList(),
+            report?.Drives.Select(DriveView.From).ToList(),
             report?.Cache.Select(c => new CachedImageView(c.ImageDigest, c.Size)).ToList(),
             report?.Transfers.Select(t => new TransferView(t.ImageDigest, t.BytesDone, t.BytesTotal, t.State.ToString().ToLowerInvariant(), t.Error)).ToList(),
             report?.FreeBytes,
@@ -171,7 +197,7 @@ public static class FleetEndpoints
 
 public sealed record BandwidthRequest(long? MaxBytesPerSecond);
 
-public sealed record DriveRequest(string? Image, string? Mode, bool? ReadOnly, bool? Connected);
+public sealed record DriveRequest(string? Image, string? Mode, bool? ReadOnly, bool? Connected, bool? DiscardWrites = null);
 
 public sealed record AgentView(
     string Id, bool Online, DateTimeOffset? StatusAt, DateTimeOffset? ReportedAt, string? Version,
@@ -179,7 +205,25 @@ public sealed record AgentView(
     IReadOnlyList<TransferView>? Transfers, long? FreeBytes, long? TotalBytes, long? AppliedGeneration, string? LastError,
     DesiredView? Desired);
 
-public sealed record DriveView(int Index, string? Image, string? Mode, bool ReadOnly, bool Connected, string? HostState, string? Error);
+public sealed record DriveView(int Index, string? Image, string? Mode, bool ReadOnly, bool Connected, string? HostState, string? Error,
+    string? Function, int Lun, bool CdromCapable, bool WritableCapable, WorkingCopyView? WorkingCopy, HostReadView? HostRead, SnapshotView? Snapshot)
+{
+    public static DriveView From(DriveReport d)
+    {
+        ArgumentNullException.ThrowIfNull(d);
+        return new(d.Index, d.ImageDigest, FleetEndpoints.ModeName(d.Mode), d.ReadOnly, d.Connected, d.HostState, d.Error,
+            d.Function, d.Lun, d.CdromCapable, d.WritableCapable,
+            d.WorkingCopy is { } w ? new WorkingCopyView(w.BaseDigest, w.Size, w.UnsavedWrites, w.Attached) : null,
+            d.HostRead is { } r ? new HostReadView(r.BytesRead, r.LastReadUnixMs > 0 ? DateTimeOffset.FromUnixTimeMilliseconds(r.LastReadUnixMs) : null, r.BytesWritten, r.BytesEstimated) : null,
+            d.Snapshot is { } s ? SnapshotView.From(s) : null);
+    }
+}
+
+/// <summary>A writable drive's own copy: the image it was made from, and whether the server wrote to it since.</summary>
+public sealed record WorkingCopyView(string BaseDigest, long Size, bool UnsavedWrites, bool Attached);
+
+/// <summary>What the host read from (and wrote to) a drive since it was attached, as far as the agent's kernel shows it.</summary>
+public sealed record HostReadView(long? BytesRead, DateTimeOffset? LastReadAt, long? BytesWritten, bool BytesEstimated);
 
 public sealed record CachedImageView(string Digest, long Size);
 

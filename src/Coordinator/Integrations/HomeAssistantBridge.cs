@@ -11,6 +11,7 @@ using MsdFleet.Coordinator.Catalog;
 using MsdFleet.Coordinator.Fleet;
 using MsdFleet.Coordinator.Messaging;
 using MsdFleet.Coordinator.Web;
+using MsdFleet.Protocol.Messages;
 using MsdFleet.Protocol.Naming;
 
 namespace MsdFleet.Coordinator.Integrations;
@@ -95,7 +96,7 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
         var parts = topic[(Base.Length + 1)..].Split('/');
         if (parts.Length != 4 || !NameRules.TryValidateAgentId(parts[0], out _) || !parts[1].StartsWith("drive", StringComparison.Ordinal)
             || !int.TryParse(parts[1].AsSpan(5), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var drive)
-            || drive is < 0 or >= DesiredStateStore.MaxDrives || text.Length > 1024)
+            || drive is < 0 or >= DriveLimits.MaxDrives || text.Length > 1024)
         {
             Log.CommandIgnored(_logger, topic, "not a command topic of this bridge");
             return;
@@ -289,7 +290,7 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
         }
         try
         {
-            await FleetEndpoints.SetDriveAsync(agent, drive, request, sp.GetRequiredService<ImageCatalog>(), _desired, _credentials, Mqtt,
+            await FleetEndpoints.SetDriveAsync(agent, drive, request, sp.GetRequiredService<ImageCatalog>(), _desired, sp.GetRequiredService<FleetRegistry>(), _credentials, Mqtt,
                 sp.GetRequiredService<AuditLog>(), Actor, ct);
         }
         catch (ApiException ex)

@@ -1,34 +1,83 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
 namespace MsdFleet.EdgeAgent.Gadget;
 
 /// <summary>
-/// Drives a Linux USB gadget <c>mass_storage</c> function through configfs, attaching to a gadget that
-/// already exists (e.g. the one kvmd-otg builds). Order matters to the kernel: <c>ro</c> and <c>cdrom</c>
-/// cannot change while a file is attached, so they are written first and <c>file</c> last; detaching
-/// uses <c>forced_eject</c>, which works even while the host has locked the medium.
+/// Drives a Linux USB gadget's <c>mass_storage</c> functions through configfs, attaching to a gadget that
+/// already exists (e.g. the one kvmd-otg builds, with its extra drives) or building its own. Drives are
+/// discovered on every read: each <c>mass_storage.*</c> function in natural order (<c>usb0</c>, <c>usb1</c>,
+/// … <c>usb10</c>), each of its <c>lun.N</c> folders in number order, numbered 0, 1, … across functions.
+/// Order matters to the kernel: <c>ro</c> and <c>cdrom</c> cannot change while a file is attached, so they
+/// are written first and <c>file</c> last; detaching uses <c>forced_eject</c>, which works even while the
+/// host has locked the medium. Synchronous file I/O on configfs attributes, wrapped as completed tasks.
 /// </summary>
-public sealed class ConfigfsGadgetDriver(GadgetOptions options) : IGadgetDriver
+public sealed partial class ConfigfsGadgetDriver(GadgetOptions options) : IGadgetDriver
 {
     private const int Ebusy = 16;
 
-    public string FunctionPath => Path.Combine(options.ConfigfsRoot, "usb_gadget", options.GadgetName, "functions", options.FunctionName);
+    private string GadgetPath => Path.Combine(options.ConfigfsRoot, "usb_gadget", options.GadgetName);
 
-    public LunState? ReadLun(int lun)
+    /// <summary>The drives as they are now (no medium → <see cref="DriveState.File"/> null).</summary>
+    public IReadOnlyList<DriveState> ReadDrives()
     {
-        var dir = LunPath(lun);
-        if (!Directory.Exists(dir))
-            return null;
-        var file = ReadAttribute(dir, "file");
-        return new LunState(lun, string.IsNullOrEmpty(file) ? null : file, ReadAttribute(dir, "cdrom") == "1", ReadAttribute(dir, "ro") == "1");
+        var functions = Path.Combine(GadgetPath, "functions");
+        if (!Directory.Exists(functions))
+            return [];
+        var drives = new List<DriveState>();
+        foreach (var function in Directory.EnumerateDirectories(functions, "mass_storage.*")
+                     .Select(Path.GetFileName).OfType<string>()
+                     .Where(f => !options.IgnoreFunctions.Contains(f, StringComparer.Ordinal))
+                     .OrderBy(NaturalKey, StringComparer.Ordinal))
+        {
+            foreach (var lun in LunNumbers(Path.Combine(functions, function)))
+            {
+                if (drives.Count == Protocol.Messages.DriveLimits.MaxDrives)
+                    return drives;
+                var dir = Path.Combine(functions, function, $"lun.{lun}");
+                var file = ReadAttribute(dir, "file");
+                drives.Add(new DriveState(drives.Count, function, lun, string.IsNullOrEmpty(file) ? null : file,
+                    ReadAttribute(dir, "cdrom") == "1", ReadAttribute(dir, "ro") == "1"));
+            }
+        }
+        return drives;
     }
 
-    public void Attach(int lun, string imagePath, bool cdrom, bool readOnly)
+    public Task<IReadOnlyList<DriveState>> ReadDrivesAsync(CancellationToken cancellationToken) => Task.FromResult(ReadDrives());
+
+    public Task AttachAsync(int drive, string imagePath, bool cdrom, bool readOnly, CancellationToken cancellationToken)
     {
-        var dir = RequireLun(lun);
-        var current = ReadLun(lun)!;
+        Attach(drive, imagePath, cdrom, readOnly);
+        return Task.CompletedTask;
+    }
+
+    public Task EjectAsync(int drive, CancellationToken cancellationToken)
+    {
+        Eject(drive);
+        return Task.CompletedTask;
+    }
+
+    public Task EjectGentlyAsync(int drive, CancellationToken cancellationToken)
+    {
+        EjectGently(drive);
+        return Task.CompletedTask;
+    }
+
+    public Task<bool> EnsureGadgetAsync(CancellationToken cancellationToken) => Task.FromResult(EnsureGadget());
+
+    public Task<string?> ReadHostStateAsync(CancellationToken cancellationToken) => Task.FromResult(ReadHostState());
+
+    /// <summary>The folder of drive <paramref name="drive"/>'s LUN, for the host-read monitor and the local tool.</summary>
+    public string? LunFolder(int drive) =>
+        ReadDrives().FirstOrDefault(d => d.Index == drive) is { } d ? Path.Combine(GadgetPath, "functions", d.Function, $"lun.{d.Lun}") : null;
+
+    public void Attach(int drive, string imagePath, bool cdrom, bool readOnly)
+    {
+        var (dir, current) = RequireDrive(drive);
         if (current.File == imagePath && current.Cdrom == cdrom && current.ReadOnly == readOnly)
             return;
         if (current.HasMedium)
-            Eject(lun);
+            Eject(drive);
         WriteAttribute(dir, "ro", readOnly ? "1" : "0");
         WriteAttribute(dir, "cdrom", cdrom ? "1" : "0");
         if (File.Exists(Path.Combine(dir, "removable")))
@@ -36,9 +85,17 @@ public sealed class ConfigfsGadgetDriver(GadgetOptions options) : IGadgetDriver
         WriteAttribute(dir, "file", imagePath);
     }
 
-    public void Eject(int lun)
+    /// <summary>A plain eject (<c>file</c> emptied): the kernel refuses it with EBUSY while the host prevents medium removal.</summary>
+    public void EjectGently(int drive)
     {
-        var dir = RequireLun(lun);
+        var (dir, state) = RequireDrive(drive);
+        if (state.HasMedium)
+            WriteAttribute(dir, "file", string.Empty);
+    }
+
+    public void Eject(int drive)
+    {
+        var (dir, _) = RequireDrive(drive);
         if (File.Exists(Path.Combine(dir, "forced_eject")))
             WriteAttribute(dir, "forced_eject", "1");
         // Kernels without forced_eject (and directory-tree fakes) need the plain eject. After a forced
@@ -80,19 +137,23 @@ public sealed class ConfigfsGadgetDriver(GadgetOptions options) : IGadgetDriver
             WriteAttribute(Directory.CreateDirectory(Path.Combine(config, "strings", "0x409")).FullName, "configuration", "Mass storage");
             if (File.Exists(Path.Combine(config, "MaxPower")))
                 WriteAttribute(config, "MaxPower", "250");
-            var function = Directory.CreateDirectory(FunctionPath).FullName;
-            for (var lun = 0; lun < options.Luns; lun++)
+            // Drive i is LUN (i % Luns) of function (i / Luns): the order discovery reads them back in.
+            for (var f = 0; f < options.Functions; f++)
             {
-                var dir = Directory.CreateDirectory(LunPath(lun)).FullName;
-                var cdrom = options.CdromLuns.Contains(lun);
-                WriteAttribute(dir, "ro", cdrom ? "1" : "0");
-                WriteAttribute(dir, "cdrom", cdrom ? "1" : "0");
-                if (File.Exists(Path.Combine(dir, "removable")))
-                    WriteAttribute(dir, "removable", "1");
+                var function = Directory.CreateDirectory(Path.Combine(gadget, "functions", FunctionName(f))).FullName;
+                for (var lun = 0; lun < options.Luns; lun++)
+                {
+                    var dir = Directory.CreateDirectory(Path.Combine(function, $"lun.{lun}")).FullName;
+                    var cdrom = options.CdromLuns.Contains(f * options.Luns + lun);
+                    WriteAttribute(dir, "ro", cdrom ? "1" : "0");
+                    WriteAttribute(dir, "cdrom", cdrom ? "1" : "0");
+                    if (File.Exists(Path.Combine(dir, "removable")))
+                        WriteAttribute(dir, "removable", "1");
+                }
+                var link = Path.Combine(config, Path.GetFileName(function));
+                if (!Directory.Exists(link))
+                    Directory.CreateSymbolicLink(link, function);
             }
-            var link = Path.Combine(config, Path.GetFileName(function));
-            if (!Directory.Exists(link))
-                Directory.CreateSymbolicLink(link, function);
             var udc = string.IsNullOrEmpty(options.Udc)
                 ? (Directory.Exists(options.UdcClassRoot) ? Directory.EnumerateFileSystemEntries(options.UdcClassRoot).Select(Path.GetFileName).Order(StringComparer.Ordinal).FirstOrDefault() : null)
                 : options.Udc;
@@ -114,15 +175,35 @@ public sealed class ConfigfsGadgetDriver(GadgetOptions options) : IGadgetDriver
         return id.Length >= 12 ? id[..12] : "msdfleet0001";
     }
 
-    private string LunPath(int lun) => Path.Combine(FunctionPath, $"lun.{lun}");
-
-    private string RequireLun(int lun)
+    /// <summary>The name of the <paramref name="n"/>th function of a built gadget: FunctionName counted on (usb0 → usb1 …).</summary>
+    private string FunctionName(int n)
     {
-        var dir = LunPath(lun);
-        if (!Directory.Exists(dir))
-            throw new GadgetNotFoundException($"LUN folder {dir} does not exist: is the gadget built and Gadget:GadgetName/FunctionName right?");
-        return dir;
+        var match = TrailingNumber().Match(options.FunctionName);
+        return options.FunctionName[..match.Index] + (int.Parse(match.Value, CultureInfo.InvariantCulture) + n).ToString(CultureInfo.InvariantCulture);
     }
+
+    private static IEnumerable<int> LunNumbers(string function) =>
+        Directory.EnumerateDirectories(function, "lun.*")
+            .Select(d => Path.GetFileName(d)[4..])
+            .Select(n => int.TryParse(n, NumberStyles.None, CultureInfo.InvariantCulture, out var lun) ? lun : -1)
+            .Where(lun => lun >= 0)
+            .Order();
+
+    /// <summary>Sorts <c>usb2</c> before <c>usb10</c>: digit runs padded to a fixed width.</summary>
+    private static string NaturalKey(string name) => Digits().Replace(name, m => m.Value.PadLeft(10, '0'));
+
+    private (string Dir, DriveState State) RequireDrive(int drive)
+    {
+        var state = ReadDrives().FirstOrDefault(d => d.Index == drive)
+            ?? throw new GadgetNotFoundException($"The gadget under {GadgetPath} has no drive {drive}: is it built, and are Gadget:GadgetName and its mass_storage functions right?");
+        return (Path.Combine(GadgetPath, "functions", state.Function, $"lun.{state.Lun}"), state);
+    }
+
+    [GeneratedRegex("[0-9]+$")]
+    private static partial Regex TrailingNumber();
+
+    [GeneratedRegex("[0-9]+")]
+    private static partial Regex Digits();
 
     private static string ReadAttribute(string dir, string name)
     {

@@ -1,3 +1,5 @@
+using MsdFleet.Protocol.Messages;
+
 namespace MsdFleet.EdgeAgent.Gadget;
 
 /// <summary>
@@ -8,12 +10,41 @@ namespace MsdFleet.EdgeAgent.Gadget;
 public static class DriveCommand
 {
     private const string Usage = """
-        usage: msdfleet-agent drive setup [--luns N] [--cdrom-lun N]...   (build and bind the gadget)
-               msdfleet-agent drive status [--lun N]
+        usage: msdfleet-agent drive setup [--functions N] [--luns N] [--cdrom-lun N]...   (build and bind the gadget)
+               msdfleet-agent drive status [--lun N]          (every drive without --lun)
                msdfleet-agent drive attach FILE [--cdrom] [--ro] [--lun N]
-               msdfleet-agent drive eject [--lun N]
+               msdfleet-agent drive eject [--lun N] [--gentle]       (--gentle: refused while the host holds the medium)
+               msdfleet-agent drive watch [--seconds N]              (what the host reads and writes, per drive)
+        --lun N is the drive index: drives are numbered across the gadget's mass_storage functions.
         options: --configfs DIR  --gadget NAME  --function NAME  --udc-root DIR
         """;
+
+    /// <summary>Follows the host's reads for a while and prints one line per drive (what the agent reports as hostRead).</summary>
+    private static void Watch(ConfigfsGadgetDriver driver, int seconds, TextWriter output)
+    {
+        using var monitor = new HostReadMonitor(TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<HostReadMonitor>.Instance);
+        monitor.Read(driver.ReadDrives());
+        if (!monitor.Available)
+            throw new GadgetException("Host reads cannot be observed here: fanotify needs root (CAP_SYS_ADMIN) on a kernel built with it.");
+        output.WriteLine($"watching for {seconds} s");
+        output.Flush();
+        var until = DateTime.UtcNow.AddSeconds(seconds);
+        IReadOnlyDictionary<int, Protocol.Messages.HostReadReport> reads;
+        do
+        {
+            Thread.Sleep(500);
+            reads = monitor.Read(driver.ReadDrives());
+        }
+        while (DateTime.UtcNow < until);
+        Thread.Sleep(300); // the last batch
+        reads = monitor.Read(driver.ReadDrives());
+        foreach (var drive in driver.ReadDrives())
+        {
+            var r = reads.GetValueOrDefault(drive.Index);
+            output.WriteLine($"lun={drive.Index} function={drive.Function} host-read-bytes={r?.BytesRead ?? 0} host-written-bytes={r?.BytesWritten ?? 0} " +
+                $"read={(r is { LastReadUnixMs: > 0 } ? 1 : 0)} estimated={(r?.BytesEstimated == true ? 1 : 0)}");
+        }
+    }
 
     public static int Run(IReadOnlyList<string> args, GadgetOptions options, TextWriter output, TextWriter error)
     {
@@ -22,8 +53,9 @@ public static class DriveCommand
         ArgumentNullException.ThrowIfNull(output);
         ArgumentNullException.ThrowIfNull(error);
         var positional = new List<string>();
-        bool cdrom = false, readOnly = false;
-        var lun = 0;
+        bool cdrom = false, readOnly = false, gentle = false;
+        var seconds = 10;
+        int? lun = null;
         for (var i = 0; i < args.Count; i++)
         {
             string Next() => i + 1 < args.Count ? args[++i] : throw new ArgumentException($"{args[i]} needs a value.");
@@ -33,9 +65,12 @@ public static class DriveCommand
                 {
                     case "--cdrom": cdrom = true; break;
                     case "--ro": readOnly = true; break;
-                    case "--lun": lun = int.TryParse(Next(), out var n) && n is >= 0 and < 64 ? n : throw new ArgumentException("--lun must be 0..63."); break;
-                    case "--luns": options.Luns = int.TryParse(Next(), out var luns) && luns is >= 1 and <= 8 ? luns : throw new ArgumentException("--luns must be 1..8."); break;
-                    case "--cdrom-lun": options.CdromLuns = [.. options.CdromLuns, int.TryParse(Next(), out var c) && c is >= 0 and < 8 ? c : throw new ArgumentException("--cdrom-lun must be 0..7.")]; break;
+                    case "--gentle": gentle = true; break;
+                    case "--seconds": seconds = int.TryParse(Next(), out var s) && s is >= 1 and <= 86400 ? s : throw new ArgumentException("--seconds must be 1..86400."); break;
+                    case "--lun": lun = int.TryParse(Next(), out var n) && n is >= 0 and < DriveLimits.MaxDrives ? n : throw new ArgumentException($"--lun must be 0..{DriveLimits.MaxDrives - 1}."); break;
+                    case "--functions": options.Functions = int.TryParse(Next(), out var functions) && functions is >= 1 and <= DriveLimits.MaxDrives ? functions : throw new ArgumentException($"--functions must be 1..{DriveLimits.MaxDrives}."); break;
+                    case "--luns": options.Luns = int.TryParse(Next(), out var luns) && luns is >= 1 and <= DriveLimits.MaxDrives ? luns : throw new ArgumentException($"--luns must be 1..{DriveLimits.MaxDrives}."); break;
+                    case "--cdrom-lun": options.CdromLuns = [.. options.CdromLuns, int.TryParse(Next(), out var c) && c is >= 0 and < DriveLimits.MaxDrives ? c : throw new ArgumentException($"--cdrom-lun must be 0..{DriveLimits.MaxDrives - 1}.")]; break;
                     case "--configfs": options.ConfigfsRoot = Next(); break;
                     case "--gadget": options.GadgetName = Next(); break;
                     case "--function": options.FunctionName = Next(); break;
@@ -60,13 +95,20 @@ public static class DriveCommand
             switch (positional)
             {
                 case ["setup"]:
+                    if (options.Functions * options.Luns > DriveLimits.MaxDrives)
+                        throw new GadgetException($"--functions × --luns is {options.Functions * options.Luns}; at most {DriveLimits.MaxDrives} drives are supported.");
                     output.WriteLine(driver.EnsureGadget()
-                        ? $"gadget {options.GadgetName} built with {options.Luns} LUN(s) and bound; host side: {driver.ReadHostState() ?? "unknown"}"
+                        ? $"gadget {options.GadgetName} built with {options.Functions} function(s) × {options.Luns} LUN(s) and bound; host side: {driver.ReadHostState() ?? "unknown"}"
                         : $"gadget {options.GadgetName} already exists and is bound");
                     return 0;
                 case ["status"]:
-                    var state = driver.ReadLun(lun) ?? throw new GadgetNotFoundException($"LUN {lun} does not exist under {driver.FunctionPath}.");
-                    output.WriteLine($"lun={lun} file={state.File ?? ""} cdrom={(state.Cdrom ? 1 : 0)} ro={(state.ReadOnly ? 1 : 0)} host={driver.ReadHostState() ?? "unknown"}");
+                    var drives = driver.ReadDrives().Where(d => lun is null || d.Index == lun).ToList();
+                    if (drives.Count == 0)
+                        throw new GadgetNotFoundException(lun is null
+                            ? $"The gadget {options.GadgetName} under {options.ConfigfsRoot} has no mass_storage drives."
+                            : $"Drive {lun} does not exist in the gadget {options.GadgetName} under {options.ConfigfsRoot}.");
+                    foreach (var state in drives)
+                        output.WriteLine($"lun={state.Index} function={state.Function} function-lun={state.Lun} file={state.File ?? ""} cdrom={(state.Cdrom ? 1 : 0)} ro={(state.ReadOnly ? 1 : 0)} host={driver.ReadHostState() ?? "unknown"}");
                     return 0;
                 case ["attach", var file]:
                     if (!File.Exists(file))
@@ -74,12 +116,18 @@ public static class DriveCommand
                         error.WriteLine($"error: {file} does not exist.");
                         return 2;
                     }
-                    driver.Attach(lun, Path.GetFullPath(file), cdrom, readOnly || cdrom);
-                    output.WriteLine($"attached {Path.GetFullPath(file)} to lun {lun} as {(cdrom ? "cdrom" : "flash")}{(readOnly || cdrom ? ", read-only" : "")}");
+                    driver.Attach(lun ?? 0, Path.GetFullPath(file), cdrom, readOnly || cdrom);
+                    output.WriteLine($"attached {Path.GetFullPath(file)} to lun {lun ?? 0} as {(cdrom ? "cdrom" : "flash")}{(readOnly || cdrom ? ", read-only" : "")}");
                     return 0;
                 case ["eject"]:
-                    driver.Eject(lun);
-                    output.WriteLine($"ejected lun {lun}");
+                    if (gentle)
+                        driver.EjectGently(lun ?? 0);
+                    else
+                        driver.Eject(lun ?? 0);
+                    output.WriteLine($"ejected lun {lun ?? 0}");
+                    return 0;
+                case ["watch"]:
+                    Watch(driver, seconds, output);
                     return 0;
                 default:
                     error.WriteLine(Usage);

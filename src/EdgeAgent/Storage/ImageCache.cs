@@ -17,18 +17,25 @@ namespace MsdFleet.EdgeAgent.Storage;
 /// modified, moved or evicted.
 /// </summary>
 public sealed partial class ImageCache(
-    LocalImageStore store, IGadgetDriver gadget, DesiredStateHolder desired, IOptions<AgentOptions> options, TimeProvider time, ILogger<ImageCache> logger)
+    LocalImageStore store, WorkingCopyStore workingCopies, IGadgetDriver gadget, DesiredStateHolder desired, IOptions<AgentOptions> options, TimeProvider time,
+    ILogger<ImageCache> logger)
 {
-    private const int MaxLuns = 8;
     private readonly Lock _lock = new();
     private long _reserved;
 
-    /// <summary>Reserves <paramref name="bytes"/> for a pull of <paramref name="digest"/>, evicting if needed.</summary>
-    public IDisposable Reserve(ImageDigest digest, long bytes)
+    /// <summary>
+    /// Reserves <paramref name="bytes"/> for a pull of <paramref name="digest"/> (or a working copy made from
+    /// it), evicting if needed. Working copies count against the quota but are never evicted: they hold
+    /// what a server wrote.
+    /// </summary>
+    public async Task<IDisposable> ReserveAsync(ImageDigest digest, long bytes, CancellationToken cancellationToken)
     {
+        // Read once before the lock: the gadget may be another process (kvmd).
+        var attached = (await gadget.ReadDrivesAsync(cancellationToken)).Select(d => store.DigestOfImagePath(d.File)).OfType<ImageDigest>()
+            .Select(d => d.ToString()).ToHashSet(StringComparer.Ordinal);
         lock (_lock)
         {
-            var (free, evictable) = Room(digest);
+            var (free, evictable) = Room(digest, attached);
             if (bytes > free)
             {
                 foreach (var (victim, size) in evictable)
@@ -41,7 +48,7 @@ public sealed partial class ImageCache(
             }
             if (bytes > free)
             {
-                var remaining = Room(digest);
+                var remaining = Room(digest, attached);
                 throw new PullException(
                     $"Not enough space to pull {digest}: needs {bytes} bytes, free {Math.Max(0, remaining.Free)}, evictable {remaining.Evictable.Sum(e => e.Size)} " +
                     $"(quota {(options.Value.CacheQuotaBytes > 0 ? options.Value.CacheQuotaBytes.ToString(System.Globalization.CultureInfo.InvariantCulture) : "none")}). " +
@@ -131,20 +138,17 @@ public sealed partial class ImageCache(
         Log.Quarantined(logger, digest.ToString(), problem, target);
     }
 
-    private (long Free, List<(ImageDigest Digest, long Size)> Evictable) Room(ImageDigest incoming)
+    private (long Free, List<(ImageDigest Digest, long Size)> Evictable) Room(ImageDigest incoming, IReadOnlySet<string> attached)
     {
         var images = store.ListImages();
         var (diskFree, _) = store.Space();
         var free = diskFree - _reserved;
         if (options.Value.CacheQuotaBytes > 0)
-            free = Math.Min(free, options.Value.CacheQuotaBytes - images.Sum(i => i.Size) - _reserved);
-        var protectedDigests = new HashSet<string>(StringComparer.Ordinal) { incoming.ToString() };
+            free = Math.Min(free, options.Value.CacheQuotaBytes - images.Sum(i => i.Size) - workingCopies.DataBytes() - _reserved);
+        var protectedDigests = new HashSet<string>(attached, StringComparer.Ordinal) { incoming.ToString() };
         foreach (var drive in desired.Current?.Drives ?? [])
             if (drive.ImageDigest is not null)
                 protectedDigests.Add(drive.ImageDigest);
-        for (var lun = 0; lun < MaxLuns; lun++)
-            if (store.DigestOfImagePath(gadget.ReadLun(lun)?.File) is { } attached)
-                protectedDigests.Add(attached.ToString());
         var evictable = images.Where(i => !protectedDigests.Contains(i.Digest.ToString()))
             .OrderBy(i => LastUsed(i.Digest)).ToList();
         return (free, evictable);

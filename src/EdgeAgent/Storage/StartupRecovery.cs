@@ -12,14 +12,17 @@ namespace MsdFleet.EdgeAgent.Storage;
 /// previous run left attached to a LUN is verified — if it fails, the LUN is ejected and the file
 /// quarantined, so the server never keeps reading bytes nobody vouches for.
 /// </summary>
-public sealed partial class StartupRecovery(LocalImageStore store, IGadgetDriver gadget, ImageCache cache, ILogger<StartupRecovery> logger)
+public sealed partial class StartupRecovery(LocalImageStore store, WorkingCopyStore workingCopies, IGadgetDriver gadget, ImageCache cache, ILogger<StartupRecovery> logger)
 {
-    private const int MaxLuns = 8;
-
     public async Task RunAsync(DesiredState? desired, CancellationToken cancellationToken)
     {
         foreach (var temp in Directory.EnumerateFiles(store.MetadataPath, "*.tmp"))
             File.Delete(temp);
+
+        var drives = await gadget.ReadDrivesAsync(cancellationToken);
+        // A working copy half-made when the agent died was never presented: remove it. Finished copies stay.
+        foreach (var name in workingCopies.RemoveLeftovers(path => drives.Any(d => d.File == path)))
+            Log.Removed(logger, "working/" + name);
 
         var wanted = (desired?.Drives ?? []).Select(d => d.ImageDigest).OfType<string>().ToHashSet(StringComparer.Ordinal);
         foreach (var file in Directory.EnumerateFiles(store.IncomingPath))
@@ -42,8 +45,8 @@ public sealed partial class StartupRecovery(LocalImageStore store, IGadgetDriver
             var manifest = await store.LoadManifestAsync(digest, cancellationToken);
             if (manifest is null || manifest.Size != size)
             {
-                if (IsAttached(digest, out var lun))
-                    gadget.Eject(lun);
+                foreach (var drive in drives.Where(d => store.DigestOfImagePath(d.File) == digest))
+                    await gadget.EjectAsync(drive.Index, cancellationToken);
                 await QuarantineAsync(digest, manifest is null ? "no valid manifest" : $"size {size} instead of {manifest.Size}", cancellationToken);
             }
         }
@@ -53,25 +56,17 @@ public sealed partial class StartupRecovery(LocalImageStore store, IGadgetDriver
             Log.Removed(logger, Path.GetFileName(file));
         }
 
-        for (var lun = 0; lun < MaxLuns; lun++)
+        foreach (var drive in drives)
         {
-            if (store.DigestOfImagePath(gadget.ReadLun(lun)?.File) is not { } attached)
+            if (store.DigestOfImagePath(drive.File) is not { } attached || !store.HasImage(attached))
                 continue;
             if (await cache.CheckAsync(attached, cancellationToken) is { } problem)
             {
-                gadget.Eject(lun); // first take it away from the server, then move the file
+                await gadget.EjectAsync(drive.Index, cancellationToken); // first take it away from the server, then move the file
                 await cache.QuarantineAsync(attached, problem, cancellationToken);
-                Log.EjectedUnverified(logger, lun, attached.ToString());
+                Log.EjectedUnverified(logger, drive.Index, attached.ToString());
             }
         }
-    }
-
-    private bool IsAttached(ImageDigest digest, out int lun)
-    {
-        for (lun = 0; lun < MaxLuns; lun++)
-            if (store.DigestOfImagePath(gadget.ReadLun(lun)?.File) == digest)
-                return true;
-        return false;
     }
 
     private Task QuarantineAsync(ImageDigest digest, string why, CancellationToken cancellationToken) =>

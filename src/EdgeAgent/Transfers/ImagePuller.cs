@@ -21,7 +21,7 @@ namespace MsdFleet.EdgeAgent.Transfers;
 /// and the file is renamed atomically into <c>images/</c>.
 /// </summary>
 public sealed partial class ImagePuller(
-    HttpClient http, LocalImageStore store, ImageCache cache, TransferTracker tracker, Reconciliation.DesiredStateHolder desired,
+    HttpClient http, LocalImageStore store, ImageCache cache, TransferTracker tracker, BandwidthThrottle throttle,
     IOptions<AgentOptions> options, TimeProvider time, ILogger<ImagePuller> logger)
 {
     private const int MaxRangeBytes = 8 * 1024 * 1024;
@@ -29,20 +29,18 @@ public sealed partial class ImagePuller(
     // the last commit are found again by re-hashing. So commit by volume, as the notes recommend.
     private const long CommitEveryBytes = 64 * 1024 * 1024;
     private const int MaxAttempts = 5;
-    private readonly BandwidthThrottle _throttle = new(options.Value.MaxBytesPerSecond, time);
 
     public async Task PullAsync(ImageDigest digest, CancellationToken cancellationToken)
     {
         if (store.HasImage(digest))
             return;
-        _throttle.BytesPerSecond = desired.Current?.MaxBytesPerSecond ?? options.Value.MaxBytesPerSecond;
         var manifest = await GetManifestAsync(digest, cancellationToken);
         var progress = tracker.Start(digest.ToString(), manifest.Size);
         try
         {
             // A resumed pull already holds part of its bytes on disk.
             var present = File.Exists(store.PartialPath(digest)) ? SparseRegions.DataBytes(store.PartialPath(digest), manifest.Size) : 0;
-            using var reservation = cache.Reserve(digest, manifest.Size - present);
+            using var reservation = await cache.ReserveAsync(digest, manifest.Size - present, cancellationToken);
             await PullChunksAsync(digest, manifest, progress, cancellationToken);
             cache.Touch(digest);
             // A Pi has little memory: give back what a multi-gigabyte pull left behind.
@@ -408,7 +406,7 @@ public sealed partial class ImagePuller(
                 await RandomAccess.WriteAsync(handle, data, offsets[i], cancellationToken);
                 committer.Written(i, chunk.Length);
                 progress.Add(chunk.Length);
-                await _throttle.WaitAsync(chunk.Length, cancellationToken);
+                await throttle.WaitAsync(chunk.Length, cancellationToken);
             }
         }
         finally

@@ -11,6 +11,13 @@ public enum AgentEventKind
     Attached = 3,
     Detached = 4,
     DesiredRejected = 5,
+    /// <summary>A working copy is being made (a copy where the filesystem cannot clone); bytes done/total.</summary>
+    WorkingCopyProgress = 6,
+    WorkingCopyCreated = 7,
+    WorkingCopyDiscarded = 8,
+    SnapshotProgress = 9,
+    SnapshotCompleted = 10,
+    SnapshotFailed = 11,
 }
 
 /// <summary>A progress or notable event, for live views; never needed for convergence.</summary>
@@ -23,4 +30,6 @@ public sealed record AgentEvent
     [Key(3)] public long BytesTotal { get; init; }
     [Key(4)] public string? Message { get; init; }
     [Key(5)] public long AtUnixMs { get; init; }
+    /// <summary>The drive the event is about, or null.</summary>
+    [Key(6)] public int? Drive { get; init; }
 }

@@ -31,4 +31,24 @@ public sealed record DesiredDrive
     [Key(4)] public bool Connected { get; init; }
     /// <summary>Catalog name at the time of the request; for people reading reports, never for lookup.</summary>
     [Key(5)] public string? ImageName { get; init; }
+    /// <summary>
+    /// The operator chose to throw away what the server wrote: a working copy with unsaved writes that
+    /// does not match this drive any more may be removed. Without it the agent keeps such a copy and
+    /// reports the drive as blocked.
+    /// </summary>
+    [Key(6)] public bool DiscardWrites { get; init; }
+    /// <summary>Save this writable drive's working copy as a new catalog image (once per request id).</summary>
+    [Key(7)] public SnapshotRequest? Snapshot { get; init; }
+}
+
+/// <summary>
+/// "Save what the server wrote": the agent detaches the drive (refusing while the host holds it), cuts
+/// its working copy with the Coordinator's chunker, pushes only the chunks the catalog lacks and commits
+/// them as <see cref="Name"/>. <see cref="Id"/> makes it happen once, however often the state is re-sent.
+/// </summary>
+[MessagePackObject]
+public sealed record SnapshotRequest
+{
+    [Key(0)] public required string Id { get; init; }
+    [Key(1)] public required string Name { get; init; }
 }

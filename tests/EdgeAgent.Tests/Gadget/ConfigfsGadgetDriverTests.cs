@@ -51,8 +51,7 @@ public class ConfigfsGadgetDriverTests : IDisposable
     public void ReadLun_ReflectsAttributes()
     {
         _driver.Attach(0, "/images/a.img", cdrom: false, readOnly: false);
-        Assert.Equal(new LunState(0, "/images/a.img", false, false), _driver.ReadLun(0));
-        Assert.Null(_driver.ReadLun(1));
+        Assert.Equal([new DriveState(0, "mass_storage.usb0", 0, "/images/a.img", false, false)], _driver.ReadDrives());
     }
 
     [Fact]
@@ -61,7 +60,7 @@ public class ConfigfsGadgetDriverTests : IDisposable
         _driver.Attach(0, "/images/a.img", cdrom: true, readOnly: true);
         _driver.Eject(0);
         Assert.Equal("1", Read("forced_eject"));
-        Assert.False(_driver.ReadLun(0)!.HasMedium);
+        Assert.False(_driver.ReadDrives()[0].HasMedium);
     }
 
     [Fact]
@@ -70,14 +69,14 @@ public class ConfigfsGadgetDriverTests : IDisposable
         _driver.Attach(0, "/images/a.img", cdrom: true, readOnly: true);
         _driver.Attach(0, "/images/b.img", cdrom: false, readOnly: false);
         Assert.Equal("1", Read("forced_eject"));
-        Assert.Equal(new LunState(0, "/images/b.img", false, false), _driver.ReadLun(0));
+        Assert.Equal(new DriveState(0, "mass_storage.usb0", 0, "/images/b.img", false, false), _driver.ReadDrives()[0]);
     }
 
     [Fact]
     public void Attach_MissingLun_TypedError()
     {
         var ex = Assert.Throws<GadgetNotFoundException>(() => _driver.Attach(5, "/x", false, false));
-        Assert.Contains("lun.5", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("no drive 5", ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -151,8 +150,7 @@ public class ConfigfsGadgetSetupTests : IDisposable
         Assert.Equal("fe980000.usb", File.ReadAllText(Path.Combine(gadget, "UDC")).Trim());
         Assert.Equal("0x1d6b", File.ReadAllText(Path.Combine(gadget, "idVendor")).Trim());
         Assert.True(Directory.Exists(Path.Combine(gadget, "configs", "c.1", "mass_storage.0")));
-        Assert.Equal(new LunState(1, null, true, true), driver.ReadLun(1));
-        Assert.Equal(new LunState(0, null, false, false), driver.ReadLun(0));
+        Assert.Equal([new DriveState(0, "mass_storage.0", 0, null, false, false), new DriveState(1, "mass_storage.0", 1, null, true, true)], driver.ReadDrives());
         Assert.False(driver.EnsureGadget()); // already bound: left alone
     }
 
@@ -163,5 +161,81 @@ public class ConfigfsGadgetSetupTests : IDisposable
         Assert.Contains("libcomposite", Assert.Throws<GadgetNotFoundException>(() => new ConfigfsGadgetDriver(options).EnsureGadget()).Message, StringComparison.Ordinal);
         Directory.CreateDirectory(Path.Combine(options.ConfigfsRoot, "usb_gadget"));
         Assert.Contains("dwc2", Assert.Throws<GadgetNotFoundException>(() => new ConfigfsGadgetDriver(options).EnsureGadget()).Message, StringComparison.Ordinal);
+    }
+}
+
+public class ConfigfsGadgetDiscoveryTests : IDisposable
+{
+    private readonly TempDirectory _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private static void MakeLun(string function, int lun)
+    {
+        var dir = Path.Combine(function, $"lun.{lun}");
+        Directory.CreateDirectory(dir);
+        foreach (var attr in new[] { "file", "cdrom", "ro", "forced_eject" })
+            File.WriteAllText(Path.Combine(dir, attr), "\n");
+    }
+
+    [Fact]
+    public void ReadDrives_KvmdExtraDrives_NumberedAcrossFunctionsInNaturalOrder()
+    {
+        var options = new GadgetOptions { ConfigfsRoot = Path.Combine(_dir.Path, "configfs"), UdcClassRoot = Path.Combine(_dir.Path, "udc") };
+        var functions = Path.Combine(options.ConfigfsRoot, "usb_gadget", "kvmd", "functions");
+        MakeLun(Path.Combine(functions, "mass_storage.usb0"), 0);
+        MakeLun(Path.Combine(functions, "mass_storage.usb10"), 0);
+        MakeLun(Path.Combine(functions, "mass_storage.usb2"), 0);
+        MakeLun(Path.Combine(functions, "mass_storage.usb2"), 1);
+        Directory.CreateDirectory(Path.Combine(functions, "hid.usb0")); // not a drive
+        var driver = new ConfigfsGadgetDriver(options);
+
+        var drives = driver.ReadDrives();
+        Assert.Equal([("mass_storage.usb0", 0), ("mass_storage.usb2", 0), ("mass_storage.usb2", 1), ("mass_storage.usb10", 0)],
+            drives.Select(d => (d.Function, d.Lun)));
+        Assert.Equal([0, 1, 2, 3], drives.Select(d => d.Index));
+
+        driver.Attach(3, "/images/x.img", cdrom: true, readOnly: true);
+        Assert.Equal("/images/x.img", File.ReadAllText(Path.Combine(functions, "mass_storage.usb10", "lun.0", "file")).Trim());
+        driver.Eject(3);
+        Assert.Equal(string.Empty, File.ReadAllText(Path.Combine(functions, "mass_storage.usb10", "lun.0", "file")).Trim());
+        Assert.All(drives.Take(3), d => Assert.Null(driver.ReadDrives()[d.Index].File));
+
+        var ignoring = new ConfigfsGadgetDriver(new GadgetOptions
+        {
+            ConfigfsRoot = options.ConfigfsRoot, UdcClassRoot = options.UdcClassRoot, IgnoreFunctions = ["mass_storage.usb0"],
+        });
+        Assert.Equal("mass_storage.usb2", ignoring.ReadDrives()[0].Function);
+    }
+
+    [Fact]
+    public void EnsureGadget_TwoFunctions_BuildsAndLinksEach_CdromByDriveIndex()
+    {
+        var options = new GadgetOptions
+        {
+            ConfigfsRoot = Path.Combine(_dir.Path, "configfs"),
+            UdcClassRoot = Path.Combine(_dir.Path, "udc"),
+            GadgetName = "msdfleet",
+            FunctionName = "mass_storage.0",
+            Functions = 2,
+            CdromLuns = [1],
+        };
+        Directory.CreateDirectory(Path.Combine(options.ConfigfsRoot, "usb_gadget"));
+        Directory.CreateDirectory(Path.Combine(options.UdcClassRoot, "dummy_udc.0"));
+        var driver = new ConfigfsGadgetDriver(options);
+        Assert.True(driver.EnsureGadget());
+        var config = Path.Combine(options.ConfigfsRoot, "usb_gadget", "msdfleet", "configs", "c.1");
+        Assert.True(Directory.Exists(Path.Combine(config, "mass_storage.0")));
+        Assert.True(Directory.Exists(Path.Combine(config, "mass_storage.1")));
+        Assert.Equal([new DriveState(0, "mass_storage.0", 0, null, false, false), new DriveState(1, "mass_storage.1", 0, null, true, true)], driver.ReadDrives());
+    }
+
+    [Fact]
+    public void Options_TooManyDrives_NamesTheSettings()
+    {
+        var options = new GadgetOptions { Functions = 4, Luns = 3, CdromLuns = [12] };
+        var errors = options.Validate(new System.ComponentModel.DataAnnotations.ValidationContext(options)).Select(e => e.ErrorMessage).ToList();
+        Assert.Contains(errors, e => e!.Contains("Gadget:Functions × Gadget:Luns is 12", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e!.Contains("Gadget:CdromLuns names drive 12", StringComparison.Ordinal));
     }
 }

@@ -61,14 +61,15 @@ public sealed class StartupRecoveryTests : IDisposable
 
         using var holder = new DesiredStateHolder(store);
         var options = Options.Create(new AgentOptions { Id = "a", Secret = "s", VerifyBeforeAttach = "sampled" });
-        var cache = new ImageCache(store, gadget, holder, options, TimeProvider.System, NullLogger<ImageCache>.Instance);
-        await new StartupRecovery(store, gadget, cache, NullLogger<StartupRecovery>.Instance).RunAsync(desired, CancellationToken.None);
+        var copies = new WorkingCopyStore(store);
+        var cache = new ImageCache(store, copies, gadget, holder, options, TimeProvider.System, NullLogger<ImageCache>.Instance);
+        await new StartupRecovery(store, copies, gadget, cache, NullLogger<StartupRecovery>.Instance).RunAsync(desired, CancellationToken.None);
 
         Assert.Equal([Path.GetFileName(store.PartialPath(wanted.Digest))], Directory.GetFiles(store.IncomingPath).Select(Path.GetFileName));
         Assert.Empty(Directory.GetFiles(store.MetadataPath, "*.tmp"));
         Assert.Empty(Directory.GetFiles(store.ImagesPath));
         Assert.Equal(2, Directory.GetFiles(Path.Combine(store.Root, "quarantine")).Length);
-        Assert.False(gadget.ReadLun(0)!.HasMedium);
+        Assert.False(gadget.ReadDrives()[0].HasMedium);
         Assert.Equal("1", File.ReadAllText(Path.Combine(lun, "forced_eject")).Trim());
     }
 }

@@ -12,19 +12,26 @@ public sealed class AgentProcess : IAsyncDisposable
     private readonly Dictionary<string, string> _environment;
     private readonly StringBuilder _log = new();
     private Process? _process;
+    private readonly List<string> _drives = [];
 
-    public AgentProcess(string agentId, string secret, CoordinatorInstance coordinator, int luns = 1, long maxBytesPerSecond = 0, Uri? coordinatorUrl = null)
+    /// <param name="functions">mass_storage functions (usb0, usb1, … as kvmd names its extra drives), each with <paramref name="luns"/> LUNs.</param>
+    public AgentProcess(string agentId, string secret, CoordinatorInstance coordinator, int luns = 1, long maxBytesPerSecond = 0, Uri? coordinatorUrl = null,
+        int functions = 1)
     {
         AgentId = agentId;
         Root = TestPaths.NewTempDir("agent-" + agentId);
         var configfs = Path.Combine(Root, "configfs");
         LunPath = Path.Combine(configfs, "usb_gadget", "kvmd", "functions", "mass_storage.usb0", "lun.0");
-        for (var i = 0; i < luns; i++)
+        for (var f = 0; f < functions; f++)
         {
-            var lun = Path.Combine(configfs, "usb_gadget", "kvmd", "functions", "mass_storage.usb0", $"lun.{i}");
-            Directory.CreateDirectory(lun);
-            foreach (var attr in new[] { "file", "cdrom", "ro", "removable", "forced_eject", "nofua", "inquiry_string" })
-                File.WriteAllText(Path.Combine(lun, attr), string.Empty);
+            for (var i = 0; i < luns; i++)
+            {
+                var lun = Path.Combine(configfs, "usb_gadget", "kvmd", "functions", $"mass_storage.usb{f}", $"lun.{i}");
+                Directory.CreateDirectory(lun);
+                _drives.Add(lun);
+                foreach (var attr in new[] { "file", "cdrom", "ro", "removable", "forced_eject", "nofua", "inquiry_string" })
+                    File.WriteAllText(Path.Combine(lun, attr), string.Empty);
+            }
         }
         _environment = new Dictionary<string, string>
         {
@@ -59,6 +66,27 @@ public sealed class AgentProcess : IAsyncDisposable
     }
 
     public string Lun(string attribute) => File.ReadAllText(Path.Combine(LunPath, attribute)).Trim();
+
+    /// <summary>
+    /// What the server does through the gadget: writes into the file drive <paramref name="drive"/> presents,
+    /// and (as the kernel does on every write) moves its mtime — by 2 s, so the test does not depend on the
+    /// filesystem's timestamp granularity.
+    /// </summary>
+    public void HostWrites(int drive, long offset, byte[] data)
+    {
+        ArgumentNullException.ThrowIfNull(data);
+        var file = Drive(drive, "file");
+        using (var stream = new FileStream(file, FileMode.Open, FileAccess.Write, FileShare.ReadWrite))
+        {
+            stream.Position = offset;
+            stream.Write(data);
+            stream.Flush(true);
+        }
+        File.SetLastWriteTimeUtc(file, DateTime.UtcNow.AddSeconds(2));
+    }
+
+    /// <summary>An attribute of drive <paramref name="drive"/> (drives numbered across functions, as the agent does).</summary>
+    public string Drive(int drive, string attribute) => File.ReadAllText(Path.Combine(_drives[drive], attribute)).Trim();
 
     public void SetEnvironment(string key, string value) => _environment[key] = value;
 

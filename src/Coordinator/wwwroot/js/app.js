@@ -137,7 +137,15 @@ function driveText(d, desired) {
   const parts = [`#${d.index}`, name];
   if (d.image) parts.push(d.mode ?? '', d.readOnly ? 'ro' : 'rw', d.connected ? 'connected' : 'disconnected');
   if (d.hostState) parts.push(`host: ${d.hostState}`);
+  if (d.hostRead?.lastReadAt) parts.push(`· host read ${d.hostRead.bytesRead != null ? bytes(d.hostRead.bytesRead) + ', ' : ''}${ago(d.hostRead.lastReadAt)}`);
+  if (d.workingCopy) parts.push(`· working copy${d.workingCopy.unsavedWrites ? ', unsaved writes' : ''}`);
+  if (d.snapshot) parts.push(`· save as ${d.snapshot.image}: ${d.snapshot.state}${d.snapshot.error ? ' (' + d.snapshot.error + ')' : ''}`);
   return parts.filter(Boolean).join(' ');
+}
+
+function ago(iso) {
+  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  return s < 90 ? `${s} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
 }
 
 function renderAgents() {
@@ -152,6 +160,7 @@ function renderAgents() {
       driveText(d, a.desired),
       canOperate() && (d.image || a.desired?.drives?.some((x) => x.index === d.index && x.image))
         ? el('button', { class: 'small', onclick: () => eject(a, d.index) }, 'Eject') : null,
+      canOperate() && d.workingCopy ? el('button', { class: 'small', onclick: () => openSnapshot(a, d.index) }, 'Save…') : null,
       d.error ? el('span', { class: 'error' }, ` ${d.error}`) : null));
     return el('tr', { dataset: { agent: a.id, online: a.online } },
       el('td', {}, a.id),
@@ -177,6 +186,8 @@ function openMount(agent) {
   form.image.replaceChildren(...state.images.map((img) => el('option', { value: img.name, dataset: { mode: img.media?.suggestedMode ?? 'flash' } }, img.name)));
   const suggest = () => { const m = form.image.selectedOptions[0]?.dataset.mode; if (m) form.mode.value = m; form.readOnly.checked = true; };
   form.image.onchange = suggest; suggest();
+  form.discardWrites.checked = false;
+  $('#mount-discard').hidden = true;
   $('#mount-dialog').showModal();
 }
 $('#mount-form').addEventListener('submit', async (ev) => {
@@ -186,10 +197,49 @@ $('#mount-form').addEventListener('submit', async (ev) => {
   const mode = form.mode.value;
   try {
     await api('PUT', `/api/v1/agents/${encodeURIComponent(mountTarget.id)}/drives/${form.drive.value}`,
-      { image: form.image.value, mode, readOnly: mode === 'cdrom' ? true : form.readOnly.checked, connected: form.connected.checked });
+      { image: form.image.value, mode, readOnly: mode === 'cdrom' ? true : form.readOnly.checked, connected: form.connected.checked,
+        discardWrites: form.discardWrites.checked });
     $('#mount-dialog').close();
     await loadAgents();
-  } catch (e) { $('#mount-error').textContent = e.message; }
+  } catch (e) {
+    $('#mount-error').textContent = e.message;
+    if (e.code === 'unsaved-writes') $('#mount-discard').hidden = false; // the operator decides, knowingly
+  }
+});
+
+// Save a writable drive's writes as a new image, following the agent's progress until it ends.
+let snapshotTarget = null;
+function openSnapshot(agent, index) {
+  snapshotTarget = { agent: agent.id, index };
+  const form = $('#snapshot-form');
+  $('#snapshot-agent').textContent = agent.id;
+  $('#snapshot-drive').textContent = index;
+  $('#snapshot-error').textContent = '';
+  $('#snapshot-progress').replaceChildren();
+  form.name.value = '';
+  $('#snapshot-ok').disabled = false;
+  $('#snapshot-dialog').showModal();
+}
+$('#snapshot-form').addEventListener('submit', async (ev) => {
+  if (ev.submitter?.value !== 'ok') return;
+  ev.preventDefault();
+  const { agent, index } = snapshotTarget;
+  const url = `/api/v1/agents/${encodeURIComponent(agent)}/drives/${index}/snapshot`;
+  $('#snapshot-error').textContent = '';
+  try {
+    const accepted = await api('POST', url, { name: ev.target.name.value });
+    $('#snapshot-ok').disabled = true;
+    for (;;) {
+      const status = await api('GET', url);
+      const r = status.reported;
+      if (r && r.id === accepted.snapshotId) {
+        $('#snapshot-progress').replaceChildren(progressBar(r.bytesDone, r.bytesTotal, `${r.state} · ${bytes(r.bytesDone)} / ${bytes(r.bytesTotal)} cut, ${bytes(r.bytesSent)} sent`));
+        if (r.state === 'succeeded') { $('#snapshot-progress').append(el('p', { class: 'ok' }, `Saved as ${r.image}.`)); await reloadAll(); break; }
+        if (r.state === 'failed') { $('#snapshot-error').textContent = r.error; $('#snapshot-ok').disabled = false; break; }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  } catch (e) { $('#snapshot-error').textContent = e.message; $('#snapshot-ok').disabled = false; }
 });
 async function eject(agent, index) {
   try { await api('PUT', `/api/v1/agents/${encodeURIComponent(agent.id)}/drives/${index}`, { image: null }); await loadAgents(); }
