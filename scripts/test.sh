@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the tests need when missing (Mosquitto, OpenStack Swift, xorriso, qemu,
-# Chromium for the browser tests, with apt); each test starts its own servers on loopback (Swift via scripts/swift.sh) and stops them. Prints a final line "N passed, M failed".
+# Runs every test. Installs what the tests need when missing (Mosquitto, OpenStack Swift, xorriso, qemu
+# system and user mode with an arm64 libc, Chromium for the browser tests, with apt); each test starts its own servers on loopback (Swift via scripts/swift.sh) and stops them. Prints a final line "N passed, M failed".
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -16,6 +16,8 @@ command -v cpio >/dev/null || need+=(cpio)
 { command -v depmod || [ -x /sbin/depmod ]; } >/dev/null || need+=(kmod)
 command -v xz >/dev/null || need+=(xz-utils)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+for p in libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 for p in swift swift-proxy swift-account swift-container swift-object; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done

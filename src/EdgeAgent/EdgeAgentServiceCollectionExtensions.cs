@@ -49,6 +49,9 @@ public static class EdgeAgentServiceCollectionExtensions
             return string.IsNullOrEmpty(path) ? TlsTrust.System : TlsTrust.FromPemFile(path);
         });
         services.AddSingleton(sp => CreateHttpClient(sp.GetRequiredService<IOptions<AgentOptions>>().Value, sp.GetRequiredService<TlsTrust>()));
+        services.AddSingleton<BlobClient>();
+        services.AddSingleton<LocalSeeder>();
+        services.AddSingleton<PartialFileRecovery>();
         services.AddSingleton<ImagePuller>();
         services.AddSingleton<AgentMqttService>();
         services.AddSingleton<IAgentPublisher, MqttAgentPublisher>();
@@ -72,6 +75,7 @@ public static class EdgeAgentServiceCollectionExtensions
             ConnectTimeout = TimeSpan.FromSeconds(10),
             AutomaticDecompression = System.Net.DecompressionMethods.None,
             AllowAutoRedirect = false,
+            ConnectCallback = ConnectBoundedAsync,
         });
         var baseUrl = options.CoordinatorUrl!.ToString();
         var baseAddress = new Uri(baseUrl.EndsWith('/') ? baseUrl : baseUrl + "/");
@@ -81,6 +85,33 @@ public static class EdgeAgentServiceCollectionExtensions
             BaseAddress = baseAddress,
             Timeout = TimeSpan.FromMinutes(5),
         };
+    }
+
+    /// <summary>
+    /// Bytes the kernel may hold for one connection before the agent reads them. Linux autotuning grows a
+    /// lagging reader's buffer to 6 MiB; on a Pi that is kernel memory per pull connection, and bytes a
+    /// kill or power cut throws away (they were never verified or written). 512 KiB (the kernel doubles it)
+    /// still fills a 1 Gbit/s link at 8 ms RTT per connection, and a pull runs several.
+    /// </summary>
+    internal const int ReceiveBufferBytes = 512 * 1024;
+
+    private static async ValueTask<Stream> ConnectBoundedAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
+    {
+        var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp)
+        {
+            NoDelay = true,
+            ReceiveBufferSize = ReceiveBufferBytes,
+        };
+        try
+        {
+            await socket.ConnectAsync(context.DnsEndPoint, cancellationToken);
+            return new System.Net.Sockets.NetworkStream(socket, ownsSocket: true);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
     }
 
     /// <summary>

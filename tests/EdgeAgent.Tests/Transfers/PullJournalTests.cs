@@ -78,13 +78,13 @@ public class PullJournalTests : IDisposable
     {
         var offsets = _manifest.ComputeOffsets();
         var contiguous = new ImageLayout { Sources = ["p"], Chunks = offsets[..^1].Select(o => new ChunkLocation { Source = 0, Offset = o }).ToList() };
-        Assert.Equal([(0, 1), (4, 7), (9, 9)], ImagePuller.PlanRanges(_manifest, contiguous, new HashSet<int> { 2, 3, 8 }));
+        Assert.Equal([(0, 1), (4, 7), (9, 9)], RangePlanner.Plan(_manifest, contiguous, new HashSet<int> { 2, 3, 8 }));
         // Chunk 5 lives in another pack, chunk 7 elsewhere in the same one: runs break there.
         var scattered = new ImageLayout
         {
             Sources = ["p", "q"],
             Chunks = offsets[..^1].Select((o, i) => new ChunkLocation { Source = i == 5 ? 1 : 0, Offset = i == 7 ? 5000 : o }).ToList(),
         };
-        Assert.Equal([(0, 1), (4, 4), (5, 5), (6, 6), (7, 7), (9, 9)], ImagePuller.PlanRanges(_manifest, scattered, new HashSet<int> { 2, 3, 8 }));
+        Assert.Equal([(0, 1), (4, 4), (5, 5), (6, 6), (7, 7), (9, 9)], RangePlanner.Plan(_manifest, scattered, new HashSet<int> { 2, 3, 8 }));
     }
 }
