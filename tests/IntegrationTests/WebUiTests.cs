@@ -106,6 +106,30 @@ public sealed class WebUiTests : IAsyncLifetime
             await page.Locator("tr[data-agent='ui-agent'] .drive[data-drive='1'][data-connected='false']").WaitForAsync(new() { Timeout = 60_000 });
             Assert.Equal(string.Empty, File.ReadAllText(Path.Combine(Path.GetDirectoryName(agent.LunPath)!, "lun.1", "file")).Trim());
 
+            // A writable drive: its working copy shows up, the server's writes show as unsaved, Save… makes a new image.
+            await page.ClickAsync("tr[data-agent='ui-agent'] button:has-text('Mount')");
+            await dialog.Locator("select[name=drive]").SelectOptionAsync("0");
+            await dialog.Locator("select[name=image]").SelectOptionAsync("browser.img");
+            await dialog.Locator("input[name=mode][value=flash]").CheckAsync();
+            await dialog.Locator("input[name=readOnly]").UncheckAsync();
+            await dialog.Locator("#mount-ok").ClickAsync();
+            var writable = page.Locator("tr[data-agent='ui-agent'] .drive[data-drive='0'][data-connected='true']");
+            await Assertions.Expect(writable).ToContainTextAsync("rw connected", new() { Timeout = 90_000 });
+            await Assertions.Expect(writable).ToContainTextAsync("working copy", new() { Timeout = 30_000 });
+            agent.HostWrites(0, 4096, "written by the server"u8.ToArray());
+            await Assertions.Expect(writable).ToContainTextAsync("unsaved writes", new() { Timeout = 30_000 });
+            await writable.Locator("button:has-text('Save')").ClickAsync();
+            var save = page.Locator("#snapshot-dialog");
+            await Assertions.Expect(save).ToBeVisibleAsync();
+            await save.Locator("input[name=name]").FillAsync("ui-saved.img");
+            await save.Locator("#snapshot-ok").ClickAsync();
+            await Assertions.Expect(save.Locator("#snapshot-progress")).ToContainTextAsync("Saved as ui-saved.img.", new() { Timeout = 90_000 });
+            await save.Locator("button[value=cancel]").ClickAsync();
+            await Assertions.Expect(page.Locator("#images tr[data-image='ui-saved.img']")).ToHaveCountAsync(1);
+            await Assertions.Expect(writable).Not.ToContainTextAsync("unsaved writes", new() { Timeout = 30_000 });
+            await writable.Locator("button:has-text('Eject')").ClickAsync(); // browser-copy.img (same digest) can then be deleted
+            await page.Locator("tr[data-agent='ui-agent'] .drive[data-drive='0'][data-connected='false']").WaitForAsync(new() { Timeout = 60_000 });
+
             // Delete with confirmation.
             await page.ClickAsync("#images tr[data-image='browser-copy.img'] button:has-text('Delete')");
             await Assertions.Expect(page.Locator("#confirm-dialog")).ToBeVisibleAsync();
