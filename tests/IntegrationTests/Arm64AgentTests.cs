@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using MsdFleet.IntegrationTests.Infrastructure;
 using Xunit.Abstractions;
 
@@ -14,15 +13,9 @@ public sealed class Arm64AgentTests(ITestOutputHelper output)
     [Fact]
     public async Task PublishedArm64Agent_UnderQemuAarch64_AnswersDriveStatusAndDrivesTheTree()
     {
-        var script = Path.Combine(TestPaths.RepoRoot, "scripts", "arm64-agent-test.sh");
-        using var process = Process.Start(new ProcessStartInfo(script) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(10));
-        await process.WaitForExitAsync(timeout.Token);
-        var text = await stdout + await stderr;
+        var (exitCode, text) = await RepoScript.RunAsync("arm64-agent-test.sh", TimeSpan.FromMinutes(10));
         output.WriteLine(text);
-        Assert.True(process.ExitCode == 0, "arm64 agent test failed:\n" + text);
+        Assert.True(exitCode == 0, "arm64 agent test failed:\n" + text);
         foreach (var check in new[] { "arm64-binary", "status-answers", "host-state", "attach-writes-file", "attach-read-only", "eject-empties-file" })
             Assert.Contains($"CHECK {check} ok", text, StringComparison.Ordinal);
     }

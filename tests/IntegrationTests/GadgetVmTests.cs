@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using MsdFleet.IntegrationTests.Infrastructure;
 using Xunit.Abstractions;
 
@@ -17,15 +16,9 @@ public sealed class GadgetVmTests(ITestOutputHelper output)
     [Fact]
     public async Task DriveCommand_OnRealKernel_HostSeesExactBytesReadOnlyAndNoMediumAfterEject()
     {
-        var script = Path.Combine(TestPaths.RepoRoot, "scripts", "gadget-vm-test.sh");
-        using var process = Process.Start(new ProcessStartInfo(script) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false })!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(10));
-        await process.WaitForExitAsync(timeout.Token);
-        var text = await stdout + await stderr;
+        var (exitCode, text) = await RepoScript.RunAsync("gadget-vm-test.sh", TimeSpan.FromMinutes(10));
         output.WriteLine(text);
-        Assert.True(process.ExitCode == 0, "gadget VM test failed:\n" + text);
+        Assert.True(exitCode == 0, "gadget VM test failed:\n" + text);
         foreach (var check in new[] { "udc-bound", "two-functions", "flash-bytes", "flash-readonly", "host-configured", "host-read-bytes-drive0", "host-read-seen-drive0",
                      "gentle-eject-refused-while-held", "eject-no-medium", "host-written-bytes-drive0", "both-drives-readable", "flash-ejected-gently",
                      "writes-in-backing-file", "cdrom-device", "cdrom-bytes", "cdrom-readonly" })
