@@ -127,5 +127,9 @@ public sealed class WritableDriveTests : IAsyncLifetime
         Assert.False(File.Exists(temp));
         Assert.Equal(sha256, TestImages.Sha256Of(agent.Drive(0, "file")));
         Assert.Equal("0", agent.Drive(0, "ro"));
+
+        // A service stop (SIGTERM, as systemd sends) ends cleanly: background steps stopped, nothing thrown on the way out.
+        await agent.StopGracefullyAsync();
+        Assert.True(agent.ExitCode == 0, $"exit code {agent.ExitCode}:\n{agent.Log}");
     }
 }

@@ -35,6 +35,7 @@ public sealed partial class HostReadMonitor(TimeProvider time, ILogger<HostReadM
     private readonly Dictionary<int, Drive> _drives = [];
     private readonly Dictionary<int, (long Rchar, long Wchar)> _threadIo = [];
     private readonly CancellationTokenSource _stop = new();
+    private int _disposed;
     private int _fd = -1;
     private bool _started;
     private Thread? _loop;
@@ -271,6 +272,8 @@ public sealed partial class HostReadMonitor(TimeProvider time, ILogger<HostReadM
 
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+            return;
         _stop.Cancel();
         _loop?.Join(TimeSpan.FromSeconds(2));
         if (_fd >= 0)

@@ -67,7 +67,7 @@ public sealed partial class ReconcileService(
                 break;
             }
         }
-        await scheduler.DisposeAsync();
+        await scheduler.StopAsync();
     }
 
     /// <returns>The state after the pass, observed again when the pass changed anything; null when the gadget is not ready.</returns>

@@ -20,6 +20,7 @@ public sealed partial class StepScheduler(DesiredStateHolder desired, TimeProvid
     private readonly Dictionary<string, Job> _running = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (DateTimeOffset RetryAt, int Failures, string Tag)> _failures = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
+    private int _disposed;
 
     public enum StartResult { Started, AlreadyRunning, WaitingForPrevious, BackingOff, Stopped }
 
@@ -125,17 +126,25 @@ public sealed partial class StepScheduler(DesiredStateHolder desired, TimeProvid
         }
     }
 
-    /// <summary>Cancels every job and waits for them to end (agent shutdown).</summary>
-    public async ValueTask DisposeAsync()
+    /// <summary>Cancels every job and waits for them to end (agent shutdown). Safe to call more than once.</summary>
+    public async Task StopAsync()
     {
         Task[] tasks;
         lock (_lock)
         {
-            _stopping.Cancel();
+            if (!_stopping.IsCancellationRequested)
+                _stopping.Cancel();
             tasks = _running.Values.Select(j => j.Task).OfType<Task>().ToArray();
         }
         await Task.WhenAll(tasks).ContinueWith(_ => { }, TaskScheduler.Default);
-        _stopping.Dispose();
+    }
+
+    /// <summary>Stops (if the loop has not already) and releases the token; the container calls it once, after the loop's own stop.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync();
+        if (Interlocked.Exchange(ref _disposed, 1) == 0)
+            _stopping.Dispose();
     }
 
     private sealed class Job(string tag, CancellationTokenSource cancel)

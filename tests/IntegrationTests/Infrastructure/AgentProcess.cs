@@ -56,6 +56,9 @@ public sealed class AgentProcess : IAsyncDisposable
     public string LunPath { get; }
     public bool HasExited => _process?.HasExited ?? true;
 
+    /// <summary>The exit code once the process has ended.</summary>
+    public int ExitCode => _process!.ExitCode;
+
     public string Log
     {
         get
