@@ -8,7 +8,8 @@ namespace MsdFleet.IntegrationTests;
 /// <summary>
 /// The built msdctl against a running Coordinator over TLS: login with a password (a personal token is
 /// minted and stored 0600), push, interrupt, push again (only the rest is sent), mount and eject on a
-/// running agent with --wait, pull with verification, --json parsed, exit codes for scripts.
+/// running agent with --wait, save a writable drive with drive snapshot, pull with verification, --json
+/// parsed, exit codes for scripts.
 /// </summary>
 public sealed class CliTests : IAsyncLifetime
 {
@@ -88,6 +89,24 @@ public sealed class CliTests : IAsyncLifetime
         var eject = await RunAsync(["eject", "cli-agent", "--wait", "--json"]);
         Assert.True(eject.Code == 0, eject.ToString());
         Assert.Equal(string.Empty, agent.Lun("file"));
+
+        // A writable drive: the server writes, `drive snapshot` saves it as a new image; a taken name is a conflict (5).
+        var rw = await RunAsync(["mount", "cli-agent", "cli.img", "--flash", "--rw", "--wait", "--timeout", "120", "--json"]);
+        Assert.True(rw.Code == 0, rw + agent.Log);
+        agent.HostWrites(0, 1024 * 1024, "written by the server through the gadget"u8.ToArray());
+        await coordinator.WaitForAgentAsync("cli-agent", a => CoordinatorInstance.Drive(a, 0)?["workingCopy"]?["unsavedWrites"]?.GetValue<bool>() == true,
+            "unsaved writes reported", diagnostics: () => agent.Log);
+        var copySha = TestImages.Sha256Of(agent.Lun("file"));
+        var snapshot = await RunAsync(["drive", "snapshot", "cli-agent", "cli-saved.img", "--json"]);
+        Assert.True(snapshot.Code == 0, snapshot + agent.Log);
+        var saved = JsonNode.Parse(snapshot.Output)!;
+        Assert.InRange(saved["bytesSent"]!.GetValue<long>(), 1, 1024 * 1024); // one chunk changed, not the 40 MiB image
+        var savedImage = JsonNode.Parse((await RunAsync(["image", "ls", "--json"])).Output)!.AsArray().First(i => i!["name"]!.GetValue<string>() == "cli-saved.img")!;
+        Assert.Equal(copySha, savedImage["sha256"]!.GetValue<string>());
+        var taken = await RunAsync(["drive", "snapshot", "cli-agent", "cli-saved.img", "--json"]);
+        Assert.Equal(5, taken.Code);
+        var ejectRw = await RunAsync(["eject", "cli-agent", "--wait", "--json"]);
+        Assert.True(ejectRw.Code == 0, ejectRw.ToString());
 
         var show = await RunAsync(["agent", "show", "cli-agent", "--json"]);
         Assert.Equal("cli-agent", JsonNode.Parse(show.Output)!["id"]!.GetValue<string>());
