@@ -111,13 +111,21 @@ public sealed class WritableDriveTests : IAsyncLifetime
         await coordinator.WaitForAgentAsync("rw-2", a => a["appliedGeneration"]!.GetValue<long>() == 1, "pulled and attached read-only", TimeSpan.FromMinutes(3), () => agent.Log);
         Assert.Null(Copy((await coordinator.GetAgentAsync("rw-2"))!, 0));
 
+        // Signalled by inotify the moment the copy starts (a poll could miss a short copy).
+        var temp = Path.Combine(agent.StorageRoot, "working", "drive0.tmp");
+        var started = new TaskCompletionSource();
+        using var watcher = new FileSystemWatcher(Path.GetDirectoryName(temp)!, "drive0.tmp") { EnableRaisingEvents = true };
+        watcher.Created += (_, _) => started.TrySetResult();
         using (var rw = await coordinator.SetDriveAsync("rw-2", 0, new { image = "big.img", mode = "flash", readOnly = false }))
             Assert.True(rw.IsSuccessStatusCode);
-        var temp = Path.Combine(agent.StorageRoot, "working", "drive0.tmp");
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (!File.Exists(temp) && DateTime.UtcNow < deadline)
-            await Task.Delay(5);
-        Assert.True(File.Exists(temp), "the working copy was never started as drive0.tmp:\n" + agent.Log);
+        try
+        {
+            await started.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail("the working copy was never started as drive0.tmp:\n" + agent.Log);
+        }
         await agent.KillAsync();
         Assert.NotEqual(Path.Combine(agent.StorageRoot, "working", "drive0.img"), agent.Drive(0, "file")); // nothing half-made attached
 

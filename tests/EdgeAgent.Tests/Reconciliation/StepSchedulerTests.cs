@@ -24,6 +24,9 @@ public sealed class StepSchedulerTests : IAsyncDisposable
         _dir.Dispose();
     }
 
+    /// <summary>A job that runs until it is cancelled: waits on the token, not on a clock.</summary>
+    private static Task UntilCancelledAsync(CancellationToken ct) => new TaskCompletionSource().Task.WaitAsync(ct);
+
     private async Task WaitIdleAsync(string key)
     {
         var deadline = DateTime.UtcNow + Timeout;
@@ -79,7 +82,7 @@ public sealed class StepSchedulerTests : IAsyncDisposable
         {
             try
             {
-                await Task.Delay(Timeout, ct);
+                await UntilCancelledAsync(ct);
             }
             catch (OperationCanceledException)
             {
@@ -104,7 +107,7 @@ public sealed class StepSchedulerTests : IAsyncDisposable
         _scheduler.Start("pull:old", "", async ct =>
         {
             await using var _ = ct.Register(() => unwantedCancelled.TrySetResult());
-            await Task.Delay(Timeout, ct);
+            await UntilCancelledAsync(ct);
         });
         _scheduler.Start("pull:new", "", ct => release.Task.WaitAsync(ct));
         _scheduler.CancelExcept(new HashSet<string> { "pull:new" });
