@@ -67,10 +67,6 @@ public sealed partial class ConfigfsGadgetDriver(GadgetOptions options) : IGadge
 
     public Task<string?> ReadHostStateAsync(CancellationToken cancellationToken) => Task.FromResult(ReadHostState());
 
-    /// <summary>The folder of drive <paramref name="drive"/>'s LUN, for the host-read monitor and the local tool.</summary>
-    public string? LunFolder(int drive) =>
-        ReadDrives().FirstOrDefault(d => d.Index == drive) is { } d ? Path.Combine(GadgetPath, "functions", d.Function, $"lun.{d.Lun}") : null;
-
     public void Attach(int drive, string imagePath, bool cdrom, bool readOnly)
     {
         var (dir, current) = RequireDrive(drive);

@@ -61,7 +61,7 @@ public sealed partial class WorkingCopyStore
             return null;
         var info = new FileInfo(image);
         var unsaved = info.LastWriteTimeUtc.Ticks != saved.CleanMtimeTicks || info.Length != saved.Size;
-        return new WorkingCopy(drive, digest, image, info.Length, unsaved, saved.CreatedAtUnixMs) { LastSnapshot = saved.LastSnapshot };
+        return new WorkingCopy(drive, digest, image, info.Length, unsaved) { LastSnapshot = saved.LastSnapshot };
     }
 
     /// <summary>Every drive's working copy.</summary>
@@ -209,7 +209,7 @@ public sealed partial class WorkingCopyStore
 }
 
 /// <summary>A drive's working copy as found on disk.</summary>
-public sealed record WorkingCopy(int Drive, ImageDigest BaseDigest, string Path, long Size, bool UnsavedWrites, long CreatedAtUnixMs)
+public sealed record WorkingCopy(int Drive, ImageDigest BaseDigest, string Path, long Size, bool UnsavedWrites)
 {
     /// <summary>How the last snapshot of this copy ended, or null when none was taken.</summary>
     public SnapshotOutcome? LastSnapshot { get; init; }
