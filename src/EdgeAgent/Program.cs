@@ -27,7 +27,17 @@ if (args is ["drive", ..])
     return DriveCommand.Run(args[1..], gadget, Console.Out, Console.Error);
 }
 
-var builder = Host.CreateApplicationBuilder(args);
+// The content root is the install folder, not the working directory, and configuration is not watched:
+// a recursive watcher over a working directory that holds the image cache turned every write of a pull
+// into inotify events for a thread of ours to drain. The agent's config changes by restart (enroll, systemd).
+var hostConfiguration = new ConfigurationManager();
+hostConfiguration["hostBuilder:reloadConfigOnChange"] = "false";
+var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings
+{
+    Args = args,
+    ContentRootPath = AppContext.BaseDirectory,
+    Configuration = hostConfiguration,
+});
 builder.Configuration.AddJsonFile(configFile, optional: true).AddEnvironmentVariables().AddCommandLine(args);
 builder.Services.AddSystemd();
 builder.AddEdgeAgent();
