@@ -79,8 +79,16 @@ public sealed partial class ImagePuller(
                 recovery.Recover(manifest, offsets, handle, journal);
             progress.Add(journal.Done.Sum(i => (long)manifest.Chunks[i].Length));
             var pull = new PullSession(digest, manifest, offsets, handle, new JournalCommitter(handle, journal, CommitEveryBytes), progress);
-            await seeder.SeedAsync(pull, cancellationToken);
-            await FetchAllAsync(pull, cancellationToken);
+            try
+            {
+                await seeder.SeedAsync(pull, cancellationToken);
+                await FetchAllAsync(pull, cancellationToken);
+            }
+            finally
+            {
+                // A background commit must not outlive the handle and the journal it writes to.
+                pull.Committer.WaitIdle();
+            }
             pull.Committer.Flush();
             progress.State = TransferState.Verifying;
             // Every chunk is now on disk and was verified before it was written (fetched, seeded or
