@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The agent exactly as published for 64-bit Pis (linux-arm64, self-contained) runs on an arm64 CPU:
+# The agent exactly as published for 64-bit Pis (linux-arm64, NativeAOT) runs on an arm64 CPU:
 # started under qemu-aarch64 (user mode, Debian's qemu-user-static) with Debian's arm64 cross libc as
 # its root, its local tool `drive status` / `drive attach` / `drive eject` must drive a configfs-like
 # tree. Prints "CHECK <name> ok|FAIL" lines and the start time under emulation; exits non-zero unless
@@ -15,9 +15,8 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-if [ ! -x "$pub/msdfleet-agent" ]; then
-  dotnet publish "$root/src/EdgeAgent" -c Release -r linux-arm64 --self-contained -p:UseAppHost=true -o "$pub" -v q --nologo -clp:NoSummary >/dev/null
-fi
+# Without a PUBLISH_DIR, publish the current sources (a left-over build would test old code).
+[ -n "${1:-}" ] || "$root/scripts/publish-native-agent.sh" linux-arm64 "$pub"
 file "$pub/msdfleet-agent" | grep -q "ARM aarch64" || { echo "CHECK arm64-binary FAIL ($(file -b "$pub/msdfleet-agent"))"; exit 1; }
 echo "CHECK arm64-binary ok"
 
@@ -41,5 +40,5 @@ check attach-writes-file "$(cat "$tree/configfs/usb_gadget/kvmd/functions/mass_s
 check attach-read-only "$(cat "$tree/configfs/usb_gadget/kvmd/functions/mass_storage.usb0/lun.0/ro")" "1"
 run eject >/dev/null 2>&1 || true
 check eject-empties-file "$(cat "$tree/configfs/usb_gadget/kvmd/functions/mass_storage.usb0/lun.0/file")" ""
-echo "arm64 agent under qemu-aarch64: drive status answered in $elapsed s (start-up under emulation, JIT included)"
+echo "arm64 agent under qemu-aarch64: drive status answered in $elapsed s (start-up under emulation, ahead-of-time compiled)"
 [ $failed -eq 0 ] && echo "arm64 agent test: all checks passed" || exit 1

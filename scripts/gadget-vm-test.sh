@@ -44,17 +44,17 @@ fi
 kver=$(ls "$kdir/x/lib/modules")
 mods="$kdir/x/lib/modules/$kver"
 
-# 2. The agent, self-contained for linux-x64, and the shared libraries it needs.
+# 2. The agent as shipped (NativeAOT, one executable) for linux-x64, and the shared libraries it needs.
 pub="$work/agent"
-dotnet publish "$root/src/EdgeAgent" -c Release -r linux-x64 --self-contained -p:UseAppHost=true -o "$pub" -v q --nologo -clp:NoSummary >/dev/null
+"$root/scripts/publish-native-agent.sh" linux-x64 "$pub"
 
 # 3. The initramfs.
 rd="$work/initramfs"
 rm -rf "$rd"; mkdir -p "$rd"/{bin,sbin,proc,sys,dev,tmp,img,opt/agent,lib/modules,etc}
 cp "$busybox" "$rd/bin/busybox"
 for app in sh mount mkdir echo cat ls sleep sha256sum head dd cmp insmod poweroff ln rmdir test tr wc grep sync stat tail; do ln -sf busybox "$rd/bin/$app"; done
-cp -a "$pub/." "$rd/opt/agent/"
-for f in "$pub/msdfleet-agent" "$pub"/*.so; do ldd "$f" 2>/dev/null | awk '/=> \// { print $3 } /^\t\// { print $1 }'; done | sort -u | while read -r lib; do
+cp "$pub/msdfleet-agent" "$pub/appsettings.json" "$rd/opt/agent/"
+for f in "$pub/msdfleet-agent"; do ldd "$f" 2>/dev/null | awk '/=> \// { print $3 } /^\t\// { print $1 }'; done | sort -u | while read -r lib; do
   mkdir -p "$rd$(dirname "$lib")"; cp -L "$lib" "$rd$lib"
 done
 mkdir -p "$rd/lib64"; cp -L /lib64/ld-linux-x86-64.so.2 "$rd/lib64/"

@@ -19,14 +19,20 @@ public static class EdgeAgentServiceCollectionExtensions
     {
         ArgumentNullException.ThrowIfNull(builder);
         var services = builder.Services;
-        services.AddOptions<AgentOptions>().BindConfiguration(AgentOptions.Section).ValidateDataAnnotations().ValidateOnStart();
-        services.AddOptions<AgentMqttOptions>().BindConfiguration(AgentMqttOptions.Section).ValidateDataAnnotations().ValidateOnStart();
-        services.AddOptions<GadgetOptions>().BindConfiguration(GadgetOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<AgentOptions>().BindConfiguration(AgentOptions.Section).ValidateOnStart();
+        services.AddOptions<AgentMqttOptions>().BindConfiguration(AgentMqttOptions.Section).ValidateOnStart();
+        services.AddOptions<GadgetOptions>().BindConfiguration(GadgetOptions.Section).ValidateOnStart();
+        // Validators generated at compile time from the same attributes (and IValidatableObject), so
+        // validation needs no reflection in the ahead-of-time compiled agent.
+        services.AddSingleton<IValidateOptions<AgentOptions>, AgentOptionsValidator>();
+        services.AddSingleton<IValidateOptions<AgentMqttOptions>, AgentMqttOptionsValidator>();
+        services.AddSingleton<IValidateOptions<GadgetOptions>, GadgetOptionsValidator>();
+        services.AddSingleton<IValidateOptions<KvmdOptions>, KvmdOptionsValidator>();
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton(sp => new TopicNames(sp.GetRequiredService<IOptions<AgentMqttOptions>>().Value.TopicPrefix));
         services.AddSingleton(sp => new LocalImageStore(sp.GetRequiredService<IOptions<AgentOptions>>().Value.StorageRoot));
         services.AddSingleton(sp => new WorkingCopyStore(sp.GetRequiredService<LocalImageStore>()));
-        services.AddOptions<KvmdOptions>().BindConfiguration(KvmdOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<KvmdOptions>().BindConfiguration(KvmdOptions.Section).ValidateOnStart();
         services.AddSingleton<IGadgetDriver>(sp =>
         {
             var gadget = sp.GetRequiredService<IOptions<GadgetOptions>>().Value;

@@ -21,7 +21,6 @@ namespace MsdFleet.EdgeAgent.Enrollment;
 public static class EnrollCommand
 {
     public const string DefaultConfigPath = "/etc/msdfleet/agent.json";
-    private static readonly JsonSerializerOptions WebJson = new(JsonSerializerDefaults.Web);
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     private const string Usage = """
@@ -149,7 +148,7 @@ public static class EnrollCommand
                 }
                 try
                 {
-                    answer = JsonSerializer.Deserialize<EnrollmentAnswer>(body, WebJson)
+                    answer = JsonSerializer.Deserialize(body, AgentJsonContext.Default.EnrollmentAnswer)
                         ?? throw new JsonException("empty answer");
                 }
                 catch (JsonException ex)

@@ -35,7 +35,7 @@ public sealed partial class CoordinatorKey(HttpClient http, LocalImageStore stor
                 spki = await File.ReadAllBytesAsync(PinPath, cancellationToken);
             else
             {
-                var answer = await http.GetFromJsonAsync<SigningKeyAnswer>(new Uri("api/v1/signing-key", UriKind.Relative), cancellationToken)
+                var answer = await http.GetFromJsonAsync(new Uri("api/v1/signing-key", UriKind.Relative), AgentJsonContext.Default.SigningKeyAnswer, cancellationToken)
                     ?? throw new InvalidOperationException("The Coordinator did not return its signing key.");
                 spki = Convert.FromBase64String(answer.PublicKey);
                 await AtomicFile.WriteAsync(PinPath, spki, cancellationToken);
@@ -57,8 +57,6 @@ public sealed partial class CoordinatorKey(HttpClient http, LocalImageStore stor
         _key?.Dispose();
         _lock.Dispose();
     }
-
-    private sealed record SigningKeyAnswer(string KeyId, string PublicKey);
 
     private static partial class Log
     {

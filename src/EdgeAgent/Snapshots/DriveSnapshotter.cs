@@ -183,7 +183,7 @@ public sealed partial class DriveSnapshotter(IGadgetDriver gadget, WorkingCopySt
         {
             ArrayPool<byte>.Shared.Return(body);
         }
-        using var commit = await http.PostAsJsonAsync($"api/v1/uploads/{uploadId}/commit", new { name = request.Name }, cancellationToken);
+        using var commit = await http.PostAsJsonAsync($"api/v1/uploads/{uploadId}/commit", new CommitRequest(request.Name), AgentJsonContext.Default.CommitRequest, cancellationToken);
         var entry = await ReadAsync(commit, "committing the image", cancellationToken);
         return (entry["digest"]!.GetValue<string>(), manifest.Size, sent);
     }

@@ -1,4 +1,6 @@
+using System.Runtime.CompilerServices;
 using MessagePack;
+using MessagePack.Resolvers;
 
 namespace MsdFleet.Protocol.Serialization;
 
@@ -12,8 +14,16 @@ public static class ProtocolSerializer
     /// <summary>Largest MQTT message payload either side accepts.</summary>
     public const int MaxMessageBytes = 1024 * 1024;
 
+    /// <summary>
+    /// The wire types through <see cref="ProtocolResolver"/>'s written-out formatters (the agent runs
+    /// ahead-of-time compiled, without Reflection.Emit); anything else — the Coordinator's own stored
+    /// records — through MessagePack's standard resolvers, where dynamic code exists.
+    /// </summary>
     public static MessagePackSerializerOptions Options { get; } =
-        MessagePackSerializerOptions.Standard.WithSecurity(MessagePackSecurity.UntrustedData);
+        new MessagePackSerializerOptions(RuntimeFeature.IsDynamicCodeSupported
+                ? CompositeResolver.Create(ProtocolResolver.Instance, StandardResolver.Instance)
+                : CompositeResolver.Create(ProtocolResolver.Instance, BuiltinResolver.Instance))
+            .WithSecurity(MessagePackSecurity.UntrustedData);
 
     public static byte[] Serialize<T>(T value) => MessagePackSerializer.Serialize(value, Options);
 

@@ -93,6 +93,12 @@ public sealed class AgentProcess : IAsyncDisposable
 
     public void SetEnvironment(string key, string value) => _environment[key] = value;
 
+    /// <summary>Runs this executable (the NativeAOT build) instead of <c>dotnet msdfleet-agent.dll</c>.</summary>
+    public string? Executable { get; set; }
+
+    /// <summary>The process id while it runs (for /proc readings).</summary>
+    public int ProcessId => _process!.Id;
+
     /// <summary>Runs from the configuration file <c>enroll</c> wrote, as on a device: no identity in the environment.</summary>
     public void UseConfigFile(string path)
     {
@@ -123,7 +129,7 @@ public sealed class AgentProcess : IAsyncDisposable
 
     public void Start()
     {
-        var info = new ProcessStartInfo("dotnet", [TestPaths.AgentDll])
+        var info = new ProcessStartInfo(Executable ?? "dotnet", Executable is null ? [TestPaths.AgentDll] : [])
         {
             UseShellExecute = false,
             RedirectStandardOutput = true,
