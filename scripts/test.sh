@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test. Installs what the tests need when missing (Mosquitto, OpenStack Swift, xorriso, qemu
-# system and user mode with an arm64 libc, Chromium for the browser tests, with apt); each test starts its own servers on loopback (Swift via scripts/swift.sh) and stops them. Prints a final line "N passed, M failed".
+# system and user mode with an arm64 libc, the NativeAOT toolchain (clang, lld, arm64 cross libc), Chromium for the browser tests, with apt); each test starts its own servers on loopback (Swift via scripts/swift.sh) and stops them. Prints a final line "N passed, M failed".
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -18,6 +18,8 @@ command -v xz >/dev/null || need+=(xz-utils)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
 for p in libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+# The NativeAOT agent (x64 and cross-compiled arm64): scripts/publish-native-agent.sh would install these too.
+for p in clang lld zlib1g-dev file libc6-dev-arm64-cross libgcc-12-dev-arm64-cross binutils-aarch64-linux-gnu; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 for p in swift swift-proxy swift-account swift-container swift-object; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
