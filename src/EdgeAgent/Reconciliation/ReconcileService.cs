@@ -1,3 +1,4 @@
+using System.Runtime;
 using Microsoft.Extensions.Options;
 using MsdFleet.EdgeAgent.Gadget;
 using MsdFleet.EdgeAgent.Mqtt;
@@ -42,12 +43,21 @@ public sealed partial class ReconcileService(
             runner.LastError = $"Startup recovery failed: {ex.Message}";
             Log.PassFailed(logger, ex);
         }
+        var worked = false;
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
+                worked |= !scheduler.IsIdle;
                 var observation = await PassAsync(stoppingToken);
                 await reporter.ReportAsync(observation ?? await observer.ObserveAsync(stoppingToken), stoppingToken);
+                if (!scheduler.IsIdle)
+                    worked = true;
+                else if (worked)
+                {
+                    TrimMemory();
+                    worked = false;
+                }
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -71,6 +81,18 @@ public sealed partial class ReconcileService(
     }
 
     /// <returns>The state after the pass, observed again when the pass changed anything; null when the gadget is not ready.</returns>
+    /// <summary>
+    /// A Pi has little memory: once background work (pulls, copies, snapshots) has ended and the pass
+    /// after it has run (attach included), give back what it left — a multi-gigabyte image's manifest,
+    /// layout and chunk sets. An idle agent allocates almost nothing, so without this no GC would run
+    /// and the garbage would stay resident.
+    /// </summary>
+    private static void TrimMemory()
+    {
+        GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    }
+
     private async Task<Observation?> PassAsync(CancellationToken cancellationToken)
     {
         if (gadgetOptions.Value.Create && !_gadgetReady)

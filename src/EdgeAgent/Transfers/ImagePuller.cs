@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Runtime;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Options;
 using MsdFleet.EdgeAgent.Storage;
@@ -41,9 +40,6 @@ public sealed partial class ImagePuller(
             using var reservation = await cache.ReserveAsync(digest, manifest.Size - present, cancellationToken);
             await PullChunksAsync(digest, manifest, progress, cancellationToken);
             cache.Touch(digest);
-            // A Pi has little memory: give back what a multi-gigabyte pull left behind.
-            GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
-            GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
             tracker.Remove(digest.ToString());
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
