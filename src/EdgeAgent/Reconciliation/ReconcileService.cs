@@ -43,12 +43,11 @@ public sealed partial class ReconcileService(
             runner.LastError = $"Startup recovery failed: {ex.Message}";
             Log.PassFailed(logger, ex);
         }
-        var worked = false;
+        var worked = false; // background work ran since the last trim (steps start only inside passes)
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
-                worked |= !scheduler.IsIdle;
                 var observation = await PassAsync(stoppingToken);
                 await reporter.ReportAsync(observation ?? await observer.ObserveAsync(stoppingToken), stoppingToken);
                 if (!scheduler.IsIdle)

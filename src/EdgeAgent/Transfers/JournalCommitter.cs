@@ -10,8 +10,7 @@ namespace MsdFleet.EdgeAgent.Transfers;
 /// range fetches that call <see cref="Written"/> never wait for an fdatasync (they did, and the download
 /// stalled for every 64 MiB written), and the kernel's writeback runs alongside the download instead of
 /// all at the end. After a kill, chunks written since the last commit are found again by re-hashing.
-/// The in-order hasher waits on <see cref="WaitWrittenAsync"/>, signalled by <see cref="Written"/>.
-/// <para>Concurrency: <see cref="_lock"/> guards the sets, the pending batch and the waiter and is never
+/// <para>Concurrency: <see cref="_lock"/> guards the set, the pending batch and the background task and is never
 /// held across I/O; <see cref="_commitLock"/> serializes commits (fdatasync + journal append) so batches
 /// reach the journal one at a time. A background commit's failure is rethrown by the next
 /// <see cref="Written"/> or <see cref="Flush"/>.</para>
@@ -28,7 +27,6 @@ public sealed class JournalCommitter
     private long _pendingBytes;
     private Task _background = Task.CompletedTask;
     private ExceptionDispatchInfo? _failure;
-    private (int Index, TaskCompletionSource Signal)? _waiter;
 
     public JournalCommitter(SafeFileHandle handle, PullJournal journal, long commitEveryBytes)
     {
@@ -40,7 +38,6 @@ public sealed class JournalCommitter
 
     public void Written(int index, int length)
     {
-        TaskCompletionSource? wake = null;
         lock (_lock)
         {
             _failure?.Throw();
@@ -52,13 +49,7 @@ public sealed class JournalCommitter
                 var batch = TakeBatchLocked();
                 _background = Task.Run(() => CommitInBackground(batch));
             }
-            if (_waiter is { } w && w.Index == index)
-            {
-                wake = w.Signal;
-                _waiter = null;
-            }
         }
-        wake?.TrySetResult();
     }
 
     /// <summary>Journaled chunks plus those written since; never fetched again in this run.</summary>
@@ -72,19 +63,6 @@ public sealed class JournalCommitter
     {
         lock (_lock)
             return _written.Contains(index);
-    }
-
-    /// <summary>Completes when chunk <paramref name="index"/> is on disk. One waiter at a time.</summary>
-    public Task WaitWrittenAsync(int index, CancellationToken cancellationToken)
-    {
-        lock (_lock)
-        {
-            if (_written.Contains(index))
-                return Task.CompletedTask;
-            var signal = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            _waiter = (index, signal);
-            return signal.Task.WaitAsync(cancellationToken);
-        }
     }
 
     public int FirstUnwritten(int from, int last)

@@ -151,37 +151,6 @@ internal static class Wire
         }
     }
 
-    public static void WriteStrings(ref MessagePackWriter writer, IReadOnlyList<string>? list)
-    {
-        if (list is null)
-        {
-            writer.WriteNil();
-            return;
-        }
-        writer.WriteArrayHeader(list.Count);
-        foreach (var item in list)
-            writer.Write(item);
-    }
-
-    public static List<string>? ReadStrings(ref MessagePackReader reader, MessagePackSerializerOptions options)
-    {
-        if (reader.TryReadNil())
-            return null;
-        options.Security.DepthStep(ref reader);
-        try
-        {
-            var count = reader.ReadArrayHeader();
-            var list = new List<string>(count);
-            for (var i = 0; i < count; i++)
-                list.Add(reader.ReadString()!);
-            return list;
-        }
-        finally
-        {
-            reader.Depth--;
-        }
-    }
-
     public static void WriteMap(ref MessagePackWriter writer, IReadOnlyDictionary<string, string>? map)
     {
         if (map is null)
@@ -733,7 +702,7 @@ internal sealed class ImageLayoutFormatter : KeyedFormatter<ImageLayout>
     protected override void Write(ref MessagePackWriter writer, ImageLayout value, MessagePackSerializerOptions options)
     {
         writer.WriteArrayHeader(3);
-        Wire.WriteStrings(ref writer, value.Sources);
+        Wire.WriteList(ref writer, value.Sources, options);
         Wire.WriteList(ref writer, value.Chunks, options);
         writer.Write(value.ExpiresAtUnixMs);
     }
@@ -747,7 +716,7 @@ internal sealed class ImageLayoutFormatter : KeyedFormatter<ImageLayout>
         {
             switch (i)
             {
-                case 0: sources = Wire.ReadStrings(ref reader, options); break;
+                case 0: sources = Wire.ReadList<string>(ref reader, options); break;
                 case 1: chunks = Wire.ReadList<ChunkLocation>(ref reader, options); break;
                 case 2: expires = reader.ReadInt64(); break;
                 default: reader.Skip(); break;
