@@ -27,7 +27,7 @@ public sealed partial class LocalSeeder(LocalImageStore store, ILogger<LocalSeed
             for (var i = 0; i < seedManifest.Chunks.Count; i++)
                 seeds.TryAdd(Key(seedManifest.Chunks[i].Id), (store.ImagePath(cached), seedOffsets[i]));
         }
-        var zeroIds = new Dictionary<int, byte[]>();
+        var zeros = ZeroChunkIds.For(manifest.Chunks);
         long zeroBytes = 0, seededBytes = 0;
         var handles = new Dictionary<string, SafeFileHandle>(StringComparer.Ordinal);
         var buffer = ArrayPool<byte>.Shared.Rent(manifest.Chunker.MaxSize);
@@ -38,9 +38,7 @@ public sealed partial class LocalSeeder(LocalImageStore store, ILogger<LocalSeed
                 var chunk = manifest.Chunks[i];
                 if (done.Contains(i))
                     continue;
-                if (!zeroIds.TryGetValue(chunk.Length, out var zeroId))
-                    zeroIds[chunk.Length] = zeroId = SHA256.HashData(new byte[chunk.Length]);
-                if (chunk.Id.AsSpan().SequenceEqual(zeroId))
+                if (zeros.IsZero(chunk))
                 {
                     // Only this chunk's own bytes (zeros) are ever written here, so the range is zero or a hole.
                     SparseRegions.PunchHole(pull.Handle, offsets[i], chunk.Length);
