@@ -29,7 +29,7 @@ if [ ! -s "$password_file" ]; then
 fi
 password=$(cat "$password_file")
 ca="$demo/coordinator/tls/ca.crt"
-Urls="$url" Storage__Path="$demo/coordinator/store" Mqtt__EmbeddedPort="$mqtt_port" \
+Urls="$url" Storage__Path="$demo/coordinator/store" State__ConnectionString="Data Source=$demo/coordinator/state.db" Mqtt__EmbeddedPort="$mqtt_port" \
   Mqtt__EmbeddedStatePath="$demo/coordinator/broker" Auth__BootstrapTokenFile="$token_file" \
   Auth__BootstrapAdminPassword="$password" Tls__Mode=self-signed Tls__Directory="$demo/coordinator/tls" \
   dotnet "$bin_coord" > "$demo/coordinator.log" 2>&1 &

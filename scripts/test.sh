@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the tests need when missing (Mosquitto, OpenStack Swift, xorriso, qemu
+# Runs every test. Installs what the tests need when missing (Mosquitto, OpenStack Swift, PostgreSQL, xorriso, qemu
 # system and user mode with an arm64 libc, the NativeAOT toolchain (clang, lld, arm64 cross libc), Chromium for the browser tests, with apt); each test starts its own servers on loopback (Swift via scripts/swift.sh) and stops them. Prints a final line "N passed, M failed".
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,6 +17,8 @@ command -v cpio >/dev/null || need+=(cpio)
 command -v xz >/dev/null || need+=(xz-utils)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
+# The state-store contract suite runs against a real PostgreSQL server (started by the tests on a free port).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 for p in libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 # The NativeAOT agent (x64 and cross-compiled arm64): scripts/publish-native-agent.sh would install these too.
 for p in clang lld zlib1g-dev file libc6-dev-arm64-cross libgcc-12-dev-arm64-cross binutils-aarch64-linux-gnu; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done

@@ -22,6 +22,7 @@ public static class CoordinatorApp
             WebRootPath = Path.Combine(AppContext.BaseDirectory, "wwwroot"),
         });
         builder.AddObjectStore();
+        builder.AddState();
         builder.AddTls();
         builder.AddMessaging();
         builder.AddAuth();
@@ -79,6 +80,15 @@ public static class CoordinatorApp
         // Registered first so a wrong endpoint or secret stops the start before anything else runs.
         builder.Services.AddHostedService<ObjectStoreStartupCheck>();
         builder.Services.AddSingleton(TimeProvider.System);
+        return builder;
+    }
+
+    private static WebApplicationBuilder AddState(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<State.StateOptions>().BindConfiguration(State.StateOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        builder.Services.AddSingleton<State.StateDatabase>();
+        // After the object store's check (registered before it), before everything that reads state.
+        builder.Services.AddHostedService<State.StateStartupService>();
         return builder;
     }
 

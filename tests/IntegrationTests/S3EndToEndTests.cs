@@ -37,7 +37,7 @@ public sealed class S3EndToEndTests(SwiftServer swift) : IDisposable
     {
         var options = swift.Options(secret: "not-the-secret");
         var app = CoordinatorApp.Build([$"--Urls=http://127.0.0.1:{TestPaths.FreePort()}", $"--Mqtt:EmbeddedPort={TestPaths.FreePort()}",
-            $"--Mqtt:EmbeddedStatePath={Path.Combine(_work, "broker")}", "--Logging:LogLevel:Default=None", .. CoordinatorInstance.StorageArgs(options)]);
+            $"--Mqtt:EmbeddedStatePath={Path.Combine(_work, "broker")}", $"--State:ConnectionString=Data Source={Path.Combine(_work, "state.db")}", "--Logging:LogLevel:Default=None", .. CoordinatorInstance.StorageArgs(options)]);
         var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => app.StartAsync());
         Assert.Contains("Storage:S3:SecretKey", ex.Message, StringComparison.Ordinal);
         await app.DisposeAsync();

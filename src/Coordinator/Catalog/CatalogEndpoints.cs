@@ -71,24 +71,17 @@ public static class CatalogEndpoints
             entityTag: new EntityTagHeaderValue($"\"{ImageDigest.Parse(entry.Digest).Hex}\""), enableRangeProcessing: true);
     }
 
-    private static async Task<IResult> DeleteAsync(string? name, ImageCatalog catalog, DesiredStateStore desired, AuditLog audit, ClaimsPrincipal user, CancellationToken ct)
+    private static async Task<IResult> DeleteAsync(string? name, ImageCatalog catalog, AuditLog audit, ClaimsPrincipal user, CancellationToken ct)
     {
         var imageName = ValidName(name);
-        return await desired.RunExclusiveAsync(async () =>
-        {
-            var entry = await catalog.GetAsync(imageName, ct) ?? throw ImageNotFound(imageName);
-            var users = desired.All.Where(kv => kv.Value.Drives.Any(d => d.ImageDigest == entry.Digest)).Select(kv => kv.Key).ToList();
-            if (users.Count > 0)
-                throw ApiException.Conflict("image-in-use", $"Image '{imageName}' is in the desired state of {string.Join(", ", users)}; change those drives first.");
-            await catalog.DeleteAsync(imageName, ct);
-            await audit.RecordAsync(user, "image.delete", imageName, entry.Digest, ct);
-            return Results.NoContent();
-        }, ct);
+        var entry = await catalog.DeleteUnusedAsync(imageName, ct);
+        await audit.RecordAsync(user, "image.delete", imageName, entry.Digest, ct);
+        return Results.NoContent();
     }
 
     private static async Task<IResult> ManifestAsync(string digest, ClaimsPrincipal user, ImageCatalog catalog, DesiredStateStore desired, CancellationToken ct)
     {
-        var parsed = AuthorizeBlob(digest, user, desired);
+        var parsed = await AuthorizeBlobAsync(digest, user, desired, ct);
         var bytes = await catalog.GetManifestBytesAsync(parsed, ct) ?? throw BlobNotFound(parsed);
         return Results.Bytes(bytes, "application/vnd.msdfleet.manifest.v1+msgpack");
     }
@@ -96,7 +89,7 @@ public static class CatalogEndpoints
     private static async Task<IResult> LayoutAsync(string digest, ClaimsPrincipal user, ImageCatalog catalog, DesiredStateStore desired,
         ChunkStore chunks, UrlSigner signer, IObjectStore store, IOptions<ObjectStoreOptions> options, TimeProvider time, CancellationToken ct)
     {
-        var parsed = AuthorizeBlob(digest, user, desired);
+        var parsed = await AuthorizeBlobAsync(digest, user, desired, ct);
         var manifest = await catalog.GetManifestAsync(parsed, ct) ?? throw BlobNotFound(parsed);
         var lifetime = options.Value.IsS3 ? options.Value.S3.PresignedUrlLifetime : TimeSpan.FromHours(1);
         var sources = new List<string>();
@@ -143,12 +136,12 @@ public static class CatalogEndpoints
         jobs.Get(id) is { } job ? Results.Ok(JobView.From(job)) : throw ApiException.NotFound("job-not-found", $"No job '{id}'.");
 
     /// <summary>An agent may read only images that some drive of its own desired state names.</summary>
-    private static ImageDigest AuthorizeBlob(string digest, ClaimsPrincipal user, DesiredStateStore desired)
+    private static async Task<ImageDigest> AuthorizeBlobAsync(string digest, ClaimsPrincipal user, DesiredStateStore desired, CancellationToken ct)
     {
         if (!ImageDigest.TryParse(digest, out var parsed))
             throw ApiException.BadRequest("invalid-digest", $"'{digest}' is not a digest of the form sha256:<64 lowercase hex>.");
         var agentId = user.FindFirstValue(Roles.AgentIdClaim);
-        if (agentId is not null && desired.Get(agentId)?.Drives.Any(d => d.ImageDigest == parsed.ToString()) != true)
+        if (agentId is not null && !await desired.IsAssignedAsync(agentId, parsed.ToString(), ct))
             throw new ApiException(StatusCodes.Status403Forbidden, "image-not-assigned", $"Image {parsed} is not in the desired state of agent {agentId}.");
         return parsed;
     }

@@ -22,12 +22,9 @@ public sealed partial class GarbageCollector(
         await using var lease = await gate.EnterExclusiveAsync(cancellationToken);
         var store = chunks.Objects;
         var liveDigests = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var entry in await catalog.ListAsync(cancellationToken))
-            liveDigests.Add(entry.Digest);
-        foreach (var state in desired.All.Values)
-            foreach (var drive in state.Drives)
-                if (drive.ImageDigest is not null)
-                    liveDigests.Add(drive.ImageDigest);
+        // Roots from the database, not from this replica's cache: another replica may have just assigned one.
+        liveDigests.UnionWith(await catalog.DigestsAsync(cancellationToken));
+        liveDigests.UnionWith(await desired.DigestsInUseAsync(cancellationToken));
         var live = new HashSet<UInt128>();
         foreach (var digest in liveDigests)
         {

@@ -1,4 +1,7 @@
+using System.Data.Common;
 using System.Text.Json;
+using Dapper;
+using MsdFleet.Coordinator.State;
 using MsdFleet.Coordinator.Storage;
 using MsdFleet.Coordinator.Web;
 using MsdFleet.Protocol.Manifests;
@@ -6,71 +9,77 @@ using MsdFleet.Protocol.Manifests;
 namespace MsdFleet.Coordinator.Catalog;
 
 /// <summary>
-/// Name → digest mapping and manifest access, persisted in the object store under <c>catalog/</c> and
-/// <c>manifests/sha256/</c>. Name changes are serialized in-process so that "409 unless replace" holds
-/// between concurrent uploads of the same name.
+/// Name → digest mapping in the state database (<c>catalog_images</c>, the entry as JSON beside its digest);
+/// manifests stay in the object store under <c>manifests/sha256/</c>, immutable and content-addressed.
+/// "409 unless replace" is one <c>INSERT … ON CONFLICT</c>, so it holds between replicas too.
 /// </summary>
-public sealed class ImageCatalog(IObjectStore store) : IDisposable
+public sealed class ImageCatalog(StateDatabase db, IObjectStore store, TimeProvider time)
 {
-    private const int MaxEntryBytes = 64 * 1024;
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-    private readonly SemaphoreSlim _nameLock = new(1, 1);
 
-    public async Task<CatalogEntry?> GetAsync(string name, CancellationToken cancellationToken)
-    {
-        var bytes = await store.GetBytesAsync(ObjectKeys.Catalog(name), MaxEntryBytes, cancellationToken);
-        return bytes is null ? null : JsonSerializer.Deserialize<CatalogEntry>(bytes, Json);
-    }
+    public Task<CatalogEntry?> GetAsync(string name, CancellationToken cancellationToken) =>
+        db.ReadAsync(async c => Parse(await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+            "SELECT entry FROM catalog_images WHERE name = @name", new { name }, cancellationToken: cancellationToken))), cancellationToken);
+
+    /// <summary>
+    /// Reads an entry inside the caller's transaction and keeps it from being deleted until that transaction
+    /// ends (a share lock on PostgreSQL; SQLite's write lock is already held).
+    /// </summary>
+    public async Task<CatalogEntry?> GetForShareAsync(DbConnection connection, DbTransaction transaction, string name, CancellationToken cancellationToken) =>
+        Parse(await connection.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+            $"SELECT entry FROM catalog_images WHERE name = @name{(db.IsPostgres ? " FOR SHARE" : string.Empty)}", new { name }, transaction, cancellationToken: cancellationToken)));
 
     public async Task<IReadOnlyList<CatalogEntry>> ListAsync(CancellationToken cancellationToken)
     {
-        var entries = new List<CatalogEntry>();
-        await foreach (var key in store.ListAsync(ObjectKeys.CatalogPrefix, cancellationToken))
-        {
-            var bytes = await store.GetBytesAsync(key, MaxEntryBytes, cancellationToken);
-            if (bytes is not null)
-                entries.Add(JsonSerializer.Deserialize<CatalogEntry>(bytes, Json)!);
-        }
-        return entries.OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
+        var rows = await db.ReadAsync(c => c.QueryAsync<string>(new CommandDefinition(
+            "SELECT entry FROM catalog_images ORDER BY name", cancellationToken: cancellationToken)), cancellationToken);
+        // Ordinal order whatever the database's collation.
+        return rows.Select(r => Parse(r)!).OrderBy(e => e.Name, StringComparer.Ordinal).ToList();
     }
+
+    /// <summary>Every digest some name points at (GC's roots).</summary>
+    public Task<IReadOnlyList<string>> DigestsAsync(CancellationToken cancellationToken) =>
+        db.ReadAsync<IReadOnlyList<string>>(async c => (await c.QueryAsync<string>(new CommandDefinition(
+            "SELECT DISTINCT digest FROM catalog_images", cancellationToken: cancellationToken))).ToList(), cancellationToken);
 
     /// <summary>Commits an entry whose manifest and chunks are already durable.</summary>
     public async Task CommitAsync(CatalogEntry entry, bool replace, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(entry);
-        await _nameLock.WaitAsync(cancellationToken);
-        try
-        {
-            if (!replace && await GetAsync(entry.Name, cancellationToken) is not null)
-                throw ImageExists(entry.Name);
-            await store.PutAsync(ObjectKeys.Catalog(entry.Name), JsonSerializer.SerializeToUtf8Bytes(entry, Json), cancellationToken);
-            await store.FlushAsync(cancellationToken);
-        }
-        finally
-        {
-            _nameLock.Release();
-        }
+        var row = new { name = entry.Name, digest = entry.Digest, entry = JsonSerializer.Serialize(entry, Json), nowMs = time.GetUtcNow().ToUnixTimeMilliseconds() };
+        var stored = await db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO catalog_images (name, digest, entry, committed_at_ms) VALUES (@name, @digest, @entry, @nowMs) ON CONFLICT (name) " +
+            (replace ? "DO UPDATE SET digest = excluded.digest, entry = excluded.entry, committed_at_ms = excluded.committed_at_ms" : "DO NOTHING"),
+            row, t, cancellationToken: cancellationToken)), cancellationToken);
+        if (stored == 0)
+            throw ImageExists(entry.Name);
         Changed?.Invoke(entry.Name, "committed");
     }
 
     /// <summary>Raised after a name was committed or deleted (name, "committed" | "deleted").</summary>
     public event Action<string, string>? Changed;
 
-    public async Task<bool> DeleteAsync(string name, CancellationToken cancellationToken)
+    /// <summary>
+    /// Deletes a name unless some desired state uses its digest. The entry's row is locked first, and a
+    /// drive assignment reads the entry with <see cref="GetForShareAsync"/> in its own transaction, so a
+    /// concurrent assignment either commits before this check sees it, or finds the name gone.
+    /// </summary>
+    /// <returns>The deleted entry.</returns>
+    public async Task<CatalogEntry> DeleteUnusedAsync(string name, CancellationToken cancellationToken)
     {
-        await _nameLock.WaitAsync(cancellationToken);
-        try
+        var entry = await db.WriteAsync(async (c, t) =>
         {
-            var deleted = await store.DeleteAsync(ObjectKeys.Catalog(name), cancellationToken);
-            await store.FlushAsync(cancellationToken);
-            if (deleted)
-                Changed?.Invoke(name, "deleted");
-            return deleted;
-        }
-        finally
-        {
-            _nameLock.Release();
-        }
+            var entry = Parse(await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+                $"SELECT entry FROM catalog_images WHERE name = @name{db.ForUpdate}", new { name }, t, cancellationToken: cancellationToken)))
+                ?? throw CatalogEndpoints.ImageNotFound(name);
+            var users = await Fleet.DesiredStateStore.UsersAsync(c, t, entry.Digest, cancellationToken);
+            if (users.Count > 0)
+                throw ApiException.Conflict("image-in-use", $"Image '{name}' is in the desired state of {string.Join(", ", users)}; change those drives first.");
+            await c.ExecuteAsync(new CommandDefinition("DELETE FROM catalog_images WHERE name = @name", new { name }, t, cancellationToken: cancellationToken));
+            return entry;
+        }, cancellationToken);
+        Changed?.Invoke(name, "deleted");
+        return entry;
     }
 
     /// <summary>The manifest's exact bytes (whose SHA-256 is the digest), or null when unknown.</summary>
@@ -83,8 +92,8 @@ public sealed class ImageCatalog(IObjectStore store) : IDisposable
         return bytes is null ? null : ImageManifest.Parse(bytes);
     }
 
-    public void Dispose() => _nameLock.Dispose();
-
     public static ApiException ImageExists(string name) =>
         ApiException.Conflict("image-exists", $"An image named '{name}' already exists; upload with ?replace=true to replace it.");
+
+    private static CatalogEntry? Parse(string? json) => json is null ? null : JsonSerializer.Deserialize<CatalogEntry>(json, Json);
 }

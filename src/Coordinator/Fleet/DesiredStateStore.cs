@@ -1,32 +1,37 @@
 using System.Collections.Concurrent;
-using MsdFleet.Coordinator.Storage;
-using MsdFleet.Protocol.Manifests;
+using System.Data.Common;
+using Dapper;
+using MsdFleet.Coordinator.State;
 using MsdFleet.Protocol.Messages;
 using MsdFleet.Protocol.Serialization;
 
 namespace MsdFleet.Coordinator.Fleet;
 
 /// <summary>
-/// Durable desired state per agent, under <c>fleet/desired/&lt;agentId&gt;</c>, stored as the exact
-/// MessagePack bytes that are published. This store, not the broker, is the source of truth. All changes
-/// run under one lock, which also makes "delete an image only when no desired state uses it" atomic.
+/// Durable desired state per agent, in the state database (<c>desired_states</c>: the exact MessagePack bytes
+/// that are published, with their generation; <c>desired_drives</c>: which digest each drive uses, so "is
+/// this image in use" is one indexed query). The database, not the broker and not this process, is the
+/// source of truth.
+///
+/// Concurrency: every change runs in one database transaction that first locks the agent's row (see
+/// <see cref="ChangeAsync"/>), and the next generation is computed from the locked row, never from this
+/// process's cache — so concurrent changes on any number of replicas get distinct, increasing generations
+/// and none is lost. Publishing takes the same row lock (<see cref="PublishLatestAsync"/>) and always sends
+/// the newest stored state, so a lower generation is never published after a higher one.
+/// The in-memory copy (<see cref="Get"/>, <see cref="All"/>) serves reads and is only ever replaced by a
+/// newer generation.
 /// </summary>
-public sealed class DesiredStateStore(IObjectStore store, TimeProvider time) : IDisposable
+public sealed class DesiredStateStore(StateDatabase db, TimeProvider time)
 {
     private readonly ConcurrentDictionary<string, DesiredState> _states = new(StringComparer.Ordinal);
-    private readonly SemaphoreSlim _lock = new(1, 1);
 
     public async Task LoadAsync(CancellationToken cancellationToken)
     {
-        await foreach (var key in store.ListAsync(ObjectKeys.DesiredPrefix, cancellationToken))
-        {
-            var bytes = await store.GetBytesAsync(key, ProtocolSerializer.MaxMessageBytes, cancellationToken);
-            if (bytes is not null)
-                _states[key[ObjectKeys.DesiredPrefix.Length..]] = ProtocolSerializer.Deserialize<DesiredState>(bytes);
-        }
+        var rows = await db.ReadAsync(c => c.QueryAsync<(string AgentId, byte[] State)>(new CommandDefinition(
+            "SELECT agent_id, state FROM desired_states WHERE generation > 0", cancellationToken: cancellationToken)), cancellationToken);
+        foreach (var (agentId, bytes) in rows)
+            Remember(agentId, ProtocolSerializer.Deserialize<DesiredState>(bytes));
     }
-
-    public void Dispose() => _lock.Dispose();
 
     /// <summary>Raised after an agent's desired state was stored.</summary>
     public event Action<string>? Changed;
@@ -35,68 +40,121 @@ public sealed class DesiredStateStore(IObjectStore store, TimeProvider time) : I
 
     public IReadOnlyDictionary<string, DesiredState> All => _states;
 
-    public bool IsInUse(ImageDigest digest) =>
-        _states.Values.Any(s => s.Drives.Any(d => d.ImageDigest == digest.ToString()));
+    /// <summary>What <see cref="ChangeAsync"/> hands its caller: the locked current state and the open transaction.</summary>
+    public sealed record Change(string AgentId, DesiredState? Current, DbConnection Connection, DbTransaction Transaction);
 
-    /// <summary>Runs <paramref name="action"/> while no desired state can change.</summary>
-    public async Task<T> RunExclusiveAsync<T>(Func<Task<T>> action, CancellationToken cancellationToken)
+    /// <summary>
+    /// Changes one agent's desired state in one transaction: the agent's row is locked (created first when
+    /// the agent has none, so two first assignments serialize on it too), <paramref name="next"/> builds the
+    /// new drives and bandwidth from the locked current state — it may read or lock other rows through the
+    /// same transaction, or throw to change nothing — and the result is stored with generation + 1.
+    /// </summary>
+    public async Task<DesiredState> ChangeAsync(string agentId, Func<Change, Task<(IReadOnlyList<DesiredDrive> Drives, long? MaxBytesPerSecond)>> next,
+        CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(action);
-        await _lock.WaitAsync(cancellationToken);
-        try
+        ArgumentNullException.ThrowIfNull(next);
+        var state = await db.WriteAsync(async (c, t) =>
         {
-            return await action();
-        }
-        finally
-        {
-            _lock.Release();
-        }
-    }
-
-    /// <summary>Replaces one drive and bumps the generation; returns the new state and its bytes, already durable.</summary>
-    public Task<(DesiredState State, byte[] Bytes)> SetDriveAsync(string agentId, DesiredDrive drive, CancellationToken cancellationToken) =>
-        RunExclusiveAsync(() => SetDriveLockedAsync(agentId, drive, cancellationToken), cancellationToken);
-
-    /// <summary>Sets (or with null clears) the agent's pull bandwidth override; bumps the generation.</summary>
-    public Task<(DesiredState State, byte[] Bytes)> SetBandwidthAsync(string agentId, long? bytesPerSecond, CancellationToken cancellationToken) =>
-        RunExclusiveAsync(async () =>
-        {
-            var current = Get(agentId);
-            var next = new DesiredState
+            var nowMs = time.GetUtcNow().ToUnixTimeMilliseconds();
+            await c.ExecuteAsync(new CommandDefinition(
+                "INSERT INTO desired_states (agent_id, generation, state, updated_at_ms) VALUES (@agentId, 0, @empty, @nowMs) ON CONFLICT (agent_id) DO NOTHING",
+                new { agentId, empty = Array.Empty<byte>(), nowMs }, t, cancellationToken: cancellationToken));
+            var row = await c.QuerySingleAsync<(long Generation, byte[] State)>(new CommandDefinition(
+                $"SELECT generation, state FROM desired_states WHERE agent_id = @agentId{db.ForUpdate}", new { agentId }, t, cancellationToken: cancellationToken));
+            var current = row.Generation > 0 ? ProtocolSerializer.Deserialize<DesiredState>(row.State) : null;
+            var (drives, bandwidth) = await next(new Change(agentId, current, c, t));
+            var state = new DesiredState
             {
-                Generation = (current?.Generation ?? 0) + 1,
-                Drives = current?.Drives ?? [],
-                IssuedAtUnixMs = time.GetUtcNow().ToUnixTimeMilliseconds(),
-                MaxBytesPerSecond = bytesPerSecond,
+                Generation = row.Generation + 1,
+                Drives = drives.OrderBy(d => d.Index).ToList(),
+                IssuedAtUnixMs = nowMs,
+                MaxBytesPerSecond = bandwidth,
                 AgentId = agentId,
             };
-            return await SaveLockedAsync(agentId, next, cancellationToken);
+            await c.ExecuteAsync(new CommandDefinition(
+                "UPDATE desired_states SET generation = @generation, state = @bytes, updated_at_ms = @nowMs WHERE agent_id = @agentId",
+                new { agentId, generation = state.Generation, bytes = ProtocolSerializer.Serialize(state), nowMs }, t, cancellationToken: cancellationToken));
+            await c.ExecuteAsync(new CommandDefinition("DELETE FROM desired_drives WHERE agent_id = @agentId", new { agentId }, t, cancellationToken: cancellationToken));
+            foreach (var drive in state.Drives.Where(d => d.ImageDigest is not null))
+                await c.ExecuteAsync(new CommandDefinition("INSERT INTO desired_drives (agent_id, drive, digest) VALUES (@agentId, @index, @digest)",
+                    new { agentId, index = drive.Index, digest = drive.ImageDigest }, t, cancellationToken: cancellationToken));
+            return state;
         }, cancellationToken);
-
-    private async Task<(DesiredState State, byte[] Bytes)> SaveLockedAsync(string agentId, DesiredState next, CancellationToken cancellationToken)
-    {
-        var bytes = ProtocolSerializer.Serialize(next);
-        await store.PutAsync(ObjectKeys.Desired(agentId), bytes, cancellationToken);
-        await store.FlushAsync(cancellationToken);
-        _states[agentId] = next;
+        Remember(agentId, state);
         Changed?.Invoke(agentId);
-        return (next, bytes);
+        return state;
     }
 
-    /// <summary>Like <see cref="SetDriveAsync"/>, for callers already inside <see cref="RunExclusiveAsync"/>.</summary>
-    public async Task<(DesiredState State, byte[] Bytes)> SetDriveLockedAsync(string agentId, DesiredDrive drive, CancellationToken cancellationToken)
+    /// <summary>Replaces one drive and bumps the generation.</summary>
+    public Task<DesiredState> SetDriveAsync(string agentId, DesiredDrive drive, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(drive);
-        var current = Get(agentId);
-        var drives = (current?.Drives ?? []).Where(d => d.Index != drive.Index).Append(drive).OrderBy(d => d.Index).ToList();
-        var next = new DesiredState
-        {
-            Generation = (current?.Generation ?? 0) + 1,
-            Drives = drives,
-            IssuedAtUnixMs = time.GetUtcNow().ToUnixTimeMilliseconds(),
-            MaxBytesPerSecond = current?.MaxBytesPerSecond,
-            AgentId = agentId,
-        };
-        return await SaveLockedAsync(agentId, next, cancellationToken);
+        return ChangeAsync(agentId, change => Task.FromResult(WithDrive(change.Current, drive)), cancellationToken);
     }
+
+    /// <summary>Sets (or with null clears) the agent's pull bandwidth override; bumps the generation.</summary>
+    public Task<DesiredState> SetBandwidthAsync(string agentId, long? bytesPerSecond, CancellationToken cancellationToken) =>
+        ChangeAsync(agentId, change => Task.FromResult<(IReadOnlyList<DesiredDrive>, long?)>((change.Current?.Drives ?? [], bytesPerSecond)), cancellationToken);
+
+    /// <summary>The drives of <paramref name="current"/> with <paramref name="drive"/> in its slot, and its bandwidth.</summary>
+    public static (IReadOnlyList<DesiredDrive> Drives, long? MaxBytesPerSecond) WithDrive(DesiredState? current, DesiredDrive drive)
+    {
+        ArgumentNullException.ThrowIfNull(drive);
+        return ((current?.Drives ?? []).Where(d => d.Index != drive.Index).Append(drive).ToList(), current?.MaxBytesPerSecond);
+    }
+
+    /// <summary>The agents whose stored desired state uses <paramref name="digest"/>, read inside the caller's transaction.</summary>
+    public static async Task<IReadOnlyList<string>> UsersAsync(DbConnection connection, DbTransaction transaction, string digest, CancellationToken cancellationToken) =>
+        (await connection.QueryAsync<string>(new CommandDefinition(
+            "SELECT DISTINCT agent_id FROM desired_drives WHERE digest = @digest ORDER BY agent_id", new { digest }, transaction, cancellationToken: cancellationToken))).ToList();
+
+    /// <summary>
+    /// Publishes the agent's newest stored desired state through <paramref name="publish"/> while holding
+    /// its row lock, then records it as published. Whoever publishes — this replica or another, now or on a
+    /// reconnect — sends the newest generation under the lock, so the broker never gets an older one after a
+    /// newer one. Without <paramref name="force"/> nothing is sent when that generation already went out.
+    /// </summary>
+    public async Task<DesiredState?> PublishLatestAsync(string agentId, Func<DesiredState, Task> publish, bool force, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(publish);
+        var published = await db.WriteAsync(async (c, t) =>
+        {
+            var row = await c.QuerySingleOrDefaultAsync<(long Generation, byte[] State, long Published)?>(new CommandDefinition(
+                $"SELECT generation, state, published_generation FROM desired_states WHERE agent_id = @agentId{db.ForUpdate}",
+                new { agentId }, t, cancellationToken: cancellationToken));
+            if (row is not { Generation: > 0 } r || (!force && r.Published >= r.Generation))
+                return null;
+            var state = ProtocolSerializer.Deserialize<DesiredState>(r.State);
+            await publish(state);
+            await c.ExecuteAsync(new CommandDefinition("UPDATE desired_states SET published_generation = @generation WHERE agent_id = @agentId",
+                new { agentId, generation = r.Generation }, t, cancellationToken: cancellationToken));
+            return state;
+        }, cancellationToken);
+        if (published is not null)
+            Remember(agentId, published);
+        return published;
+    }
+
+    /// <summary>
+    /// Whether the agent's desired state uses <paramref name="digest"/>. Answered from the cache when it says
+    /// yes; otherwise from the database, since another replica may have assigned it a moment ago.
+    /// </summary>
+    public async Task<bool> IsAssignedAsync(string agentId, string digest, CancellationToken cancellationToken) =>
+        Get(agentId)?.Drives.Any(d => d.ImageDigest == digest) == true
+        || await db.ReadAsync(c => c.ExecuteScalarAsync<long>(new CommandDefinition(
+            "SELECT COUNT(*) FROM desired_drives WHERE agent_id = @agentId AND digest = @digest", new { agentId, digest }, cancellationToken: cancellationToken)), cancellationToken) > 0;
+
+    /// <summary>Every digest some stored desired state uses, from the database.</summary>
+    public Task<IReadOnlyList<string>> DigestsInUseAsync(CancellationToken cancellationToken) =>
+        db.ReadAsync<IReadOnlyList<string>>(async c => (await c.QueryAsync<string>(new CommandDefinition(
+            "SELECT DISTINCT digest FROM desired_drives", cancellationToken: cancellationToken))).ToList(), cancellationToken);
+
+    /// <summary>The agents that have desired state, from the database.</summary>
+    public Task<IReadOnlyList<string>> AgentIdsAsync(CancellationToken cancellationToken) =>
+        db.ReadAsync<IReadOnlyList<string>>(async c => (await c.QueryAsync<string>(new CommandDefinition(
+            "SELECT agent_id FROM desired_states WHERE generation > 0 ORDER BY agent_id", cancellationToken: cancellationToken))).ToList(), cancellationToken);
+
+    /// <summary>Keeps the newer of the cached and the given state.</summary>
+    private void Remember(string agentId, DesiredState state) =>
+        _states.AddOrUpdate(agentId, state, (_, cached) => cached.Generation >= state.Generation ? cached : state);
 }

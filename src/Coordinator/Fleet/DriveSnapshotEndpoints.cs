@@ -38,10 +38,10 @@ public static class DriveSnapshotEndpoints
             throw ApiException.NotFound("agent-not-found", $"No agent '{agentId}' is registered.");
 
         var id = Guid.NewGuid().ToString("N");
-        // Checked and written under the desired-state lock, so a concurrent change of the drive cannot slip between.
-        var (state, _) = await desired.RunExclusiveAsync(async () =>
+        // Checked and written in one transaction holding the agent's row lock, so a concurrent change of the drive cannot slip between.
+        var state = await desired.ChangeAsync(agentId, async change =>
         {
-            var drive = desired.Get(agentId)?.Drives.FirstOrDefault(d => d.Index == index);
+            var drive = change.Current?.Drives.FirstOrDefault(d => d.Index == index);
             if (drive?.ImageDigest is null)
                 throw ApiException.Conflict("no-working-copy", $"Drive {index} of '{agentId}' has no image, so it has no writes to save.");
             if (drive.Mode != DriveMode.Flash || drive.ReadOnly)
@@ -51,11 +51,11 @@ public static class DriveSnapshotEndpoints
                 throw ApiException.Conflict("no-working-copy", $"'{agentId}' reports no working copy for drive {index}: it was never attached writable (or the agent has not reported yet).");
             if (reported.Snapshot is { State: SnapshotState.Running })
                 throw ApiException.Conflict("snapshot-running", $"Drive {index} of '{agentId}' is being saved as '{reported.Snapshot.ImageName}' right now.");
-            if (await catalog.GetAsync(body.Name, ct) is not null)
+            if (await catalog.GetForShareAsync(change.Connection, change.Transaction, body.Name, ct) is not null)
                 throw ImageCatalog.ImageExists(body.Name);
-            return await desired.SetDriveLockedAsync(agentId, drive with { Snapshot = new SnapshotRequest { Id = id, Name = body.Name }, DiscardWrites = false }, ct);
+            return DesiredStateStore.WithDrive(change.Current, drive with { Snapshot = new SnapshotRequest { Id = id, Name = body.Name }, DiscardWrites = false });
         }, ct);
-        await mqtt.PublishDesiredAsync(agentId, state, ct);
+        await mqtt.PublishDesiredAsync(agentId, ct);
         await audit.RecordAsync(user, "drive.snapshot", $"{agentId}/{index}", $"save as {body.Name} (request {id}, generation {state.Generation})", ct);
         return Results.Accepted($"/api/v1/agents/{agentId}/drives/{index}/snapshot",
             new SnapshotAccepted(id, body.Name, agentId, index, state.Generation));

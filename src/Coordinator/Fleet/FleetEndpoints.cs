@@ -70,12 +70,13 @@ public static class FleetEndpoints
         if (request.Image is not null && !NameRules.TryValidateImageName(request.Image, out var nameError))
             throw ApiException.BadRequest("invalid-image-name", nameError);
 
-        var (state, _) = await desired.RunExclusiveAsync(async () =>
+        var state = await desired.ChangeAsync(agentId, async change =>
         {
-            // Resolved under the lock, so a concurrent DELETE cannot remove the image between lookup and commit.
+            // Read under a share lock in the same transaction, so a concurrent DELETE cannot remove the image
+            // between lookup and commit (ImageCatalog.DeleteUnusedAsync).
             string? digest = null;
             if (request.Image is not null)
-                digest = (await catalog.GetAsync(request.Image, ct) ?? throw CatalogEndpoints.ImageNotFound(request.Image)).Digest;
+                digest = (await catalog.GetForShareAsync(change.Connection, change.Transaction, request.Image, ct) ?? throw CatalogEndpoints.ImageNotFound(request.Image)).Digest;
             var discardWrites = request.DiscardWrites ?? false;
             if (!discardWrites)
                 RefuseLosingWrites(agentId, index, digest, mode, readOnly, registry);
@@ -89,9 +90,9 @@ public static class FleetEndpoints
                 Connected = digest is not null && (request.Connected ?? true),
                 DiscardWrites = discardWrites,
             };
-            return await desired.SetDriveLockedAsync(agentId, drive, ct);
+            return DesiredStateStore.WithDrive(change.Current, drive);
         }, ct);
-        await mqtt.PublishDesiredAsync(agentId, state, ct);
+        await mqtt.PublishDesiredAsync(agentId, ct);
         var drive = state.Drives.First(d => d.Index == index);
         await audit.RecordAsync(user, drive.Connected ? "drive.mount" : "drive.eject", $"{agentId}/{index}",
             drive.ImageDigest is null ? "empty" : $"{drive.ImageName} {drive.ImageDigest} {ModeName(drive.Mode)}{(drive.ReadOnly ? " ro" : " rw")} (generation {state.Generation})", ct);
@@ -127,8 +128,8 @@ public static class FleetEndpoints
             throw ApiException.BadRequest("invalid-bandwidth", "Send {\"maxBytesPerSecond\": N} with N >= 0 (0 = unlimited), or null to use the agent's own setting.");
         if (await credentials.FindAsync(agentId, ct) is null)
             throw UnknownAgent(agentId);
-        var (state, _) = await desired.SetBandwidthAsync(agentId, request.MaxBytesPerSecond, ct);
-        await mqtt.PublishDesiredAsync(agentId, state, ct);
+        var state = await desired.SetBandwidthAsync(agentId, request.MaxBytesPerSecond, ct);
+        await mqtt.PublishDesiredAsync(agentId, ct);
         await audit.RecordAsync(user, "agent.bandwidth", agentId, request.MaxBytesPerSecond?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "agent default", ct);
         return Results.Ok(DesiredView.From(state));
     }

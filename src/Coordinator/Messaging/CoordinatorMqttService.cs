@@ -66,14 +66,19 @@ public sealed partial class CoordinatorMqttService : BackgroundService
     /// <summary>Completes once the first session is up (used by readiness and tests).</summary>
     public Task Connected => _firstConnect.Task;
 
-    /// <summary>Signs and publishes retained; if the broker is down the state is already durable and goes out on reconnect.</summary>
-    public async Task PublishDesiredAsync(string agentId, DesiredState state, CancellationToken cancellationToken)
+    /// <summary>
+    /// Signs and publishes the agent's newest stored desired state, retained, under its row lock (see
+    /// <see cref="DesiredStateStore.PublishLatestAsync"/>: never an older generation after a newer one, from any
+    /// replica). If the broker is down the state is already durable and goes out on reconnect.
+    /// </summary>
+    public async Task PublishDesiredAsync(string agentId, CancellationToken cancellationToken)
     {
         if (!_client.IsConnected)
             return;
         try
         {
-            await _client.PublishAsync(await SignedMessageAsync(agentId, state, cancellationToken), cancellationToken);
+            await _desired.PublishLatestAsync(agentId, async state =>
+                await _client.PublishAsync(await SignedMessageAsync(agentId, state, cancellationToken), cancellationToken), force: false, cancellationToken);
         }
         catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException)
         {
@@ -83,7 +88,6 @@ public sealed partial class CoordinatorMqttService : BackgroundService
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        await _desired.LoadAsync(stoppingToken);
         while (!stoppingToken.IsCancellationRequested)
         {
             try
@@ -174,9 +178,12 @@ public sealed partial class CoordinatorMqttService : BackgroundService
         foreach (var filter in Extensions.SelectMany(e => e.TopicFilters))
             subscription.WithTopicFilter(filter, MqttQualityOfServiceLevel.AtLeastOnce);
         await _client.SubscribeAsync(subscription.Build(), timeout.Token);
-        foreach (var (agentId, state) in _desired.All)
-            await _client.PublishAsync(await SignedMessageAsync(agentId, state, timeout.Token), timeout.Token);
-        Log.Connected(_logger, uri, _desired.All.Count);
+        // Republished from the database, each under its row lock, so a reconnect never puts back an older generation.
+        var agents = await _desired.AgentIdsAsync(timeout.Token);
+        foreach (var agentId in agents)
+            await _desired.PublishLatestAsync(agentId, async state => await _client.PublishAsync(await SignedMessageAsync(agentId, state, timeout.Token), timeout.Token),
+                force: true, timeout.Token);
+        Log.Connected(_logger, uri, agents.Count);
         foreach (var extension in Extensions)
             await extension.OnConnectedAsync(timeout.Token);
         _firstConnect.TrySetResult();

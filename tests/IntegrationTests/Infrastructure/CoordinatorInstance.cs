@@ -100,6 +100,7 @@ public sealed class CoordinatorInstance : IAsyncDisposable
         [
             $"--Urls={BaseUrl}",
             $"--Storage:Path={Path.Combine(DataDir, "store")}",
+            $"--State:ConnectionString=Data Source={Path.Combine(DataDir, "state.db")}",
             $"--Mqtt:Broker={_externalBroker ?? "embedded"}",
             $"--Mqtt:EmbeddedPort={MqttPort}",
             $"--Mqtt:EmbeddedStatePath={Path.Combine(DataDir, "broker")}",

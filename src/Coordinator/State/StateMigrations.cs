@@ -1,0 +1,101 @@
+using System.Data.Common;
+using Dapper;
+
+namespace MsdFleet.Coordinator.State;
+
+/// <summary>
+/// Versioned schema migrations, applied in order at start inside one transaction each, and recorded in
+/// <c>schema_migrations</c>. Replicas starting together serialize on a lock (PostgreSQL: a session advisory
+/// lock; SQLite: its write lock), so each migration runs once. A database migrated by a newer Coordinator
+/// is refused: this version would not know its tables.
+/// Never edit a migration that has shipped; add the next one.
+/// </summary>
+public static class StateMigrations
+{
+    /// <summary>The advisory-lock key the migrating replica holds (any fixed 64-bit number; "msdfleet" in ASCII).</summary>
+    private const long PostgresLockKey = 0x6d73_6466_6c65_6574;
+
+    public sealed record Migration(int Version, string Name, Func<StateDatabase, string> Sql);
+
+    public static IReadOnlyList<Migration> All { get; } =
+    [
+        new(1, "catalog and desired state", db => $"""
+            CREATE TABLE catalog_images (
+                name TEXT PRIMARY KEY,
+                digest TEXT NOT NULL,
+                entry TEXT NOT NULL,
+                committed_at_ms BIGINT NOT NULL
+            );
+            CREATE INDEX catalog_images_digest ON catalog_images (digest);
+            CREATE TABLE desired_states (
+                agent_id TEXT PRIMARY KEY,
+                generation BIGINT NOT NULL,
+                state {db.BlobType} NOT NULL,
+                published_generation BIGINT NOT NULL DEFAULT 0,
+                updated_at_ms BIGINT NOT NULL
+            );
+            CREATE TABLE desired_drives (
+                agent_id TEXT NOT NULL REFERENCES desired_states (agent_id) ON DELETE CASCADE,
+                drive INTEGER NOT NULL,
+                digest TEXT NOT NULL,
+                PRIMARY KEY (agent_id, drive)
+            );
+            CREATE INDEX desired_drives_digest ON desired_drives (digest);
+            CREATE TABLE state_meta (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            );
+            """),
+    ];
+
+    public static int LatestVersion => All[^1].Version;
+
+    /// <returns>The versions applied now (empty when the schema was current).</returns>
+    public static async Task<IReadOnlyList<int>> ApplyAsync(StateDatabase db, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(db);
+        await using var connection = await db.OpenAsync(cancellationToken);
+        if (db.IsPostgres)
+            await connection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(@key)", new { key = PostgresLockKey }, cancellationToken: cancellationToken));
+        try
+        {
+            await connection.ExecuteAsync(new CommandDefinition(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)",
+                cancellationToken: cancellationToken));
+            var applied = new List<int>();
+            foreach (var migration in All)
+            {
+                if (await ApplyOneAsync(db, connection, migration, cancellationToken))
+                    applied.Add(migration.Version);
+            }
+            return applied;
+        }
+        finally
+        {
+            if (db.IsPostgres)
+                await connection.ExecuteAsync("SELECT pg_advisory_unlock(@key)", new { key = PostgresLockKey });
+        }
+    }
+
+    private static async Task<bool> ApplyOneAsync(StateDatabase db, DbConnection connection, Migration migration, CancellationToken cancellationToken)
+    {
+        await using var transaction = connection is Microsoft.Data.Sqlite.SqliteConnection sqlite
+            ? sqlite.BeginTransaction(System.Data.IsolationLevel.Serializable, deferred: false)
+            : await connection.BeginTransactionAsync(cancellationToken);
+        var newest = await connection.ExecuteScalarAsync<int?>(new CommandDefinition(
+            "SELECT MAX(version) FROM schema_migrations", transaction: transaction, cancellationToken: cancellationToken)) ?? 0;
+        if (newest > LatestVersion)
+            throw new InvalidOperationException(
+                $"The state database is at schema version {newest}, newer than this Coordinator knows ({LatestVersion}): it was upgraded by a newer version. Run that version, or restore a backup taken before the upgrade.");
+        var done = await connection.ExecuteScalarAsync<int>(new CommandDefinition(
+            "SELECT COUNT(*) FROM schema_migrations WHERE version = @v", new { v = migration.Version }, transaction, cancellationToken: cancellationToken));
+        if (done > 0)
+            return false;
+        await connection.ExecuteAsync(new CommandDefinition(migration.Sql(db), transaction: transaction, cancellationToken: cancellationToken));
+        await connection.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (@v, @n, @t)",
+            new { v = migration.Version, n = migration.Name, t = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() }, transaction, cancellationToken: cancellationToken));
+        await transaction.CommitAsync(cancellationToken);
+        return true;
+    }
+}

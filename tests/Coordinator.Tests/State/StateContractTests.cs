@@ -1,0 +1,234 @@
+using System.Collections.Concurrent;
+using Dapper;
+using Microsoft.Extensions.Options;
+using MsdFleet.Coordinator.Catalog;
+using MsdFleet.Coordinator.Fleet;
+using MsdFleet.Coordinator.State;
+using MsdFleet.Coordinator.Storage;
+using MsdFleet.Coordinator.Web;
+using MsdFleet.Protocol.Messages;
+using MsdFleet.Protocol.Serialization;
+
+namespace MsdFleet.Coordinator.Tests.State;
+
+/// <summary>
+/// What every state database must do, run against SQLite and a real PostgreSQL. "Two replicas" are two
+/// independent sets of stores over the same database, as two Coordinator processes would be.
+/// </summary>
+public abstract class StateContractTests : IAsyncLifetime
+{
+    private static readonly System.Text.Json.JsonSerializerOptions WebJson = new(System.Text.Json.JsonSerializerDefaults.Web);
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "msdfleet-state-" + Guid.NewGuid().ToString("N"));
+    private FileSystemObjectStore? _store;
+    private StateOptions _options = new();
+
+    protected abstract Task<StateOptions> NewDatabaseAsync(string folder);
+
+    protected FileSystemObjectStore Store => _store!;
+
+    public async Task InitializeAsync()
+    {
+        Directory.CreateDirectory(_root);
+        _store = new FileSystemObjectStore(Path.Combine(_root, "store"));
+        _options = await NewDatabaseAsync(_root);
+    }
+
+    public Task DisposeAsync()
+    {
+        _store?.Dispose();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(_root, true);
+        return Task.CompletedTask;
+    }
+
+    private sealed record Replica(StateDatabase Db, ImageCatalog Catalog, DesiredStateStore Desired);
+
+    private async Task<Replica> StartReplicaAsync()
+    {
+        var db = new StateDatabase(Options.Create(_options));
+        await StateMigrations.ApplyAsync(db, CancellationToken.None);
+        return new Replica(db, new ImageCatalog(db, Store, TimeProvider.System), new DesiredStateStore(db, TimeProvider.System));
+    }
+
+    private static CatalogEntry Entry(string name, string digest) => new()
+    {
+        Name = name, Digest = digest, Size = 1, Sha256 = new string('0', 64), ChunkCount = 1, CreatedAt = DateTimeOffset.UnixEpoch,
+    };
+
+    private static string Digest(int n) => "sha256:" + n.ToString("x64", System.Globalization.CultureInfo.InvariantCulture);
+
+    [Fact]
+    public async Task Migrations_AppliedOnce_EvenWhenReplicasStartTogether()
+    {
+        var dbs = Enumerable.Range(0, 4).Select(_ => new StateDatabase(Options.Create(_options))).ToList();
+        var applied = await Task.WhenAll(dbs.Select(db => StateMigrations.ApplyAsync(db, CancellationToken.None)));
+
+        Assert.Equal(StateMigrations.All.Select(m => m.Version), applied.SelectMany(a => a).Order());
+        Assert.Empty(await StateMigrations.ApplyAsync(dbs[0], CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Migrations_DatabaseFromNewerVersion_IsRefusedWithAClearMessage()
+    {
+        var a = await StartReplicaAsync();
+        await a.Db.WriteAsync((c, t) => c.ExecuteAsync("INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (9999, 'future', 0)", transaction: t), default);
+
+        var ex = await Assert.ThrowsAsync<InvalidOperationException>(() => StateMigrations.ApplyAsync(a.Db, CancellationToken.None));
+        Assert.Contains("newer than this Coordinator knows", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task DesiredState_ConcurrentChangesOnTwoReplicas_NoneLost_GenerationsStrictlyIncreasing()
+    {
+        var a = await StartReplicaAsync();
+        var b = await StartReplicaAsync();
+        var generations = new ConcurrentBag<long>();
+        // Each change adds 1 to the bandwidth it read: a lost update would leave the total short.
+        await Parallel.ForEachAsync(Enumerable.Range(0, 100), new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (i, ct) =>
+        {
+            var replica = i % 2 == 0 ? a : b;
+            var state = await replica.Desired.ChangeAsync("rack1-01",
+                change => Task.FromResult<(IReadOnlyList<DesiredDrive>, long?)>((change.Current?.Drives ?? [], (change.Current?.MaxBytesPerSecond ?? 0) + 1)), ct);
+            generations.Add(state.Generation);
+        });
+
+        Assert.Equal(Enumerable.Range(1, 100).Select(g => (long)g), generations.Order());
+        var fresh = await StartReplicaAsync();
+        await fresh.Desired.LoadAsync(default);
+        Assert.Equal(100, fresh.Desired.Get("rack1-01")!.Generation);
+        Assert.Equal(100, fresh.Desired.Get("rack1-01")!.MaxBytesPerSecond);
+    }
+
+    [Fact]
+    public async Task DesiredState_PublishedFromTwoReplicas_NeverAnOlderGenerationAfterANewerOne()
+    {
+        var a = await StartReplicaAsync();
+        var b = await StartReplicaAsync();
+        var published = new ConcurrentQueue<long>();
+        await Parallel.ForEachAsync(Enumerable.Range(0, 60), new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (i, ct) =>
+        {
+            var replica = i % 2 == 0 ? a : b;
+            await replica.Desired.SetBandwidthAsync("rack1-02", i, ct);
+            await replica.Desired.PublishLatestAsync("rack1-02", s =>
+            {
+                published.Enqueue(s.Generation);
+                return Task.CompletedTask;
+            }, force: false, ct);
+        });
+
+        var order = published.ToList();
+        Assert.Equal(order.Order(), order);
+        Assert.Equal(order.Distinct(), order);
+        Assert.Equal(60, order[^1]); // the last one out is the newest
+    }
+
+    [Fact]
+    public async Task Catalog_SameNameCommittedConcurrently_ExactlyOneWins()
+    {
+        var a = await StartReplicaAsync();
+        var b = await StartReplicaAsync();
+        var results = await Task.WhenAll(Enumerable.Range(0, 20).Select(async i =>
+        {
+            try
+            {
+                await (i % 2 == 0 ? a : b).Catalog.CommitAsync(Entry("debian.iso", Digest(i)), replace: false, default);
+                return true;
+            }
+            catch (ApiException ex) when (ex.Code == "image-exists")
+            {
+                return false;
+            }
+        }));
+
+        Assert.Single(results, r => r);
+        Assert.Single(await b.Catalog.ListAsync(default));
+        await a.Catalog.CommitAsync(Entry("debian.iso", Digest(99)), replace: true, default);
+        Assert.Equal(Digest(99), (await b.Catalog.GetAsync("debian.iso", default))!.Digest);
+    }
+
+    [Fact]
+    public async Task Catalog_DeleteRacingAnAssignment_NeverDeletesAnImageInUse()
+    {
+        var a = await StartReplicaAsync();
+        var b = await StartReplicaAsync();
+        for (var i = 0; i < 20; i++)
+        {
+            var name = $"img{i}.iso";
+            await a.Catalog.CommitAsync(Entry(name, Digest(1000 + i)), replace: false, default);
+            var assign = Task.Run(async () =>
+            {
+                try
+                {
+                    await b.Desired.ChangeAsync($"agent{i}", async change =>
+                    {
+                        var entry = await b.Catalog.GetForShareAsync(change.Connection, change.Transaction, name, default) ?? throw CatalogEndpoints.ImageNotFound(name);
+                        return DesiredStateStore.WithDrive(change.Current, new DesiredDrive { Index = 0, ImageDigest = entry.Digest, ImageName = name, Mode = DriveMode.Cdrom, Connected = true });
+                    }, default);
+                    return true;
+                }
+                catch (ApiException ex) when (ex.Code == "image-not-found")
+                {
+                    return false;
+                }
+            });
+            var delete = Task.Run(async () =>
+            {
+                try
+                {
+                    await a.Catalog.DeleteUnusedAsync(name, default);
+                    return true;
+                }
+                catch (ApiException ex) when (ex.Code == "image-in-use")
+                {
+                    return false;
+                }
+            });
+            var (assigned, deleted) = (await assign, await delete);
+
+            Assert.True(assigned ^ deleted, $"round {i}: assigned {assigned}, deleted {deleted}");
+            Assert.Equal(assigned, await a.Catalog.GetAsync(name, default) is not null);
+        }
+    }
+
+    [Fact]
+    public async Task Import_StoreWrittenByEarlierVersion_IsImportedOnce()
+    {
+        var entry = Entry("old.iso", Digest(7));
+        await Store.PutAsync(ObjectKeys.Catalog(entry.Name), System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(entry, WebJson), default);
+        var old = new DesiredState { Generation = 41, AgentId = "rack2-01", Drives = [new DesiredDrive { Index = 0, ImageDigest = entry.Digest, ImageName = entry.Name, Mode = DriveMode.Cdrom, Connected = true }] };
+        await Store.PutAsync(ObjectKeys.Desired("rack2-01"), ProtocolSerializer.Serialize(old), default);
+
+        var db = new StateDatabase(Options.Create(_options));
+        var desired = new DesiredStateStore(db, TimeProvider.System);
+        var startup = new StateStartupService(db, Store, desired, TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<StateStartupService>.Instance);
+        await startup.StartAsync(default);
+        var catalog = new ImageCatalog(db, Store, TimeProvider.System);
+
+        Assert.Equal(entry.Digest, (await catalog.GetAsync("old.iso", default))!.Digest);
+        Assert.Equal(41, desired.Get("rack2-01")!.Generation);
+        // The imported image is in use, and the next change continues the generations.
+        var inUse = await Assert.ThrowsAsync<ApiException>(() => catalog.DeleteUnusedAsync("old.iso", default));
+        Assert.Equal("image-in-use", inUse.Code);
+        Assert.Equal(42, (await desired.SetBandwidthAsync("rack2-01", 5, default)).Generation);
+
+        // A second start (or a second replica) imports nothing again: what was deleted since does not come back.
+        await desired.SetDriveAsync("rack2-01", new DesiredDrive { Index = 0 }, default);
+        await catalog.DeleteUnusedAsync("old.iso", default);
+        await startup.StartAsync(default);
+        Assert.Null(await catalog.GetAsync("old.iso", default));
+        Assert.Equal(43, desired.Get("rack2-01")!.Generation);
+    }
+}
+
+public sealed class SqliteStateContractTests : StateContractTests
+{
+    protected override Task<StateOptions> NewDatabaseAsync(string folder) =>
+        Task.FromResult(new StateOptions { Provider = "sqlite", ConnectionString = $"Data Source={Path.Combine(folder, "state.db")}" });
+}
+
+[Collection(PostgresServers.Name)]
+public sealed class PostgresStateContractTests(PostgresServer server) : StateContractTests
+{
+    protected override async Task<StateOptions> NewDatabaseAsync(string folder) =>
+        new() { Provider = "postgres", ConnectionString = await server.CreateDatabaseAsync() };
+}
