@@ -31,7 +31,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 coordinator_upload() {
   local port mport token=msdf_bench-token-0123456789 start end
   port=$(free_port); mport=$(free_port)
-  env Urls="http://127.0.0.1:$port" Mqtt__EmbeddedPort="$mport" Mqtt__EmbeddedStatePath="$work/broker-$port" \
+  env Urls="http://127.0.0.1:$port" Mqtt__EmbeddedPort="$mport" Mqtt__EmbeddedStatePath="$work/broker-$port" State__ConnectionString="Data Source=$work/state-$port.db" \
     Auth__BootstrapAdminToken=$token Logging__LogLevel__Default=Warning "$@" \
     dotnet "$root/src/Coordinator/bin/Release/net10.0/MsdFleet.Coordinator.dll" > "$work/coordinator-$port.log" 2>&1 &
   coord_pid=$!

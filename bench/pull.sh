@@ -36,7 +36,7 @@ start_proxy() { python3 "$root/bench/lib/wire.py" proxy "$1" "127.0.0.1:$2" "$3"
 down_bytes() { sleep 0.3; awk '{ print $1 }' "$1"; }
 
 port=$(free_port); mport=$(free_port); token=msdf_bench-pull-token-0123456789; url="http://127.0.0.1:$port"
-Urls=$url Storage__Path="$work/store" Mqtt__EmbeddedPort=$mport Mqtt__EmbeddedStatePath="$work/broker" \
+Urls=$url Storage__Path="$work/store" State__ConnectionString="Data Source=$work/state.db" Mqtt__EmbeddedPort=$mport Mqtt__EmbeddedStatePath="$work/broker" \
   Auth__BootstrapAdminToken=$token Logging__LogLevel__Default=Warning dotnet "$coord" > "$work/coordinator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do curl -fsS "$url/healthz" >/dev/null 2>&1 && break; sleep 0.1; done

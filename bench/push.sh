@@ -31,7 +31,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 mport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 token=msdf_bench-token-0123456789
 start_coordinator() {
-  env Urls="http://127.0.0.1:$port" Mqtt__EmbeddedPort="$mport" Mqtt__EmbeddedStatePath="$work/broker" Storage__Path="$work/store-$1" \
+  env Urls="http://127.0.0.1:$port" Mqtt__EmbeddedPort="$mport" Mqtt__EmbeddedStatePath="$work/broker" Storage__Path="$work/store-$1" State__ConnectionString="Data Source=$work/state-$1.db" \
     Auth__BootstrapAdminToken=$token Logging__LogLevel__Default=Warning HomeAssistant__Enabled=false \
     dotnet "$root/src/Coordinator/bin/Release/net10.0/MsdFleet.Coordinator.dll" > "$work/coordinator.log" 2>&1 &
   coord_pid=$!
