@@ -89,6 +89,10 @@ public static class CoordinatorApp
         builder.Services.AddSingleton<State.StateDatabase>();
         // After the object store's check (registered before it), before everything that reads state.
         builder.Services.AddHostedService<State.StateStartupService>();
+        builder.Services.AddSingleton<State.LeaderLease>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<State.LeaderLease>());
+        builder.Services.AddSingleton<State.StateNotifications>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<State.StateNotifications>());
         return builder;
     }
 
@@ -140,6 +144,8 @@ public static class CoordinatorApp
         builder.Services.AddSingleton<ImageIngestor>();
         builder.Services.AddSingleton<ImportJobs>();
         builder.Services.AddSingleton<GarbageCollector>();
+        builder.Services.AddSingleton<GcScheduler>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<GcScheduler>());
         builder.Services.AddSingleton<TransferCounters>();
         builder.Services.AddHostedService<CatalogStartupService>();
         // Images are many gigabytes; the upload route streams, so no global body limit applies to it.
@@ -173,11 +179,36 @@ public static class CoordinatorApp
         return builder;
     }
 
+    private static async Task<string> ProbeAsync(Func<Task> probe)
+    {
+        try
+        {
+            await probe();
+            return "ok";
+        }
+        catch (Exception ex) when (ex is not OutOfMemoryException)
+        {
+            return "unavailable";
+        }
+    }
+
     private static WebApplication MapHealthChecks(this WebApplication app)
     {
         app.MapGet("/healthz", () => Results.Ok(new { status = "ok" })).AllowAnonymous();
-        app.MapGet("/readyz", (CoordinatorMqttService mqtt) =>
-            mqtt.IsConnected ? Results.Ok(new { status = "ready" }) : Results.Json(new { status = "broker-disconnected" }, statusCode: 503)).AllowAnonymous();
+        // Ready only when every dependency answers now: the state database, the object store and the broker.
+        // (State is loaded before the server listens: StateStartupService runs first.)
+        app.MapGet("/readyz", async (CoordinatorMqttService mqtt, State.StateDatabase db, IObjectStore store, HttpContext http) =>
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
+            timeout.CancelAfter(TimeSpan.FromSeconds(3));
+            var database = await ProbeAsync(() => db.ReadAsync(c => Dapper.SqlMapper.ExecuteScalarAsync<int>(c, new Dapper.CommandDefinition("SELECT 1", cancellationToken: timeout.Token)), timeout.Token));
+            var objects = await ProbeAsync(() => store.GetSizeAsync("health/readyz", timeout.Token));
+            var broker = mqtt.IsConnected ? "ok" : "disconnected";
+            var ready = database == "ok" && objects == "ok" && broker == "ok";
+            if (!ready)
+                http.Response.Headers.RetryAfter = "5";
+            return Results.Json(new { status = ready ? "ready" : "not-ready", database, store = objects, broker }, statusCode: ready ? 200 : 503);
+        }).AllowAnonymous();
         return app;
     }
 }

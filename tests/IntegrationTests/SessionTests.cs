@@ -31,7 +31,8 @@ public sealed class SessionTests
             Assert.Equal(HttpStatusCode.Conflict, duplicate.StatusCode);
 
         // At rest: an Identity v3 PBKDF2 hash (format byte 0x01), never the password.
-        var stored = Encoding.UTF8.GetString((await coordinator.Services.GetRequiredService<IObjectStore>().GetBytesAsync("auth/users/alice", 65536, default))!);
+        var stored = await coordinator.Services.GetRequiredService<MsdFleet.Coordinator.State.StateDatabase>().ReadAsync(
+            c => Dapper.SqlMapper.QuerySingleAsync<string>(c, "SELECT record FROM users WHERE name = 'alice'"), default);
         Assert.DoesNotContain(AlicePassword, stored, StringComparison.Ordinal);
         var hash = Convert.FromBase64String(JsonNode.Parse(stored)!["passwordHash"]!.GetValue<string>());
         Assert.Equal(0x01, hash[0]);

@@ -1,17 +1,18 @@
-using System.Collections.Concurrent;
+using System.Data.Common;
 using System.Text.Json;
-using MsdFleet.Coordinator.Storage;
+using Dapper;
+using MsdFleet.Coordinator.State;
 
 namespace MsdFleet.Coordinator.Auth;
 
 /// <summary>
-/// Each agent's own secret, used for HTTP (Basic) and for the embedded broker (MQTT user/password).
-/// Only the hash is stored; the secret is shown once when created or rotated.
+/// Each agent's own secret, used for HTTP (Basic) and for the embedded broker (MQTT user/password), in
+/// <c>agent_credentials</c>. Only the hash is stored; the secret is shown once when created or rotated.
+/// Not cached: a rotation or a disable on any replica holds on every replica from the next request.
 /// </summary>
-public sealed class AgentCredentialStore(IObjectStore store, TimeProvider time)
+public sealed class AgentCredentialStore(StateDatabase db, TimeProvider time)
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-    private readonly ConcurrentDictionary<string, AgentCredentialRecord> _cache = new(StringComparer.Ordinal);
 
     public async Task<string> CreateOrRotateAsync(string agentId, CancellationToken cancellationToken)
     {
@@ -20,22 +21,15 @@ public sealed class AgentCredentialStore(IObjectStore store, TimeProvider time)
         {
             MosquittoHash = MosquittoPasswordHash.Create(secret),
         };
-        await store.PutAsync(ObjectKeys.AgentCredentials(agentId), JsonSerializer.SerializeToUtf8Bytes(record, Json), cancellationToken);
-        await store.FlushAsync(cancellationToken);
-        _cache[agentId] = record;
+        await db.WriteAsync((c, t) => UpsertAsync(c, t, record, cancellationToken), cancellationToken);
         return secret;
     }
 
     public async Task<AgentCredentialRecord?> FindAsync(string agentId, CancellationToken cancellationToken)
     {
-        if (_cache.TryGetValue(agentId, out var cached))
-            return cached;
-        var bytes = await store.GetBytesAsync(ObjectKeys.AgentCredentials(agentId), 64 * 1024, cancellationToken);
-        if (bytes is null)
-            return null;
-        var record = JsonSerializer.Deserialize<AgentCredentialRecord>(bytes, Json)!;
-        _cache[agentId] = record;
-        return record;
+        var json = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+            "SELECT record FROM agent_credentials WHERE agent_id = @agentId", new { agentId }, cancellationToken: cancellationToken)), cancellationToken);
+        return json is null ? null : JsonSerializer.Deserialize<AgentCredentialRecord>(json, Json);
     }
 
     public async Task<bool> VerifyAsync(string agentId, string secret, CancellationToken cancellationToken)
@@ -44,26 +38,27 @@ public sealed class AgentCredentialStore(IObjectStore store, TimeProvider time)
         return record is not null && !record.Disabled && SecretHash.Matches(secret, record.SecretSha256);
     }
 
-    /// <summary>Disables or re-enables an agent's credentials; false when the agent is unknown.</summary>
-    public async Task<bool> SetDisabledAsync(string agentId, bool disabled, CancellationToken cancellationToken)
-    {
-        var record = await FindAsync(agentId, cancellationToken);
-        if (record is null)
-            return false;
-        var updated = record with { Disabled = disabled };
-        await store.PutAsync(ObjectKeys.AgentCredentials(agentId), JsonSerializer.SerializeToUtf8Bytes(updated, Json), cancellationToken);
-        await store.FlushAsync(cancellationToken);
-        _cache[agentId] = updated;
-        return true;
-    }
+    /// <summary>Disables or re-enables an agent's credentials; false when the agent is unknown. The row is locked while it changes.</summary>
+    public Task<bool> SetDisabledAsync(string agentId, bool disabled, CancellationToken cancellationToken) =>
+        db.WriteAsync(async (c, t) =>
+        {
+            var json = await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+                $"SELECT record FROM agent_credentials WHERE agent_id = @agentId{db.ForUpdate}", new { agentId }, t, cancellationToken: cancellationToken));
+            if (json is null)
+                return false;
+            await UpsertAsync(c, t, JsonSerializer.Deserialize<AgentCredentialRecord>(json, Json)! with { Disabled = disabled }, cancellationToken);
+            return true;
+        }, cancellationToken);
 
-    public async Task<IReadOnlyList<string>> ListAgentIdsAsync(CancellationToken cancellationToken)
-    {
-        var ids = new List<string>();
-        await foreach (var key in store.ListAsync(ObjectKeys.AgentCredentialsPrefix, cancellationToken))
-            ids.Add(key[ObjectKeys.AgentCredentialsPrefix.Length..]);
-        return ids;
-    }
+    public Task<IReadOnlyList<string>> ListAgentIdsAsync(CancellationToken cancellationToken) =>
+        db.ReadAsync<IReadOnlyList<string>>(async c => (await c.QueryAsync<string>(new CommandDefinition(
+            "SELECT agent_id FROM agent_credentials ORDER BY agent_id", cancellationToken: cancellationToken))).ToList(), cancellationToken);
+
+    internal static Task<int> UpsertAsync(DbConnection c, DbTransaction t, AgentCredentialRecord record, CancellationToken cancellationToken, bool overwrite = true) =>
+        c.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO agent_credentials (agent_id, record) VALUES (@agentId, @json) ON CONFLICT (agent_id) " +
+            (overwrite ? "DO UPDATE SET record = excluded.record" : "DO NOTHING"),
+            new { agentId = record.AgentId, json = JsonSerializer.Serialize(record, Json) }, t, cancellationToken: cancellationToken));
 }
 
 public sealed record AgentCredentialRecord(string AgentId, string SecretSha256, DateTimeOffset CreatedAt)

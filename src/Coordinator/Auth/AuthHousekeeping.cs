@@ -4,16 +4,20 @@ namespace MsdFleet.Coordinator.Auth;
 
 /// <summary>
 /// At start and every six hours: deletes expired browser sessions and expired enrollment tokens from the
-/// store, so neither accumulates (nothing would accept them anyway).
+/// state database, so neither accumulates (nothing would accept them anyway). On the leader only.
 /// </summary>
-public sealed partial class AuthHousekeeping(SessionTicketStore sessions, EnrollmentStore enrollments, TimeProvider time, ILogger<AuthHousekeeping> logger)
+public sealed partial class AuthHousekeeping(SessionTicketStore sessions, EnrollmentStore enrollments, State.LeaderLease leader, TimeProvider time,
+    ILogger<AuthHousekeeping> logger)
     : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        await leader.FirstRound.WaitAsync(stoppingToken);
         using var timer = new PeriodicTimer(TimeSpan.FromHours(6), time);
         do
         {
+            if (!leader.IsLeader)
+                continue; // singleton work: the leader prunes for every replica
             try
             {
                 var now = time.GetUtcNow();

@@ -17,8 +17,9 @@ public sealed partial class BootstrapTokenService(
         {
             if (UserStore.ValidatePassword("admin", password) is { } problem)
                 throw new InvalidOperationException($"Auth:BootstrapAdminPassword is not acceptable: {problem}");
-            await users.CreateAsync("admin", password, Roles.Admin, cancellationToken);
-            Log.AdminUserCreated(logger);
+            // Null when a replica starting at the same moment created it first.
+            if (await users.CreateAsync("admin", password, Roles.Admin, cancellationToken) is not null)
+                Log.AdminUserCreated(logger);
         }
         if (await tokens.AnyAsync(cancellationToken))
             return;

@@ -1,18 +1,19 @@
+using System.Data.Common;
 using System.Text.Json;
-using MsdFleet.Coordinator.Storage;
+using Dapper;
+using MsdFleet.Coordinator.State;
 
 namespace MsdFleet.Coordinator.Auth;
 
 /// <summary>
-/// One-time enrollment tokens (<c>msde_…</c>), stored only as hashes under <c>auth/enrollments/</c>.
-/// A token names the agent id it enrolls, expires, and is deleted by the exchange that uses it.
+/// One-time enrollment tokens (<c>msde_…</c>), stored only as hashes in <c>enrollment_tokens</c>.
+/// A token names the agent id it enrolls, expires, and is deleted by the exchange that uses it: one
+/// <c>DELETE … RETURNING</c>, so of any number of concurrent redeemers on any replicas exactly one gets it.
 /// </summary>
-public sealed class EnrollmentStore(IObjectStore store, TimeProvider time) : IDisposable
+public sealed class EnrollmentStore(StateDatabase db, TimeProvider time)
 {
     public const string TokenPrefix = "msde_";
-    private const string Prefix = "auth/enrollments/";
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-    private readonly SemaphoreSlim _consume = new(1, 1);
 
     public async Task<(string Token, EnrollmentRecord Record)> CreateAsync(string agentId, TimeSpan lifetime, string createdBy, CancellationToken cancellationToken)
     {
@@ -20,79 +21,49 @@ public sealed class EnrollmentStore(IObjectStore store, TimeProvider time) : IDi
         var hash = SecretHash.HashHex(token);
         var now = time.GetUtcNow();
         var record = new EnrollmentRecord(hash[..16], agentId, now, now + lifetime, createdBy);
-        await store.PutAsync(Prefix + hash, JsonSerializer.SerializeToUtf8Bytes(record, Json), cancellationToken);
-        await store.FlushAsync(cancellationToken);
+        await db.WriteAsync((c, t) => InsertAsync(c, t, hash, record, cancellationToken), cancellationToken);
         return (token, record);
     }
 
     /// <summary>The token's record if it is known and unexpired (does not consume it).</summary>
     public async Task<EnrollmentRecord?> FindAsync(string token, CancellationToken cancellationToken)
     {
-        var bytes = await store.GetBytesAsync(Prefix + SecretHash.HashHex(token), 64 * 1024, cancellationToken);
-        if (bytes is null)
-            return null;
-        var record = JsonSerializer.Deserialize<EnrollmentRecord>(bytes, Json)!;
-        return record.ExpiresAt <= time.GetUtcNow() ? null : record;
+        var json = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+            "SELECT record FROM enrollment_tokens WHERE hash = @hash AND expires_at_ms > @now",
+            new { hash = SecretHash.HashHex(token), now = time.GetUtcNow().ToUnixTimeMilliseconds() }, cancellationToken: cancellationToken)), cancellationToken);
+        return json is null ? null : JsonSerializer.Deserialize<EnrollmentRecord>(json, Json);
     }
 
     /// <summary>Deletes the token and returns its record; null if it was already used, revoked or expired.</summary>
     public async Task<EnrollmentRecord?> ConsumeAsync(string token, CancellationToken cancellationToken)
     {
-        await _consume.WaitAsync(cancellationToken);
-        try
-        {
-            var record = await FindAsync(token, cancellationToken);
-            if (record is null)
-                return null;
-            await store.DeleteAsync(Prefix + SecretHash.HashHex(token), cancellationToken);
-            await store.FlushAsync(cancellationToken);
-            return record;
-        }
-        finally
-        {
-            _consume.Release();
-        }
+        var json = await db.WriteAsync((c, t) => c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+            "DELETE FROM enrollment_tokens WHERE hash = @hash AND expires_at_ms > @now RETURNING record",
+            new { hash = SecretHash.HashHex(token), now = time.GetUtcNow().ToUnixTimeMilliseconds() }, t, cancellationToken: cancellationToken)), cancellationToken);
+        return json is null ? null : JsonSerializer.Deserialize<EnrollmentRecord>(json, Json);
     }
 
     public async Task<IReadOnlyList<EnrollmentRecord>> ListAsync(CancellationToken cancellationToken)
     {
-        var records = new List<EnrollmentRecord>();
-        await foreach (var key in store.ListAsync(Prefix, cancellationToken))
-        {
-            if (await store.GetBytesAsync(key, 64 * 1024, cancellationToken) is { } bytes)
-                records.Add(JsonSerializer.Deserialize<EnrollmentRecord>(bytes, Json)!);
-        }
-        return records.OrderBy(r => r.CreatedAt).ToList();
+        var rows = await db.ReadAsync(c => c.QueryAsync<string>(new CommandDefinition(
+            "SELECT record FROM enrollment_tokens ORDER BY created_at_ms, id", cancellationToken: cancellationToken)), cancellationToken);
+        return rows.Select(r => JsonSerializer.Deserialize<EnrollmentRecord>(r, Json)!).ToList();
     }
 
-    public async Task<bool> RevokeAsync(string id, CancellationToken cancellationToken)
-    {
-        if (id.Length != 16)
-            return false;
-        await foreach (var key in store.ListAsync(Prefix, cancellationToken))
-        {
-            if (!key[Prefix.Length..].StartsWith(id, StringComparison.Ordinal))
-                continue;
-            await store.DeleteAsync(key, cancellationToken);
-            await store.FlushAsync(cancellationToken);
-            return true;
-        }
-        return false;
-    }
+    public async Task<bool> RevokeAsync(string id, CancellationToken cancellationToken) =>
+        id.Length == 16 && await db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition(
+            "DELETE FROM enrollment_tokens WHERE id = @id", new { id }, t, cancellationToken: cancellationToken)), cancellationToken) > 0;
 
     /// <summary>Deletes tokens that expired before <paramref name="now"/>; returns how many.</summary>
-    public async Task<int> PruneAsync(DateTimeOffset now, CancellationToken cancellationToken)
-    {
-        var removed = 0;
-        foreach (var record in await ListAsync(cancellationToken))
-        {
-            if (record.ExpiresAt <= now && await RevokeAsync(record.Id, cancellationToken))
-                removed++;
-        }
-        return removed;
-    }
+    public Task<int> PruneAsync(DateTimeOffset now, CancellationToken cancellationToken) =>
+        db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition(
+            "DELETE FROM enrollment_tokens WHERE expires_at_ms <= @now", new { now = now.ToUnixTimeMilliseconds() }, t, cancellationToken: cancellationToken)), cancellationToken);
 
-    public void Dispose() => _consume.Dispose();
+    internal static async Task<bool> InsertAsync(DbConnection c, DbTransaction t, string hash, EnrollmentRecord record, CancellationToken cancellationToken) =>
+        await c.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO enrollment_tokens (hash, id, record, created_at_ms, expires_at_ms) VALUES (@hash, @id, @json, @created, @expires) ON CONFLICT (hash) DO NOTHING",
+            new { hash, id = record.Id, json = JsonSerializer.Serialize(record, Json), created = record.CreatedAt.ToUnixTimeMilliseconds(), expires = record.ExpiresAt.ToUnixTimeMilliseconds() },
+            t, cancellationToken: cancellationToken)) > 0;
 }
 
 public sealed record EnrollmentRecord(string Id, string AgentId, DateTimeOffset CreatedAt, DateTimeOffset ExpiresAt, string CreatedBy);

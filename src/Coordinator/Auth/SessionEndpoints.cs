@@ -149,7 +149,8 @@ public static partial class SessionEndpoints
             throw ApiException.BadRequest("weak-password", problem);
         if (await users.FindAsync(request.Name!, ct) is not null)
             throw ApiException.Conflict("user-exists", $"User '{request.Name}' exists; PUT /api/v1/users/{request.Name} changes it.");
-        var user = await users.CreateAsync(request.Name!, request.Password!, request.Role!, ct);
+        var user = await users.CreateAsync(request.Name!, request.Password!, request.Role!, ct)
+            ?? throw ApiException.Conflict("user-exists", $"User '{request.Name}' exists; PUT /api/v1/users/{request.Name} changes it.");
         await audit.RecordAsync(principal, "user.create", user.Name, user.Role, ct);
         return Results.Created($"/api/v1/users/{user.Name}", new { user.Name, user.Role, user.CreatedAt });
     }

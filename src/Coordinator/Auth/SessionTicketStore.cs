@@ -1,21 +1,19 @@
-using System.Collections.Concurrent;
 using System.Security.Cryptography;
+using Dapper;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.Cookies;
-using MsdFleet.Coordinator.Storage;
+using MsdFleet.Coordinator.State;
 
 namespace MsdFleet.Coordinator.Auth;
 
 /// <summary>
-/// Server-side browser sessions: the cookie carries only a random session key, the ticket lives under
-/// <c>auth/sessions/</c> in the object store. Logging out deletes it, so a copied cookie is worthless
-/// afterwards; a restart or another replica still knows the session.
+/// Server-side browser sessions: the cookie carries only a random session key, the ticket lives in the
+/// <c>sessions</c> table under the key's SHA-256 (a copy of the table names no usable key). Logging out
+/// deletes it, so a copied cookie is worthless afterwards — on every replica at once, since tickets are
+/// not cached; a restart or another replica still knows the session.
 /// </summary>
-public sealed class SessionTicketStore(IObjectStore store) : ITicketStore
+public sealed class SessionTicketStore(StateDatabase db) : ITicketStore
 {
-    private const string Prefix = "auth/sessions/";
-    private readonly ConcurrentDictionary<string, AuthenticationTicket> _cache = new(StringComparer.Ordinal);
-
     public async Task<string> StoreAsync(AuthenticationTicket ticket)
     {
         var key = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(32));
@@ -28,56 +26,34 @@ public sealed class SessionTicketStore(IObjectStore store) : ITicketStore
         ArgumentNullException.ThrowIfNull(ticket);
         if (!IsKey(key))
             return;
-        await store.PutAsync(Prefix + key, TicketSerializer.Default.Serialize(ticket), CancellationToken.None);
-        await store.FlushAsync(CancellationToken.None);
-        _cache[key] = ticket;
+        await db.WriteAsync((c, t) => c.ExecuteAsync(
+            "INSERT INTO sessions (key_hash, ticket, expires_at_ms) VALUES (@hash, @bytes, @expires) " +
+            "ON CONFLICT (key_hash) DO UPDATE SET ticket = excluded.ticket, expires_at_ms = excluded.expires_at_ms",
+            new { hash = SecretHash.HashHex(key), bytes = TicketSerializer.Default.Serialize(ticket), expires = ticket.Properties.ExpiresUtc?.ToUnixTimeMilliseconds() }, t),
+            CancellationToken.None);
     }
 
     public async Task<AuthenticationTicket?> RetrieveAsync(string key)
     {
         if (!IsKey(key))
             return null;
-        if (_cache.TryGetValue(key, out var cached))
-            return cached;
-        var bytes = await store.GetBytesAsync(Prefix + key, 256 * 1024, CancellationToken.None);
-        if (bytes is null)
-            return null;
-        var ticket = TicketSerializer.Default.Deserialize(bytes);
-        if (ticket is not null)
-            _cache[key] = ticket;
-        return ticket;
+        var bytes = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<byte[]>(
+            "SELECT ticket FROM sessions WHERE key_hash = @hash", new { hash = SecretHash.HashHex(key) }), CancellationToken.None);
+        return bytes is null ? null : TicketSerializer.Default.Deserialize(bytes);
     }
 
     public async Task RemoveAsync(string key)
     {
         if (!IsKey(key))
             return;
-        _cache.TryRemove(key, out _);
-        await store.DeleteAsync(Prefix + key, CancellationToken.None);
-        await store.FlushAsync(CancellationToken.None);
+        await db.WriteAsync((c, t) => c.ExecuteAsync("DELETE FROM sessions WHERE key_hash = @hash", new { hash = SecretHash.HashHex(key) }, t), CancellationToken.None);
     }
 
-    /// <summary>Deletes stored tickets that expired before <paramref name="now"/>; returns how many.</summary>
-    public async Task<int> PruneAsync(DateTimeOffset now, CancellationToken cancellationToken)
-    {
-        var removed = 0;
-        var keys = new List<string>();
-        await foreach (var key in store.ListAsync(Prefix, cancellationToken))
-            keys.Add(key);
-        foreach (var key in keys)
-        {
-            var bytes = await store.GetBytesAsync(key, 256 * 1024, cancellationToken);
-            var ticket = bytes is null ? null : TicketSerializer.Default.Deserialize(bytes);
-            if (ticket?.Properties.ExpiresUtc is { } expires && expires > now)
-                continue;
-            _cache.TryRemove(key[Prefix.Length..], out _);
-            await store.DeleteAsync(key, cancellationToken);
-            removed++;
-        }
-        if (removed > 0)
-            await store.FlushAsync(cancellationToken);
-        return removed;
-    }
+    /// <summary>Deletes sessions that expired before <paramref name="now"/> (or never said when they expire); returns how many.</summary>
+    public Task<int> PruneAsync(DateTimeOffset now, CancellationToken cancellationToken) =>
+        db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition(
+            "DELETE FROM sessions WHERE expires_at_ms IS NULL OR expires_at_ms <= @now", new { now = now.ToUnixTimeMilliseconds() }, t, cancellationToken: cancellationToken)),
+            cancellationToken);
 
     private static bool IsKey(string key) => key is { Length: 64 } && key.All(char.IsAsciiHexDigitLower);
 }

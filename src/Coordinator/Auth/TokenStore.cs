@@ -1,90 +1,65 @@
-using System.Collections.Concurrent;
 using System.Text.Json;
-using MsdFleet.Coordinator.Storage;
+using Dapper;
+using MsdFleet.Coordinator.State;
 
 namespace MsdFleet.Coordinator.Auth;
 
 /// <summary>
-/// API tokens, stored only as hashes under <c>auth/tokens/&lt;sha256&gt;</c>, so a token is found with
-/// one lookup and the store never holds anything that could be replayed.
+/// API tokens, stored only as hashes (<c>api_tokens</c>, keyed by the token's SHA-256), so a token is found
+/// with one indexed lookup and the database never holds anything that could be replayed. Nothing is cached:
+/// every request asks the database, so a revocation on any replica holds on every replica at once.
 /// </summary>
-public sealed class TokenStore(IObjectStore store)
+public sealed class TokenStore(StateDatabase db, TimeProvider time)
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-    private readonly ConcurrentDictionary<string, ApiTokenRecord> _cache = new(StringComparer.Ordinal);
 
     /// <summary>The token's record, or null when it is unknown, revoked or expired.</summary>
     public async Task<ApiTokenRecord?> FindAsync(string token, CancellationToken cancellationToken)
     {
         var hash = SecretHash.HashHex(token);
-        if (!_cache.TryGetValue(hash, out var record))
-        {
-            var bytes = await store.GetBytesAsync(ObjectKeys.Token(hash), 64 * 1024, cancellationToken);
-            if (bytes is null)
-                return null;
-            record = JsonSerializer.Deserialize<ApiTokenRecord>(bytes, Json)!;
-            _cache[hash] = record;
-        }
-        return record.ExpiresAt is { } expires && expires <= DateTimeOffset.UtcNow ? null : record;
+        var json = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+            "SELECT record FROM api_tokens WHERE hash = @hash", new { hash }, cancellationToken: cancellationToken)), cancellationToken);
+        if (json is null)
+            return null;
+        var record = JsonSerializer.Deserialize<ApiTokenRecord>(json, Json)!;
+        return record.ExpiresAt is { } expires && expires <= time.GetUtcNow() ? null : record;
     }
 
     public async Task<IReadOnlyList<ApiTokenRecord>> ListAsync(CancellationToken cancellationToken)
     {
-        var records = new List<ApiTokenRecord>();
-        await foreach (var key in store.ListAsync(ObjectKeys.TokensPrefix, cancellationToken))
-        {
-            if (await store.GetBytesAsync(key, 64 * 1024, cancellationToken) is { } bytes)
-                records.Add(JsonSerializer.Deserialize<ApiTokenRecord>(bytes, Json)!);
-        }
-        return records.OrderBy(r => r.CreatedAt).ToList();
+        var rows = await db.ReadAsync(c => c.QueryAsync<string>(new CommandDefinition(
+            "SELECT record FROM api_tokens ORDER BY created_at_ms, id", cancellationToken: cancellationToken)), cancellationToken);
+        return rows.Select(r => JsonSerializer.Deserialize<ApiTokenRecord>(r, Json)!).ToList();
     }
 
     /// <summary>Revokes by id (the first 16 hex digits of the token's hash); false when unknown.</summary>
-    public async Task<bool> RevokeAsync(string id, CancellationToken cancellationToken)
+    public async Task<bool> RevokeAsync(string id, CancellationToken cancellationToken) =>
+        id.Length == 16 && await db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition(
+            "DELETE FROM api_tokens WHERE id = @id", new { id }, t, cancellationToken: cancellationToken)), cancellationToken) > 0;
+
+    /// <summary>Revokes every personal token of a user (when the user is deleted or changed).</summary>
+    public Task RevokeOwnedByAsync(string owner, CancellationToken cancellationToken) =>
+        db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition(
+            "DELETE FROM api_tokens WHERE owner = @owner", new { owner }, t, cancellationToken: cancellationToken)), cancellationToken);
+
+    public async Task<bool> AnyAsync(CancellationToken cancellationToken) =>
+        await db.ReadAsync(c => c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM api_tokens", cancellationToken: cancellationToken)), cancellationToken) > 0;
+
+    public Task AddAsync(string token, ApiTokenRecord record, CancellationToken cancellationToken)
     {
-        await foreach (var key in store.ListAsync(ObjectKeys.TokensPrefix, cancellationToken))
-        {
-            var hash = key[ObjectKeys.TokensPrefix.Length..];
-            if (!hash.StartsWith(id, StringComparison.Ordinal) || id.Length != 16)
-                continue;
-            _cache.TryRemove(hash, out _);
-            await store.DeleteAsync(key, cancellationToken);
-            await store.FlushAsync(cancellationToken);
-            return true;
-        }
-        return false;
+        ArgumentNullException.ThrowIfNull(record);
+        var hash = SecretHash.HashHex(token);
+        return db.WriteAsync((c, t) => InsertAsync(c, t, hash, record, cancellationToken), cancellationToken);
     }
 
-    /// <summary>Revokes every personal token of a user (when the user is deleted or changed), in one pass over the tokens.</summary>
-    public async Task RevokeOwnedByAsync(string owner, CancellationToken cancellationToken)
+    /// <summary>Inserts a token row (also used by the import of an earlier version's store); false when the hash is already there.</summary>
+    internal static async Task<bool> InsertAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction t, string hash, ApiTokenRecord record, CancellationToken cancellationToken)
     {
-        var owned = new List<string>();
-        await foreach (var key in store.ListAsync(ObjectKeys.TokensPrefix, cancellationToken))
-        {
-            if (await store.GetBytesAsync(key, 64 * 1024, cancellationToken) is { } bytes
-                && JsonSerializer.Deserialize<ApiTokenRecord>(bytes, Json)!.Owner == owner)
-                owned.Add(key);
-        }
-        foreach (var key in owned)
-        {
-            _cache.TryRemove(key[ObjectKeys.TokensPrefix.Length..], out _);
-            await store.DeleteAsync(key, cancellationToken);
-        }
-        if (owned.Count > 0)
-            await store.FlushAsync(cancellationToken);
-    }
-
-    public async Task<bool> AnyAsync(CancellationToken cancellationToken)
-    {
-        await foreach (var _ in store.ListAsync(ObjectKeys.TokensPrefix, cancellationToken))
-            return true;
-        return false;
-    }
-
-    public async Task AddAsync(string token, ApiTokenRecord record, CancellationToken cancellationToken)
-    {
-        await store.PutAsync(ObjectKeys.Token(SecretHash.HashHex(token)), JsonSerializer.SerializeToUtf8Bytes(record, Json), cancellationToken);
-        await store.FlushAsync(cancellationToken);
+        record = record with { Id = hash[..16] };
+        return await c.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO api_tokens (hash, id, owner, record, created_at_ms) VALUES (@hash, @id, @owner, @json, @at) ON CONFLICT (hash) DO NOTHING",
+            new { hash, id = record.Id, owner = record.Owner, json = JsonSerializer.Serialize(record, Json), at = record.CreatedAt.ToUnixTimeMilliseconds() },
+            t, cancellationToken: cancellationToken)) > 0;
     }
 }
 

@@ -1,24 +1,22 @@
-using System.Collections.Concurrent;
 using System.Security.Cryptography;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using Microsoft.AspNetCore.Identity;
-using MsdFleet.Coordinator.Storage;
+using Dapper;
+using MsdFleet.Coordinator.State;
 
 namespace MsdFleet.Coordinator.Auth;
 
 /// <summary>
 /// People who log in with a password (the web UI, <c>msdctl login</c>). Passwords are kept only as
-/// ASP.NET Core Identity's PBKDF2 hashes (HMAC-SHA512, 100,000 iterations, 128-bit salt) under
-/// <c>auth/users/&lt;name&gt;</c>. A security stamp changes with the password or role, which ends
-/// every browser session of that user at its next request.
+/// ASP.NET Core Identity's PBKDF2 hashes (HMAC-SHA512, 100,000 iterations, 128-bit salt) in the
+/// <c>users</c> table. A security stamp changes with the password or role, which ends every browser
+/// session of that user at its next request — on every replica, since nothing here is cached.
 /// </summary>
-public sealed partial class UserStore(IObjectStore store, TimeProvider time)
+public sealed partial class UserStore(StateDatabase db, TimeProvider time)
 {
-    private const string Prefix = "auth/users/";
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
     private readonly PasswordHasher<UserRecord> _hasher = new();
-    private readonly ConcurrentDictionary<string, UserRecord> _cache = new(StringComparer.Ordinal);
     // Verifying against this keeps unknown-user answers as slow as wrong-password ones.
     private readonly Lazy<string> _decoyHash = new(() => new PasswordHasher<UserRecord>().HashPassword(null!, Convert.ToHexString(RandomNumberGenerator.GetBytes(16))));
 
@@ -42,14 +40,9 @@ public sealed partial class UserStore(IObjectStore store, TimeProvider time)
     {
         if (ValidateName(name) is not null)
             return null;
-        if (_cache.TryGetValue(name, out var cached))
-            return cached;
-        var bytes = await store.GetBytesAsync(Prefix + name, 64 * 1024, cancellationToken);
-        if (bytes is null)
-            return null;
-        var record = JsonSerializer.Deserialize<UserRecord>(bytes, Json)!;
-        _cache[name] = record;
-        return record;
+        var json = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+            "SELECT record FROM users WHERE name = @name", new { name }, cancellationToken: cancellationToken)), cancellationToken);
+        return json is null ? null : JsonSerializer.Deserialize<UserRecord>(json, Json);
     }
 
     /// <summary>The user if the password is right; null otherwise (unknown users cost the same time).</summary>
@@ -69,10 +62,13 @@ public sealed partial class UserStore(IObjectStore store, TimeProvider time)
         return record;
     }
 
-    public async Task<UserRecord> CreateAsync(string name, string password, string role, CancellationToken cancellationToken)
+    /// <summary>Creates a user; null when the name is taken (also by a concurrent create on another replica).</summary>
+    public async Task<UserRecord?> CreateAsync(string name, string password, string role, CancellationToken cancellationToken)
     {
         var record = new UserRecord(name, role, string.Empty, time.GetUtcNow(), NewStamp());
-        return await SaveAsync(record with { PasswordHash = _hasher.HashPassword(record, password) }, cancellationToken);
+        record = record with { PasswordHash = _hasher.HashPassword(record, password) };
+        var created = await db.WriteAsync((c, t) => UpsertAsync(c, t, record, cancellationToken, overwrite: false), cancellationToken);
+        return created > 0 ? record : null;
     }
 
     public async Task<UserRecord> UpdateAsync(UserRecord record, string? password, string? role, CancellationToken cancellationToken)
@@ -84,41 +80,29 @@ public sealed partial class UserStore(IObjectStore store, TimeProvider time)
         return await SaveAsync(updated, cancellationToken);
     }
 
-    public async Task<bool> DeleteAsync(string name, CancellationToken cancellationToken)
-    {
-        if (await FindAsync(name, cancellationToken) is null)
-            return false;
-        _cache.TryRemove(name, out _);
-        await store.DeleteAsync(Prefix + name, cancellationToken);
-        await store.FlushAsync(cancellationToken);
-        return true;
-    }
+    public async Task<bool> DeleteAsync(string name, CancellationToken cancellationToken) =>
+        await db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition(
+            "DELETE FROM users WHERE name = @name", new { name }, t, cancellationToken: cancellationToken)), cancellationToken) > 0;
 
     public async Task<IReadOnlyList<UserRecord>> ListAsync(CancellationToken cancellationToken)
     {
-        var users = new List<UserRecord>();
-        await foreach (var key in store.ListAsync(Prefix, cancellationToken))
-        {
-            if (await FindAsync(key[Prefix.Length..], cancellationToken) is { } user)
-                users.Add(user);
-        }
-        return users.OrderBy(u => u.Name, StringComparer.Ordinal).ToList();
+        var rows = await db.ReadAsync(c => c.QueryAsync<string>(new CommandDefinition("SELECT record FROM users", cancellationToken: cancellationToken)), cancellationToken);
+        return rows.Select(r => JsonSerializer.Deserialize<UserRecord>(r, Json)!).OrderBy(u => u.Name, StringComparer.Ordinal).ToList();
     }
 
-    public async Task<bool> AnyAsync(CancellationToken cancellationToken)
-    {
-        await foreach (var _ in store.ListAsync(Prefix, cancellationToken))
-            return true;
-        return false;
-    }
+    public async Task<bool> AnyAsync(CancellationToken cancellationToken) =>
+        await db.ReadAsync(c => c.ExecuteScalarAsync<long>(new CommandDefinition("SELECT COUNT(*) FROM users", cancellationToken: cancellationToken)), cancellationToken) > 0;
 
     private async Task<UserRecord> SaveAsync(UserRecord record, CancellationToken cancellationToken)
     {
-        await store.PutAsync(Prefix + record.Name, JsonSerializer.SerializeToUtf8Bytes(record, Json), cancellationToken);
-        await store.FlushAsync(cancellationToken);
-        _cache[record.Name] = record;
+        await db.WriteAsync((c, t) => UpsertAsync(c, t, record, cancellationToken), cancellationToken);
         return record;
     }
+
+    internal static Task<int> UpsertAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction t, UserRecord record, CancellationToken cancellationToken, bool overwrite = true) =>
+        c.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO users (name, record) VALUES (@name, @json) ON CONFLICT (name) " + (overwrite ? "DO UPDATE SET record = excluded.record" : "DO NOTHING"),
+            new { name = record.Name, json = JsonSerializer.Serialize(record, Json) }, t, cancellationToken: cancellationToken));
 
     private static string NewStamp() => Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
 }

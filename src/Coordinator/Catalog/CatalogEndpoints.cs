@@ -35,7 +35,7 @@ public static class CatalogEndpoints
 
         app.MapPost("/api/v1/images/import", ImportAsync).RequireAuthorization(Policies.Admin);
         app.MapGet("/api/v1/jobs/{id}", JobAsync).RequireAuthorization(Policies.Read);
-        app.MapPost("/api/v1/gc", async (GarbageCollector gc, CancellationToken ct) => Results.Ok(await gc.CollectAsync(ct))).RequireAuthorization(Policies.Admin);
+        app.MapPost("/api/v1/gc", CollectAsync).RequireAuthorization(Policies.Admin);
         return app;
     }
 
@@ -71,6 +71,26 @@ public static class CatalogEndpoints
             entityTag: new EntityTagHeaderValue($"\"{ImageDigest.Parse(entry.Digest).Hex}\""), enableRangeProcessing: true);
     }
 
+    /// <summary>On the leader: collects now and answers what was freed. Elsewhere: asks the leader to, 202.</summary>
+    private static async Task<IResult> CollectAsync(GarbageCollector gc, GcScheduler scheduler, State.LeaderLease leader, CancellationToken ct)
+    {
+        await leader.FirstRound.WaitAsync(TimeSpan.FromSeconds(10), ct);
+        if (leader.IsLeader)
+        {
+            try
+            {
+                return Results.Ok(await gc.CollectAsync(ct));
+            }
+            catch (State.NotLeaderException)
+            {
+                // Lost the lease meanwhile: hand it to whoever holds it now.
+            }
+        }
+        await scheduler.RequestAsync(ct);
+        return Results.Accepted(value: new { status = "requested", leader = await leader.CurrentHolderAsync(ct),
+            detail = "Garbage collection runs on the leader replica; it was asked to collect within seconds." });
+    }
+
     private static async Task<IResult> DeleteAsync(string? name, ImageCatalog catalog, AuditLog audit, ClaimsPrincipal user, CancellationToken ct)
     {
         var imageName = ValidName(name);
@@ -97,8 +117,9 @@ public static class CatalogEndpoints
         var locations = new List<ChunkLocation>(manifest.Chunks.Count);
         foreach (var chunk in manifest.Chunks)
         {
-            if (!chunks.TryLocate(chunk.Id, out var location))
-                throw new InvalidOperationException($"Chunk {chunk.IdHex} of {parsed} is missing from the store.");
+            // Another replica may have written the image: its packs are found by a refresh of the index.
+            var location = await chunks.LocateAsync(chunk.Id, ct)
+                ?? throw new InvalidOperationException($"Chunk {chunk.IdHex} of {parsed} is missing from the store.");
             if (!sourceIndex.TryGetValue(location.PackId, out var index))
             {
                 index = sources.Count;

@@ -15,12 +15,13 @@ namespace MsdFleet.Coordinator.Catalog;
 /// </summary>
 public sealed partial class GarbageCollector(
     ChunkStore chunks, ImageCatalog catalog, DesiredStateStore desired, PushSessionStore sessions, StoreGate gate,
-    ILogger<GarbageCollector> logger)
+    State.LeaderLease leader, ILogger<GarbageCollector> logger)
 {
     public async Task<GcResult> CollectAsync(CancellationToken cancellationToken)
     {
         await using var lease = await gate.EnterExclusiveAsync(cancellationToken);
         var store = chunks.Objects;
+        await chunks.RefreshAsync(cancellationToken); // packs other replicas wrote since this one started
         var liveDigests = new HashSet<string>(StringComparer.Ordinal);
         // Roots from the database, not from this replica's cache: another replica may have just assigned one.
         liveDigests.UnionWith(await catalog.DigestsAsync(cancellationToken));
@@ -32,7 +33,7 @@ public sealed partial class GarbageCollector(
             foreach (var chunk in manifest?.Chunks ?? [])
                 live.Add(Key(chunk.Id));
         }
-        foreach (var manifest in sessions.OpenManifests())
+        foreach (var manifest in await sessions.OpenManifestsAsync(cancellationToken))
         {
             liveDigests.Add(ImageDigest.Compute(manifest.ToBytes()).ToString());
             foreach (var chunk in manifest.Chunks)
@@ -47,6 +48,7 @@ public sealed partial class GarbageCollector(
         {
             if (!liveDigests.Contains(ImageDigest.Prefix + key[ObjectKeys.ManifestsPrefix.Length..]))
             {
+                await leader.EnsureLeaderAsync(cancellationToken); // before every destructive step
                 await store.DeleteAsync(key, cancellationToken);
                 result.ManifestsDeleted++;
             }
@@ -58,6 +60,7 @@ public sealed partial class GarbageCollector(
             var keep = index.Entries.Where(e => live.Contains(Key(e.Id)) && chunks.TryLocate(e.Id, out var at) && at.PackId == packId).ToList();
             if (keep.Count == index.Entries.Count)
                 continue;
+            await leader.EnsureLeaderAsync(cancellationToken);
             if (keep.Count > 0)
             {
                 var repacked = await RepackAsync(packId, keep, cancellationToken);
@@ -77,6 +80,7 @@ public sealed partial class GarbageCollector(
         var indexed = packKeys.Where(k => k.EndsWith(".idx", StringComparison.Ordinal)).Select(k => k[..^4]).ToHashSet(StringComparer.Ordinal);
         foreach (var key in packKeys.Where(k => !k.EndsWith(".idx", StringComparison.Ordinal) && !indexed.Contains(k)))
         {
+            await leader.EnsureLeaderAsync(cancellationToken);
             await store.DeleteAsync(key, cancellationToken);
             result.PacksDeleted++;
         }

@@ -60,15 +60,24 @@ public sealed class ManifestReadStream : ReadOnlyStream
             index = ~index - 1;
         var inChunk = _position - _offsets[index];
         var chunk = _manifest.Chunks[index];
-        if (!_chunks.TryLocate(chunk.Id, out var location))
-            throw new InvalidDataException($"Chunk {chunk.IdHex} of a committed manifest is missing from the store.");
+        var location = await _chunks.LocateAsync(chunk.Id, cancellationToken)
+            ?? throw new InvalidDataException($"Chunk {chunk.IdHex} of a committed manifest is missing from the store.");
         var packPosition = location.Offset + inChunk;
         if (_current is null || _currentPack != location.PackId || _currentPackPosition != packPosition)
         {
             if (_current is not null)
                 await _current.DisposeAsync();
-            _current = await _chunks.Objects.OpenReadAsync(ChunkStore.PackKey(location.PackId), packPosition, cancellationToken)
-                ?? throw new InvalidDataException($"Pack {location.PackId} holding chunk {chunk.IdHex} is missing from the store.");
+            _current = await _chunks.Objects.OpenReadAsync(ChunkStore.PackKey(location.PackId), packPosition, cancellationToken);
+            if (_current is null)
+            {
+                // Another replica's GC may have repacked the chunk elsewhere: refresh the index and look again.
+                await _chunks.RefreshAsync(cancellationToken);
+                location = await _chunks.LocateAsync(chunk.Id, cancellationToken)
+                    ?? throw new InvalidDataException($"Chunk {chunk.IdHex} of a committed manifest is missing from the store.");
+                packPosition = location.Offset + inChunk;
+                _current = await _chunks.Objects.OpenReadAsync(ChunkStore.PackKey(location.PackId), packPosition, cancellationToken)
+                    ?? throw new InvalidDataException($"Pack {location.PackId} holding chunk {chunk.IdHex} is missing from the store.");
+            }
             _currentPack = location.PackId;
         }
         var want = (int)Math.Min(buffer.Length, chunk.Length - inChunk);

@@ -39,7 +39,7 @@ public static class PushEndpoints
         ClaimsPrincipal user, CancellationToken ct)
     {
         var agent = AgentOf(user);
-        if (agent is not null && PendingSnapshots(agent, desired).Count == 0)
+        if (agent is not null && (await PendingSnapshotsAsync(agent, desired, ct)).Count == 0)
             throw NoSnapshotRequested(agent);
         using var buffer = new MemoryStream();
         await request.Body.CopyToAsync(buffer, ct);
@@ -55,16 +55,19 @@ public static class PushEndpoints
         if (manifest.Chunker != Protocol.Chunking.ChunkerParameters.Default)
             throw ApiException.BadRequest("unsupported-chunker", "The manifest was cut with other chunker parameters than this Coordinator uses; dedup would not work.");
         var session = await sessions.CreateAsync(manifest, agent, ct);
+        // Chunks another replica stored since this one last looked count as present: refresh before answering.
+        if (Status(session, chunks).Missing.Count > 0)
+            await chunks.RefreshAsync(ct);
         return Results.Created($"/api/v1/uploads/{session.Id}", Status(session, chunks));
     }
 
-    private static IResult StatusAsync(string id, PushSessionStore sessions, ChunkStore chunks, DesiredStateStore desired, ClaimsPrincipal user) =>
-        Results.Ok(Status(Session(id, sessions, desired, user), chunks));
+    private static async Task<IResult> StatusAsync(string id, PushSessionStore sessions, ChunkStore chunks, DesiredStateStore desired, ClaimsPrincipal user, CancellationToken ct) =>
+        Results.Ok(Status(await SessionAsync(id, sessions, desired, user, ct), chunks));
 
     private static async Task<IResult> ChunksAsync(string id, HttpRequest request, PushSessionStore sessions, ChunkStore chunks, StoreGate gate,
         DesiredStateStore desired, ClaimsPrincipal user, CancellationToken ct)
     {
-        var session = Session(id, sessions, desired, user);
+        var session = await SessionAsync(id, sessions, desired, user, ct);
         var wanted = session.Manifest.Chunks.Select(c => c.IdHex).ToHashSet(StringComparer.Ordinal);
         await using var lease = await gate.EnterSharedAsync(ct);
         await using var writer = new PackWriter(chunks);
@@ -105,7 +108,7 @@ public static class PushEndpoints
         ImageIngestor ingestor, ImageCatalog catalog, MediaDetector media, StoreGate gate, TimeProvider time, DesiredStateStore desired,
         ClaimsPrincipal user, CancellationToken ct)
     {
-        var session = Session(id, sessions, desired, user);
+        var session = await SessionAsync(id, sessions, desired, user, ct);
         await using var lease = await gate.EnterSharedAsync(ct); // the session keeps chunks live until the entry does
         if (body is null)
             throw ApiException.BadRequest("invalid-body", "Send a JSON body {\"name\": …, \"replace\": false}.");
@@ -115,7 +118,7 @@ public static class PushEndpoints
         if (status.Missing.Count > 0)
             throw ApiException.Conflict("chunks-missing", $"{status.Missing.Count} chunks ({status.MissingBytes} bytes) have not been sent yet.");
         var agent = AgentOf(user);
-        if (agent is not null && (!PendingSnapshots(agent, desired).Contains(body.Name) || body.Replace == true))
+        if (agent is not null && (!(await PendingSnapshotsAsync(agent, desired, ct)).Contains(body.Name) || body.Replace == true))
             throw new ApiException(StatusCodes.Status403Forbidden, "no-snapshot-requested", $"Agent '{agent}' was not asked to save a snapshot named '{body.Name}'.");
         var existing = await catalog.GetAsync(body.Name, ct);
         // An agent that committed, then died before it recorded so, commits again: the same bytes are the same answer.
@@ -161,17 +164,17 @@ public static class PushEndpoints
 
     private static async Task<IResult> AbortAsync(string id, PushSessionStore sessions, DesiredStateStore desired, ClaimsPrincipal user, CancellationToken ct)
     {
-        Session(id, sessions, desired, user);
+        await SessionAsync(id, sessions, desired, user, ct);
         await sessions.RemoveAsync(id, ct);
         return Results.NoContent();
     }
 
     /// <summary>An open session the caller may use: people may use any, an agent only the ones it opened (others look absent).</summary>
-    private static PushSession Session(string id, PushSessionStore sessions, DesiredStateStore desired, ClaimsPrincipal user)
+    private static async Task<PushSession> SessionAsync(string id, PushSessionStore sessions, DesiredStateStore desired, ClaimsPrincipal user, CancellationToken ct)
     {
-        var session = sessions.Get(id);
+        var session = await sessions.GetAsync(id, ct);
         var agent = AgentOf(user);
-        if (agent is not null && PendingSnapshots(agent, desired).Count == 0)
+        if (agent is not null && (await PendingSnapshotsAsync(agent, desired, ct)).Count == 0)
             throw NoSnapshotRequested(agent);
         if (session is null || (agent is not null && session.Owner != agent))
             throw ApiException.NotFound("upload-not-found", $"No open upload '{id}' (it may have been committed or expired).");
@@ -184,8 +187,8 @@ public static class PushEndpoints
     private static string? AgentOf(ClaimsPrincipal user) => user.IsInRole(Roles.Agent) ? user.FindFirstValue(Roles.AgentIdClaim) : null;
 
     /// <summary>Names the agent's desired state asks it to save drives as.</summary>
-    private static HashSet<string> PendingSnapshots(string agentId, DesiredStateStore desired) =>
-        (desired.Get(agentId)?.Drives ?? []).Select(d => d.Snapshot?.Name).OfType<string>().ToHashSet(StringComparer.Ordinal);
+    private static async Task<HashSet<string>> PendingSnapshotsAsync(string agentId, DesiredStateStore desired, CancellationToken ct) =>
+        ((await desired.GetFreshAsync(agentId, ct))?.Drives ?? []).Select(d => d.Snapshot?.Name).OfType<string>().ToHashSet(StringComparer.Ordinal);
 
     private static PushStatus Status(PushSession session, ChunkStore chunks)
     {

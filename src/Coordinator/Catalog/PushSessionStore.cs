@@ -1,72 +1,74 @@
 using System.Collections.Concurrent;
-using System.Text.Json;
-using MsdFleet.Coordinator.Storage;
+using Dapper;
+using MsdFleet.Coordinator.State;
 using MsdFleet.Protocol.Manifests;
 
 namespace MsdFleet.Coordinator.Catalog;
 
 /// <summary>
-/// Open client-side pushes: the client chunks locally, announces its manifest, sends the chunks the
-/// store lacks, then commits. Sessions are stored (<c>uploads/&lt;id&gt;</c>) so a push survives a
-/// Coordinator restart, and their manifests keep their chunks alive against GC until commit or expiry.
+/// Open pushes (<c>push_sessions</c>: the client's manifest, who opened it, when it expires), so a push
+/// started on one replica continues on any other, and after a restart. Every use asks the database
+/// whether the session is still open (a commit or abort elsewhere ends it at once); the parsed manifest
+/// is kept per process, since a session's manifest never changes.
 /// </summary>
-public sealed class PushSessionStore(IObjectStore store, TimeProvider time)
+public sealed class PushSessionStore(StateDatabase db, TimeProvider time)
 {
     public static readonly TimeSpan Lifetime = TimeSpan.FromHours(24);
-    private const string Prefix = "uploads/";
-    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-    private readonly ConcurrentDictionary<string, PushSession> _sessions = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, PushSession> _parsed = new(StringComparer.Ordinal);
 
-    public async Task LoadAsync(CancellationToken cancellationToken)
-    {
-        await foreach (var key in store.ListAsync(Prefix, cancellationToken))
-        {
-            var bytes = await store.GetBytesAsync(key, ImageManifest.MaxEncodedBytes * 2, cancellationToken);
-            if (bytes is null)
-                continue;
-            var record = JsonSerializer.Deserialize<PushSessionRecord>(bytes, Json)!;
-            if (record.ExpiresAt < time.GetUtcNow())
-            {
-                await store.DeleteAsync(key, cancellationToken);
-                continue;
-            }
-            _sessions[record.Id] = new PushSession(record.Id, ImageManifest.Parse(record.Manifest), record.ExpiresAt) { Owner = record.Owner };
-        }
-    }
-
-    /// <param name="owner">The agent that opened the session (a snapshot), or null for people; an agent may use only its own sessions.</param>
     public async Task<PushSession> CreateAsync(ImageManifest manifest, string? owner, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(manifest);
         var session = new PushSession(Guid.NewGuid().ToString("N"), manifest, time.GetUtcNow() + Lifetime) { Owner = owner };
-        var record = new PushSessionRecord(session.Id, manifest.ToBytes(), session.ExpiresAt) { Owner = owner };
-        await store.PutAsync(Prefix + session.Id, JsonSerializer.SerializeToUtf8Bytes(record, Json), cancellationToken);
-        await store.FlushAsync(cancellationToken);
-        _sessions[session.Id] = session;
+        await db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO push_sessions (id, manifest, owner, expires_at_ms) VALUES (@id, @manifest, @owner, @expires)",
+            new { id = session.Id, manifest = manifest.ToBytes(), owner, expires = session.ExpiresAt.ToUnixTimeMilliseconds() }, t, cancellationToken: cancellationToken)),
+            cancellationToken);
+        _parsed[session.Id] = session;
         return session;
     }
 
-    public PushSession? Get(string id) =>
-        _sessions.TryGetValue(id, out var session) && session.ExpiresAt > time.GetUtcNow() ? session : null;
+    /// <summary>The open, unexpired session, or null.</summary>
+    public async Task<PushSession?> GetAsync(string id, CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow().ToUnixTimeMilliseconds();
+        var cached = _parsed.TryGetValue(id, out var parsed);
+        var row = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<(long ExpiresAt, string? Owner, byte[]? Manifest)?>(new CommandDefinition(
+            cached ? "SELECT expires_at_ms, owner, NULL FROM push_sessions WHERE id = @id" : "SELECT expires_at_ms, owner, manifest FROM push_sessions WHERE id = @id",
+            new { id }, cancellationToken: cancellationToken)), cancellationToken);
+        if (row is not { } r || r.ExpiresAt <= now)
+        {
+            _parsed.TryRemove(id, out _);
+            return null;
+        }
+        if (cached)
+            return parsed;
+        var session = new PushSession(id, ImageManifest.Parse(r.Manifest!), DateTimeOffset.FromUnixTimeMilliseconds(r.ExpiresAt)) { Owner = r.Owner };
+        _parsed[id] = session;
+        return session;
+    }
 
     public async Task RemoveAsync(string id, CancellationToken cancellationToken)
     {
-        _sessions.TryRemove(id, out _);
-        await store.DeleteAsync(Prefix + id, cancellationToken);
+        _parsed.TryRemove(id, out _);
+        await db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition("DELETE FROM push_sessions WHERE id = @id", new { id }, t, cancellationToken: cancellationToken)),
+            cancellationToken);
     }
 
-    public IEnumerable<ImageManifest> OpenManifests() =>
-        _sessions.Values.Where(s => s.ExpiresAt > time.GetUtcNow()).Select(s => s.Manifest);
-
-    private sealed record PushSessionRecord(string Id, byte[] Manifest, DateTimeOffset ExpiresAt)
+    /// <summary>The manifests of every open push on any replica (GC keeps their chunks); expired sessions are deleted on the way.</summary>
+    public async Task<IReadOnlyList<ImageManifest>> OpenManifestsAsync(CancellationToken cancellationToken)
     {
-        public string? Owner { get; init; }
+        var now = time.GetUtcNow().ToUnixTimeMilliseconds();
+        await db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition("DELETE FROM push_sessions WHERE expires_at_ms <= @now", new { now }, t,
+            cancellationToken: cancellationToken)), cancellationToken);
+        var rows = await db.ReadAsync(c => c.QueryAsync<byte[]>(new CommandDefinition(
+            "SELECT manifest FROM push_sessions WHERE expires_at_ms > @now", new { now }, cancellationToken: cancellationToken)), cancellationToken);
+        return rows.Select(b => ImageManifest.Parse(b)).ToList();
     }
 }
 
 public sealed record PushSession(string Id, ImageManifest Manifest, DateTimeOffset ExpiresAt)
 {
-    /// <summary>The agent that opened it for a snapshot, or null when a person did.</summary>
     public string? Owner { get; init; }
 
     public ImageDigest Digest { get; } = ImageDigest.Compute(Manifest.ToBytes());

@@ -19,24 +19,82 @@ namespace MsdFleet.Coordinator.Fleet;
 /// and none is lost. Publishing takes the same row lock (<see cref="PublishLatestAsync"/>) and always sends
 /// the newest stored state, so a lower generation is never published after a higher one.
 /// The in-memory copy (<see cref="Get"/>, <see cref="All"/>) serves reads and is only ever replaced by a
-/// newer generation.
+/// newer generation; other replicas' changes reach it through <see cref="StateNotifications"/> (PostgreSQL
+/// NOTIFY, sent inside the changing transaction) within milliseconds.
 /// </summary>
-public sealed class DesiredStateStore(StateDatabase db, TimeProvider time)
+public sealed class DesiredStateStore
 {
     private readonly ConcurrentDictionary<string, DesiredState> _states = new(StringComparer.Ordinal);
+    private readonly StateDatabase db;
+    private readonly TimeProvider time;
+
+    public DesiredStateStore(StateDatabase db, TimeProvider time, StateNotifications? notifications = null)
+    {
+        this.db = db;
+        this.time = time;
+        if (notifications is null)
+            return;
+        notifications.Received += (channel, agentId) =>
+        {
+            if (channel == StateNotifications.DesiredChannel)
+                _ = ReloadAsync(agentId);
+        };
+        notifications.Resynchronize += () => _ = ReloadAllAsync();
+    }
+
+    private async Task ReloadAsync(string agentId)
+    {
+        try
+        {
+            var bytes = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<byte[]>(
+                "SELECT state FROM desired_states WHERE agent_id = @agentId AND generation > 0", new { agentId }), CancellationToken.None);
+            if (bytes is not null && Remember(agentId, ProtocolSerializer.Deserialize<DesiredState>(bytes)))
+                Changed?.Invoke(agentId);
+        }
+        catch (System.Data.Common.DbException)
+        {
+            // The database is away; the listener resynchronizes everything when it reconnects.
+        }
+    }
+
+    private async Task ReloadAllAsync()
+    {
+        try
+        {
+            await LoadAsync(CancellationToken.None);
+        }
+        catch (System.Data.Common.DbException)
+        {
+        }
+    }
 
     public async Task LoadAsync(CancellationToken cancellationToken)
     {
         var rows = await db.ReadAsync(c => c.QueryAsync<(string AgentId, byte[] State)>(new CommandDefinition(
             "SELECT agent_id, state FROM desired_states WHERE generation > 0", cancellationToken: cancellationToken)), cancellationToken);
         foreach (var (agentId, bytes) in rows)
-            Remember(agentId, ProtocolSerializer.Deserialize<DesiredState>(bytes));
+        {
+            if (Remember(agentId, ProtocolSerializer.Deserialize<DesiredState>(bytes)))
+                Changed?.Invoke(agentId);
+        }
     }
 
     /// <summary>Raised after an agent's desired state was stored.</summary>
     public event Action<string>? Changed;
 
     public DesiredState? Get(string agentId) => _states.GetValueOrDefault(agentId);
+
+    /// <summary>The agent's stored desired state, read from the database now (for checks that must not trust a cache).</summary>
+    public async Task<DesiredState?> GetFreshAsync(string agentId, CancellationToken cancellationToken)
+    {
+        var bytes = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<byte[]>(new CommandDefinition(
+            "SELECT state FROM desired_states WHERE agent_id = @agentId AND generation > 0", new { agentId }, cancellationToken: cancellationToken)), cancellationToken);
+        if (bytes is null)
+            return null;
+        var state = ProtocolSerializer.Deserialize<DesiredState>(bytes);
+        Remember(agentId, state);
+        return state;
+    }
 
     public IReadOnlyDictionary<string, DesiredState> All => _states;
 
@@ -78,6 +136,9 @@ public sealed class DesiredStateStore(StateDatabase db, TimeProvider time)
             foreach (var drive in state.Drives.Where(d => d.ImageDigest is not null))
                 await c.ExecuteAsync(new CommandDefinition("INSERT INTO desired_drives (agent_id, drive, digest) VALUES (@agentId, @index, @digest)",
                     new { agentId, index = drive.Index, digest = drive.ImageDigest }, t, cancellationToken: cancellationToken));
+            if (db.IsPostgres)
+                await c.ExecuteAsync(new CommandDefinition("SELECT pg_notify(@channel, @agentId)", new { channel = StateNotifications.DesiredChannel, agentId }, t,
+                    cancellationToken: cancellationToken));
             return state;
         }, cancellationToken);
         Remember(agentId, state);
@@ -154,7 +215,10 @@ public sealed class DesiredStateStore(StateDatabase db, TimeProvider time)
         db.ReadAsync<IReadOnlyList<string>>(async c => (await c.QueryAsync<string>(new CommandDefinition(
             "SELECT agent_id FROM desired_states WHERE generation > 0 ORDER BY agent_id", cancellationToken: cancellationToken))).ToList(), cancellationToken);
 
-    /// <summary>Keeps the newer of the cached and the given state.</summary>
-    private void Remember(string agentId, DesiredState state) =>
-        _states.AddOrUpdate(agentId, state, (_, cached) => cached.Generation >= state.Generation ? cached : state);
+    /// <summary>Keeps the newer of the cached and the given state; true when the given one was newer.</summary>
+    private bool Remember(string agentId, DesiredState state)
+    {
+        var kept = _states.AddOrUpdate(agentId, state, (_, cached) => cached.Generation >= state.Generation ? cached : state);
+        return ReferenceEquals(kept, state);
+    }
 }

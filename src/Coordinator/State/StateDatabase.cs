@@ -56,6 +56,14 @@ public sealed class StateDatabase
     /// <summary>Appended to a SELECT that reads a row in order to change it (row lock on PostgreSQL; SQLite's write lock is already held).</summary>
     public string ForUpdate => IsPostgres ? " FOR UPDATE" : string.Empty;
 
+    /// <summary>
+    /// The database server's clock in Unix milliseconds, as an SQL expression: leases compare against one
+    /// clock, the database's, so replicas whose clocks disagree still agree on who holds a lease.
+    /// </summary>
+    public string NowMs => IsPostgres
+        ? "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+        : "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+
     /// <summary>The column type of raw bytes.</summary>
     public string BlobType => IsPostgres ? "BYTEA" : "BLOB";
 
@@ -115,6 +123,19 @@ public sealed class StateDatabase
             await write(c, t);
             return true;
         }, cancellationToken);
+
+    /// <summary>
+    /// True when <paramref name="ex"/> says the database cannot be reached or is not accepting work (server
+    /// down, connection refused or lost, too many connections, SQLite busy past its timeout) — a 503, not a bug.
+    /// </summary>
+    public static bool IsUnavailable(Exception ex) => ex switch
+    {
+        PostgresException pg => pg.SqlState.StartsWith("08", StringComparison.Ordinal) || pg.SqlState.StartsWith("57P", StringComparison.Ordinal)
+            || pg.SqlState is PostgresErrorCodes.TooManyConnections or PostgresErrorCodes.CannotConnectNow,
+        NpgsqlException npgsql => npgsql.IsTransient || npgsql.InnerException is System.Net.Sockets.SocketException or IOException or TimeoutException,
+        SqliteException { SqliteErrorCode: 5 or 6 } => true, // SQLITE_BUSY, SQLITE_LOCKED
+        _ => ex.InnerException is { } inner && IsUnavailable(inner),
+    };
 
     /// <summary>True for a unique-key violation, on either database.</summary>
     public static bool IsUniqueViolation(Exception ex) =>

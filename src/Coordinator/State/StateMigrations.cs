@@ -46,6 +46,54 @@ public static class StateMigrations
                 value TEXT NOT NULL
             );
             """),
+        new(2, "users, tokens, sessions, agent credentials, enrollment tokens", db => $"""
+            CREATE TABLE api_tokens (
+                hash TEXT PRIMARY KEY,
+                id TEXT NOT NULL,
+                owner TEXT,
+                record TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL
+            );
+            CREATE UNIQUE INDEX api_tokens_id ON api_tokens (id);
+            CREATE INDEX api_tokens_owner ON api_tokens (owner);
+            CREATE TABLE agent_credentials (
+                agent_id TEXT PRIMARY KEY,
+                record TEXT NOT NULL
+            );
+            CREATE TABLE users (
+                name TEXT PRIMARY KEY,
+                record TEXT NOT NULL
+            );
+            CREATE TABLE sessions (
+                key_hash TEXT PRIMARY KEY,
+                ticket {db.BlobType} NOT NULL,
+                expires_at_ms BIGINT
+            );
+            CREATE TABLE enrollment_tokens (
+                hash TEXT PRIMARY KEY,
+                id TEXT NOT NULL,
+                record TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                expires_at_ms BIGINT NOT NULL
+            );
+            CREATE UNIQUE INDEX enrollment_tokens_id ON enrollment_tokens (id);
+            """),
+        new(3, "leases", _ => """
+            CREATE TABLE leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                expires_at_ms BIGINT NOT NULL,
+                term BIGINT NOT NULL
+            );
+            """),
+        new(4, "push sessions", db => $"""
+            CREATE TABLE push_sessions (
+                id TEXT PRIMARY KEY,
+                manifest {db.BlobType} NOT NULL,
+                owner TEXT,
+                expires_at_ms BIGINT NOT NULL
+            );
+            """),
     ];
 
     public static int LatestVersion => All[^1].Version;

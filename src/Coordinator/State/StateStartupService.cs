@@ -18,6 +18,7 @@ public sealed partial class StateStartupService(
     StateDatabase db, IObjectStore store, DesiredStateStore desired, TimeProvider time, ILogger<StateStartupService> logger) : IHostedService
 {
     private const string ImportKey = "imported-object-store-v1";
+    private const string AuthImportKey = "imported-object-store-auth-v1";
     private const int MaxEntryBytes = 64 * 1024;
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
@@ -35,6 +36,7 @@ public sealed partial class StateStartupService(
                 $"The state database ({(db.IsPostgres ? "PostgreSQL" : $"SQLite {db.Location}")}) cannot be opened: {ex.Message}. Check State:Provider and State:ConnectionString.", ex);
         }
         await ImportFromObjectStoreAsync(cancellationToken);
+        await ImportAuthFromObjectStoreAsync(cancellationToken);
         await desired.LoadAsync(cancellationToken);
     }
 
@@ -52,7 +54,7 @@ public sealed partial class StateStartupService(
             if (first == 0)
                 return (0, 0);
             var images = 0;
-            await foreach (var key in store.ListAsync(ObjectKeys.CatalogPrefix, cancellationToken))
+            await foreach (var key in store.ListAsync(ObjectKeys.Legacy.CatalogPrefix, cancellationToken))
             {
                 var bytes = await store.GetBytesAsync(key, MaxEntryBytes, cancellationToken);
                 if (bytes is null || JsonSerializer.Deserialize<CatalogEntry>(bytes, Json) is not { } entry)
@@ -63,12 +65,12 @@ public sealed partial class StateStartupService(
                     t, cancellationToken: cancellationToken));
             }
             var agents = 0;
-            await foreach (var key in store.ListAsync(ObjectKeys.DesiredPrefix, cancellationToken))
+            await foreach (var key in store.ListAsync(ObjectKeys.Legacy.DesiredPrefix, cancellationToken))
             {
                 var bytes = await store.GetBytesAsync(key, ProtocolSerializer.MaxMessageBytes, cancellationToken);
                 if (bytes is null)
                     continue;
-                var agentId = key[ObjectKeys.DesiredPrefix.Length..];
+                var agentId = key[ObjectKeys.Legacy.DesiredPrefix.Length..];
                 var state = ProtocolSerializer.Deserialize<DesiredState>(bytes);
                 var inserted = await c.ExecuteAsync(new CommandDefinition(
                     "INSERT INTO desired_states (agent_id, generation, state, updated_at_ms) VALUES (@agentId, @generation, @bytes, @nowMs) ON CONFLICT (agent_id) DO NOTHING",
@@ -86,6 +88,52 @@ public sealed partial class StateStartupService(
             Log.Imported(logger, images, agents);
     }
 
+    /// <summary>Users, API tokens, agent credentials, enrollment tokens and browser sessions of an earlier version; once, in one transaction.</summary>
+    private async Task ImportAuthFromObjectStoreAsync(CancellationToken cancellationToken)
+    {
+        var nowMs = time.GetUtcNow().ToUnixTimeMilliseconds();
+        var counts = await db.WriteAsync(async (c, t) =>
+        {
+            var first = await c.ExecuteAsync(new CommandDefinition(
+                "INSERT INTO state_meta (key, value) VALUES (@key, @value) ON CONFLICT (key) DO NOTHING",
+                new { key = AuthImportKey, value = nowMs.ToString(System.Globalization.CultureInfo.InvariantCulture) }, t, cancellationToken: cancellationToken));
+            if (first == 0)
+                return (0, 0, 0);
+            var (users, tokens, agents) = (0, 0, 0);
+            await foreach (var (key, bytes) in ObjectsAsync(ObjectKeys.Legacy.UsersPrefix, cancellationToken))
+                if (JsonSerializer.Deserialize<Auth.UserRecord>(bytes, Json) is { } user)
+                    users += await Auth.UserStore.UpsertAsync(c, t, user, cancellationToken, overwrite: false);
+            await foreach (var (key, bytes) in ObjectsAsync(ObjectKeys.Legacy.TokensPrefix, cancellationToken))
+                if (JsonSerializer.Deserialize<Auth.ApiTokenRecord>(bytes, Json) is { } token && await Auth.TokenStore.InsertAsync(c, t, key[ObjectKeys.Legacy.TokensPrefix.Length..], token, cancellationToken))
+                    tokens++;
+            await foreach (var (key, bytes) in ObjectsAsync(ObjectKeys.Legacy.AgentCredentialsPrefix, cancellationToken))
+                if (JsonSerializer.Deserialize<Auth.AgentCredentialRecord>(bytes, Json) is { } agent)
+                    agents += await Auth.AgentCredentialStore.UpsertAsync(c, t, agent, cancellationToken, overwrite: false);
+            await foreach (var (key, bytes) in ObjectsAsync(ObjectKeys.Legacy.EnrollmentsPrefix, cancellationToken))
+                if (JsonSerializer.Deserialize<Auth.EnrollmentRecord>(bytes, Json) is { } enrollment)
+                    await Auth.EnrollmentStore.InsertAsync(c, t, key[ObjectKeys.Legacy.EnrollmentsPrefix.Length..], enrollment, cancellationToken);
+            await foreach (var (key, bytes) in ObjectsAsync(ObjectKeys.Legacy.SessionsPrefix, cancellationToken))
+                await c.ExecuteAsync(new CommandDefinition(
+                    "INSERT INTO sessions (key_hash, ticket, expires_at_ms) VALUES (@hash, @bytes, @expires) ON CONFLICT (key_hash) DO NOTHING",
+                    new { hash = Auth.SecretHash.HashHex(key[ObjectKeys.Legacy.SessionsPrefix.Length..]), bytes,
+                          expires = Microsoft.AspNetCore.Authentication.TicketSerializer.Default.Deserialize(bytes)?.Properties.ExpiresUtc?.ToUnixTimeMilliseconds() },
+                    t, cancellationToken: cancellationToken));
+            return (users, tokens, agents);
+        }, cancellationToken);
+        var (users, tokens, agents) = counts;
+        if (users + tokens + agents > 0)
+            Log.ImportedAuth(logger, users, tokens, agents);
+    }
+
+    private async IAsyncEnumerable<(string Key, byte[] Bytes)> ObjectsAsync(string prefix, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        await foreach (var key in store.ListAsync(prefix, cancellationToken))
+        {
+            if (await store.GetBytesAsync(key, 256 * 1024, cancellationToken) is { } bytes)
+                yield return (key, bytes);
+        }
+    }
+
     private static partial class Log
     {
         [LoggerMessage(1, LogLevel.Information, "State database {Database}: applied schema migrations {Versions}")]
@@ -93,5 +141,8 @@ public sealed partial class StateStartupService(
 
         [LoggerMessage(2, LogLevel.Information, "Imported from the object store written by an earlier version: {Images} catalog names, desired state of {Agents} agents")]
         public static partial void Imported(ILogger logger, int images, int agents);
+
+        [LoggerMessage(3, LogLevel.Information, "Imported from the object store written by an earlier version: {Users} users, {Tokens} API tokens, {Agents} agent credentials")]
+        public static partial void ImportedAuth(ILogger logger, int users, int tokens, int agents);
     }
 }

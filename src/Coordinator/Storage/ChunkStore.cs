@@ -12,7 +12,7 @@ namespace MsdFleet.Coordinator.Storage;
 /// chunk → (pack, offset) map is rebuilt from the .idx objects at start; a pack becomes visible only
 /// once its .idx is written, so an interrupted upload leaves at worst an unindexed pack that GC removes.
 /// </summary>
-public sealed class ChunkStore(IObjectStore store)
+public sealed class ChunkStore(IObjectStore store) : IDisposable
 {
     public const int PackTargetBytes = 16 * 1024 * 1024;
     public const string PacksPrefix = "packs/";
@@ -46,6 +46,59 @@ public sealed class ChunkStore(IObjectStore store)
             var packId = key[PacksPrefix.Length..^4];
             Register(packId, ProtocolSerializer.Deserialize<PackIndex>(bytes, 64 * 1024 * 1024));
         }
+    }
+
+    private readonly SemaphoreSlim _refresh = new(1, 1);
+
+    public void Dispose() => _refresh.Dispose();
+
+    /// <summary>
+    /// Brings the index up to what the store holds now: packs another replica wrote since this one loaded
+    /// are added, packs another replica's GC deleted are dropped. The store's listing is the truth; this is
+    /// called when a committed image names a chunk the index lacks, or a pack it points at has gone.
+    /// </summary>
+    /// <returns>Whether anything changed.</returns>
+    public async Task<bool> RefreshAsync(CancellationToken cancellationToken)
+    {
+        await _refresh.WaitAsync(cancellationToken);
+        try
+        {
+            var listed = new HashSet<string>(StringComparer.Ordinal);
+            var changed = false;
+            await foreach (var key in store.ListAsync(PacksPrefix, cancellationToken))
+            {
+                if (!key.EndsWith(".idx", StringComparison.Ordinal))
+                    continue;
+                var packId = key[PacksPrefix.Length..^4];
+                listed.Add(packId);
+                bool known;
+                lock (_lock)
+                    known = _packs.ContainsKey(packId);
+                if (known || await store.GetBytesAsync(key, 64 * 1024 * 1024, cancellationToken) is not { } bytes)
+                    continue;
+                Register(packId, ProtocolSerializer.Deserialize<PackIndex>(bytes, 64 * 1024 * 1024));
+                changed = true;
+            }
+            foreach (var gone in SnapshotPacks().Keys.Where(id => !listed.Contains(id)))
+            {
+                Forget(gone);
+                changed = true;
+            }
+            return changed;
+        }
+        finally
+        {
+            _refresh.Release();
+        }
+    }
+
+    /// <summary>Like <see cref="TryLocate"/>, refreshing the index once (<see cref="RefreshAsync"/>) when the chunk is not in it.</summary>
+    public async ValueTask<Location?> LocateAsync(byte[] chunkId, CancellationToken cancellationToken)
+    {
+        if (TryLocate(chunkId, out var location))
+            return location;
+        await RefreshAsync(cancellationToken);
+        return TryLocate(chunkId, out location) ? location : null;
     }
 
     public bool Contains(ReadOnlySpan<byte> chunkId)
@@ -83,6 +136,13 @@ public sealed class ChunkStore(IObjectStore store)
     /// <summary>Forgets a pack and deletes it: index first, so a crash leaves only an unindexed pack.</summary>
     public async Task DeletePackAsync(string packId, CancellationToken cancellationToken)
     {
+        Forget(packId);
+        await store.DeleteAsync(IndexKey(packId), cancellationToken);
+        await store.DeleteAsync(PackKey(packId), cancellationToken);
+    }
+
+    private void Forget(string packId)
+    {
         lock (_lock)
         {
             if (_packs.Remove(packId, out var index))
@@ -99,8 +159,6 @@ public sealed class ChunkStore(IObjectStore store)
                         _index.TryAdd(Key(entry.Id), new Location(otherId, entry.Offset, entry.Length));
             }
         }
-        await store.DeleteAsync(IndexKey(packId), cancellationToken);
-        await store.DeleteAsync(PackKey(packId), cancellationToken);
     }
 
     private void Register(string packId, PackIndex index)

@@ -12,22 +12,37 @@ public static class ObjectKeys
 {
     public const string ChunksPrefix = "chunks/";
     public const string ManifestsPrefix = "manifests/sha256/";
-    public const string CatalogPrefix = "catalog/";
-    public const string DesiredPrefix = "fleet/desired/";
-    public const string AgentCredentialsPrefix = "auth/agents/";
-    public const string TokensPrefix = "auth/tokens/";
 
     /// <summary><c>chunks/ab/abcdef…</c>: fanned out by the first byte so no directory grows huge.</summary>
     public static string Chunk(string idHex) => $"{ChunksPrefix}{idHex[..2]}/{idHex}";
 
     public static string Manifest(ImageDigest digest) => ManifestsPrefix + digest.Hex;
 
-    public static string Catalog(string imageName) =>
-        CatalogPrefix + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(imageName)));
+    /// <summary>
+    /// Where versions before the state database kept control-plane state. Read once, by the import at
+    /// first start (StateStartupService); nothing writes these any more.
+    /// </summary>
+    public static class Legacy
+    {
+        public const string CatalogPrefix = "catalog/";
+        public const string DesiredPrefix = "fleet/desired/";
+        public const string AgentCredentialsPrefix = "auth/agents/";
+        public const string TokensPrefix = "auth/tokens/";
+        public const string UsersPrefix = "auth/users/";
+        public const string SessionsPrefix = "auth/sessions/";
+        public const string EnrollmentsPrefix = "auth/enrollments/";
 
-    public static string Desired(string agentId) => DesiredPrefix + agentId;
+        public static string Catalog(string imageName) =>
+            CatalogPrefix + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(imageName)));
 
-    public static string AgentCredentials(string agentId) => AgentCredentialsPrefix + agentId;
+        public static string Desired(string agentId) => DesiredPrefix + agentId;
 
-    public static string Token(string tokenHashHex) => TokensPrefix + tokenHashHex;
+        public static string AgentCredentials(string agentId) => AgentCredentialsPrefix + agentId;
+
+        public static string Token(string tokenHashHex) => TokensPrefix + tokenHashHex;
+
+        public static string User(string name) => UsersPrefix + name;
+
+        public static string Session(string key) => SessionsPrefix + key;
+    }
 }

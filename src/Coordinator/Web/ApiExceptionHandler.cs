@@ -19,6 +19,8 @@ public sealed partial class ApiExceptionHandler(IProblemDetailsService problems,
             BadHttpRequestException bad => (bad.StatusCode, "bad-request", bad.Message),
             ObjectStoreUnavailableException => (StatusCodes.Status503ServiceUnavailable, "store-unavailable",
                 "The object store is unavailable; try again shortly."),
+            _ when State.StateDatabase.IsUnavailable(exception) => (StatusCodes.Status503ServiceUnavailable, "state-unavailable",
+                "The state database is unavailable; nothing was changed. Try again shortly."),
             OperationCanceledException when httpContext.RequestAborted.IsCancellationRequested =>
                 (499, "client-closed-request", "The client closed the request."),
             _ => (StatusCodes.Status500InternalServerError, "internal-error", "An unexpected error occurred; see the Coordinator log."),
@@ -30,6 +32,8 @@ public sealed partial class ApiExceptionHandler(IProblemDetailsService problems,
         httpContext.Response.StatusCode = status;
         if (exception is ApiException { RetryAfter: { } retry })
             httpContext.Response.Headers.RetryAfter = ((int)Math.Ceiling(retry.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        else if (status == StatusCodes.Status503ServiceUnavailable)
+            httpContext.Response.Headers.RetryAfter = "5";
         return await problems.TryWriteAsync(new ProblemDetailsContext
         {
             HttpContext = httpContext,

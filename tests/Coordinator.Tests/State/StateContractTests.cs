@@ -1,5 +1,8 @@
 using System.Collections.Concurrent;
+using System.Security.Claims;
 using Dapper;
+using Microsoft.AspNetCore.Authentication;
+using MsdFleet.Coordinator.Auth;
 using Microsoft.Extensions.Options;
 using MsdFleet.Coordinator.Catalog;
 using MsdFleet.Coordinator.Fleet;
@@ -194,9 +197,9 @@ public abstract class StateContractTests : IAsyncLifetime
     public async Task Import_StoreWrittenByEarlierVersion_IsImportedOnce()
     {
         var entry = Entry("old.iso", Digest(7));
-        await Store.PutAsync(ObjectKeys.Catalog(entry.Name), System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(entry, WebJson), default);
+        await Store.PutAsync(ObjectKeys.Legacy.Catalog(entry.Name), System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(entry, WebJson), default);
         var old = new DesiredState { Generation = 41, AgentId = "rack2-01", Drives = [new DesiredDrive { Index = 0, ImageDigest = entry.Digest, ImageName = entry.Name, Mode = DriveMode.Cdrom, Connected = true }] };
-        await Store.PutAsync(ObjectKeys.Desired("rack2-01"), ProtocolSerializer.Serialize(old), default);
+        await Store.PutAsync(ObjectKeys.Legacy.Desired("rack2-01"), ProtocolSerializer.Serialize(old), default);
 
         var db = new StateDatabase(Options.Create(_options));
         var desired = new DesiredStateStore(db, TimeProvider.System);
@@ -218,6 +221,132 @@ public abstract class StateContractTests : IAsyncLifetime
         Assert.Null(await catalog.GetAsync("old.iso", default));
         Assert.Equal(43, desired.Get("rack2-01")!.Generation);
     }
+
+    [Fact]
+    public async Task Prune_RemovesOnlyExpiredSessionsAndEnrollments()
+    {
+        var db = (await StartReplicaAsync()).Db;
+        var now = DateTimeOffset.UtcNow;
+        var sessions = new SessionTicketStore(db);
+        AuthenticationTicket Ticket(DateTimeOffset expires) => new(new ClaimsPrincipal(new ClaimsIdentity([new Claim(ClaimTypes.Name, "ada")], "Cookies")),
+            new AuthenticationProperties { ExpiresUtc = expires }, "Cookies");
+        var live = await sessions.StoreAsync(Ticket(now.AddHours(1)));
+        var dead = await sessions.StoreAsync(Ticket(now.AddHours(-1)));
+        Assert.Equal(1, await sessions.PruneAsync(now, default));
+        Assert.Equal("ada", (await sessions.RetrieveAsync(live))!.Principal.Identity!.Name);
+        Assert.Null(await sessions.RetrieveAsync(dead));
+
+        var clock = new ManualClock(now);
+        var enrollments = new EnrollmentStore(db, clock);
+        var (shortToken, _) = await enrollments.CreateAsync("short", TimeSpan.FromHours(1), "admin", default);
+        var (longToken, _) = await enrollments.CreateAsync("long", TimeSpan.FromHours(48), "admin", default);
+        clock.Now = now.AddHours(2);
+        Assert.Equal(1, await enrollments.PruneAsync(clock.Now, default));
+        Assert.Null(await enrollments.FindAsync(shortToken, default));
+        Assert.Equal("long", (await enrollments.FindAsync(longToken, default))!.AgentId);
+    }
+
+    [Fact]
+    public async Task Enrollment_RedeemedConcurrentlyOnTwoReplicas_ExactlyOnce()
+    {
+        var a = new EnrollmentStore((await StartReplicaAsync()).Db, TimeProvider.System);
+        var b = new EnrollmentStore((await StartReplicaAsync()).Db, TimeProvider.System);
+        for (var round = 0; round < 10; round++)
+        {
+            var (token, _) = await a.CreateAsync($"rack3-{round:00}", TimeSpan.FromHours(1), "admin", default);
+            var redeemed = await Task.WhenAll(Enumerable.Range(0, 8).Select(i => Task.Run(() => (i % 2 == 0 ? a : b).ConsumeAsync(token, default))));
+            Assert.Single(redeemed, r => r is not null);
+        }
+    }
+
+    [Fact]
+    public async Task Auth_RevokedOrDisabledOnOneReplica_RefusedByTheOtherAtOnce()
+    {
+        var (dbA, dbB) = ((await StartReplicaAsync()).Db, (await StartReplicaAsync()).Db);
+        var (tokensA, tokensB) = (new TokenStore(dbA, TimeProvider.System), new TokenStore(dbB, TimeProvider.System));
+        var token = SecretHash.NewSecret("msdf_");
+        await tokensA.AddAsync(token, new ApiTokenRecord("ci", Roles.Operator, DateTimeOffset.UtcNow), default);
+        Assert.Equal("ci", (await tokensB.FindAsync(token, default))!.Name);
+        Assert.True(await tokensA.RevokeAsync(SecretHash.HashHex(token)[..16], default));
+        Assert.Null(await tokensB.FindAsync(token, default));
+
+        var (agentsA, agentsB) = (new AgentCredentialStore(dbA, TimeProvider.System), new AgentCredentialStore(dbB, TimeProvider.System));
+        var secret = await agentsA.CreateOrRotateAsync("rack4-01", default);
+        Assert.True(await agentsB.VerifyAsync("rack4-01", secret, default));
+        Assert.True(await agentsA.SetDisabledAsync("rack4-01", true, default));
+        Assert.False(await agentsB.VerifyAsync("rack4-01", secret, default));
+        var rotated = await agentsB.CreateOrRotateAsync("rack4-01", default);
+        Assert.False(await agentsA.VerifyAsync("rack4-01", secret, default));
+        Assert.True(await agentsA.VerifyAsync("rack4-01", rotated, default));
+
+        var (usersA, usersB) = (new UserStore(dbA, TimeProvider.System), new UserStore(dbB, TimeProvider.System));
+        Assert.NotNull(await usersA.CreateAsync("ada", "correct horse battery", Roles.Viewer, default));
+        Assert.Null(await usersB.CreateAsync("ada", "another long password", Roles.Admin, default)); // taken: never overwritten
+        var stamp = (await usersB.FindAsync("ada", default))!.SecurityStamp;
+        await usersA.UpdateAsync((await usersA.FindAsync("ada", default))!, password: null, role: Roles.Operator, default);
+        Assert.NotEqual(stamp, (await usersB.FindAsync("ada", default))!.SecurityStamp);
+        Assert.NotNull(await usersB.VerifyAsync("ada", "correct horse battery", default));
+    }
+
+    [Fact]
+    public async Task Import_AuthOfAnEarlierVersion_KeepsUsersTokensAgentsAndSessions()
+    {
+        var token = SecretHash.NewSecret("msdf_");
+        var tokenHash = SecretHash.HashHex(token);
+        await Store.PutAsync(ObjectKeys.Legacy.Token(tokenHash), System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(
+            new ApiTokenRecord("old-ci", Roles.Operator, DateTimeOffset.UtcNow) { Id = tokenHash[..16] }, WebJson), default);
+        var agentSecret = SecretHash.NewSecret("msda_");
+        await Store.PutAsync(ObjectKeys.Legacy.AgentCredentials("rack5-01"), System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(
+            new AgentCredentialRecord("rack5-01", SecretHash.HashHex(agentSecret), DateTimeOffset.UtcNow), WebJson), default);
+        var hasher = new Microsoft.AspNetCore.Identity.PasswordHasher<UserRecord>();
+        var user = new UserRecord("grace", Roles.Admin, "", DateTimeOffset.UtcNow, "stamp");
+        await Store.PutAsync(ObjectKeys.Legacy.User("grace"), System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(
+            user with { PasswordHash = hasher.HashPassword(user, "an old long password") }, WebJson), default);
+        var sessionKey = new string('a', 64);
+        await Store.PutAsync(ObjectKeys.Legacy.Session(sessionKey), TicketSerializer.Default.Serialize(new AuthenticationTicket(
+            new ClaimsPrincipal(new ClaimsIdentity([new Claim(ClaimTypes.Name, "grace")], "Cookies")), new AuthenticationProperties { ExpiresUtc = DateTimeOffset.UtcNow.AddHours(1) }, "Cookies")), default);
+
+        var db = new StateDatabase(Options.Create(_options));
+        await new StateStartupService(db, Store, new DesiredStateStore(db, TimeProvider.System), TimeProvider.System,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<StateStartupService>.Instance).StartAsync(default);
+
+        Assert.Equal("old-ci", (await new TokenStore(db, TimeProvider.System).FindAsync(token, default))!.Name);
+        Assert.True(await new AgentCredentialStore(db, TimeProvider.System).VerifyAsync("rack5-01", agentSecret, default));
+        Assert.NotNull(await new UserStore(db, TimeProvider.System).VerifyAsync("grace", "an old long password", default));
+        Assert.Equal("grace", (await new SessionTicketStore(db).RetrieveAsync(sessionKey))!.Principal.Identity!.Name);
+    }
+
+    [Fact]
+    public async Task LeaderLease_OneHolderAtATime_TakenOverAfterTheHolderStops_WithAHigherTerm()
+    {
+        var ttl = TimeSpan.FromSeconds(2);
+        var log = Microsoft.Extensions.Logging.Abstractions.NullLogger<LeaderLease>.Instance;
+        var a = new LeaderLease((await StartReplicaAsync()).Db, log, ttl);
+        var b = new LeaderLease((await StartReplicaAsync()).Db, log, ttl);
+
+        var won = await Task.WhenAll(a.RenewAsync(default), b.RenewAsync(default));
+        Assert.Single(won, w => w);
+        var (leader, other) = won[0] ? (a, b) : (b, a);
+        await leader.EnsureLeaderAsync(default);
+        Assert.False(await other.RenewAsync(default));
+        await Assert.ThrowsAsync<NotLeaderException>(() => other.EnsureLeaderAsync(default));
+        var term = leader.Term;
+
+        // The leader stops renewing (killed): its lease runs out by the database's clock and the other takes it.
+        await Task.Delay(ttl + TimeSpan.FromMilliseconds(300));
+        Assert.True(await other.RenewAsync(default));
+        Assert.True(other.Term > term);
+        await Assert.ThrowsAsync<NotLeaderException>(() => leader.EnsureLeaderAsync(default));
+        Assert.False(await leader.RenewAsync(default));
+        Assert.Equal(other.Holder, await leader.CurrentHolderAsync(default));
+    }
+
+    private sealed class ManualClock(DateTimeOffset now) : TimeProvider
+    {
+        public DateTimeOffset Now { get; set; } = now;
+
+        public override DateTimeOffset GetUtcNow() => Now;
+    }
 }
 
 public sealed class SqliteStateContractTests : StateContractTests
@@ -231,4 +360,26 @@ public sealed class PostgresStateContractTests(PostgresServer server) : StateCon
 {
     protected override async Task<StateOptions> NewDatabaseAsync(string folder) =>
         new() { Provider = "postgres", ConnectionString = await server.CreateDatabaseAsync() };
+
+    [Fact]
+    public async Task StoreGate_UploadOnOneReplica_HoldsOffGcOnAnother_UntilItEnds()
+    {
+        var options = Options.Create(await NewDatabaseAsync(""));
+        using var uploads = new StoreGate(new StateDatabase(options));
+        using var gc = new StoreGate(new StateDatabase(options));
+
+        var upload = await uploads.EnterSharedAsync(default);
+        var collect = gc.EnterExclusiveAsync(default);
+        await Task.Delay(500);
+        Assert.False(collect.IsCompleted, "GC entered while another replica's upload was running");
+        // A second upload elsewhere queues behind the waiting GC (writer-preferring), not beside the first.
+        var late = uploads.EnterSharedAsync(default);
+        await upload.DisposeAsync();
+        await using (await collect.WaitAsync(TimeSpan.FromSeconds(10)))
+        {
+            await Task.Delay(300);
+            Assert.False(late.IsCompleted, "an upload entered while GC ran");
+        }
+        await (await late.WaitAsync(TimeSpan.FromSeconds(10))).DisposeAsync();
+    }
 }

@@ -25,7 +25,7 @@ public sealed class CoordinatorInstance : IAsyncDisposable
     private string[] _extraArgs = [];
     private string? _tlsDirectory;
 
-    private CoordinatorInstance(string dataDir, Uri? externalBroker, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage, bool tls)
+    private CoordinatorInstance(string dataDir, Uri? externalBroker, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage, bool tls, string? topicPrefix)
     {
         _tls = tls;
         _storage = storage;
@@ -34,7 +34,7 @@ public sealed class CoordinatorInstance : IAsyncDisposable
         HttpPort = TestPaths.FreePort();
         MqttPort = externalBroker?.Port ?? TestPaths.FreePort();
         // A prefix per instance keeps tests that share one Mosquitto apart.
-        TopicPrefix = $"it{Guid.NewGuid():N}"[..12] + "/v1";
+        TopicPrefix = topicPrefix ?? $"it{Guid.NewGuid():N}"[..12] + "/v1";
     }
 
     public string DataDir { get; }
@@ -68,9 +68,9 @@ public sealed class CoordinatorInstance : IAsyncDisposable
     public TransferCounters Counters => Services.GetRequiredService<TransferCounters>();
 
     public static async Task<CoordinatorInstance> StartAsync(Uri? externalBroker = null, MsdFleet.Coordinator.Storage.ObjectStoreOptions? storage = null,
-        bool tls = false, string[]? extraArgs = null, string? tlsDirectory = null)
+        bool tls = false, string[]? extraArgs = null, string? tlsDirectory = null, string? topicPrefix = null)
     {
-        var instance = new CoordinatorInstance(TestPaths.NewTempDir("coordinator"), externalBroker, storage, tls)
+        var instance = new CoordinatorInstance(TestPaths.NewTempDir("coordinator"), externalBroker, storage, tls, topicPrefix)
         {
             _extraArgs = extraArgs ?? [],
             _tlsDirectory = tlsDirectory,

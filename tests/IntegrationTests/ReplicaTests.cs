@@ -1,0 +1,212 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+using MsdFleet.Coordinator.Tests.State;
+using MsdFleet.IntegrationTests.Infrastructure;
+
+namespace MsdFleet.IntegrationTests;
+
+/// <summary>
+/// Two Coordinator replicas sharing one PostgreSQL, one object store and one Mosquitto, with no sticky
+/// sessions: what one writes, the other serves; what one revokes, the other refuses.
+/// </summary>
+[Collection(PostgresServers.Name)]
+public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
+{
+    private readonly string _work = TestPaths.NewTempDir("replicas");
+    private MosquittoBroker? _mosquitto;
+    private CoordinatorInstance? _a;
+    private CoordinatorInstance? _b;
+
+    private CoordinatorInstance A => _a!;
+    private CoordinatorInstance B => _b!;
+
+    public async Task InitializeAsync()
+    {
+        _mosquitto = await MosquittoBroker.StartAsync();
+        var database = await postgres.CreateDatabaseAsync();
+        var prefix = $"rep{Guid.NewGuid():N}"[..12] + "/v1";
+        string[] shared =
+        [
+            "--State:Provider=postgres", $"--State:ConnectionString={database}",
+            $"--Storage:Path={Path.Combine(_work, "store")}",
+        ];
+        _a = await CoordinatorInstance.StartAsync(_mosquitto.Url, extraArgs: shared, topicPrefix: prefix);
+        _b = await CoordinatorInstance.StartAsync(_mosquitto.Url, extraArgs: shared, topicPrefix: prefix);
+    }
+
+    public async Task DisposeAsync()
+    {
+        if (_b is not null)
+            await _b.DisposeAsync();
+        if (_a is not null)
+            await _a.DisposeAsync();
+        if (_mosquitto is not null)
+            await _mosquitto.DisposeAsync();
+        Directory.Delete(_work, true);
+    }
+
+    [Fact]
+    public async Task UploadedOnA_MountedThroughB_AgentOnB_ConvergesBitIdentical()
+    {
+        var (path, sha256) = await TestImages.CreateAsync(_work, "shared.img", 3 * 1024 * 1024 + 11, seed: 71);
+        var digest = (await A.UploadAsync("shared.img", path))["digest"]!.GetValue<string>();
+        using (var whole = await B.Http.GetAsync("api/v1/images/shared.img"))
+        {
+            Assert.Equal(HttpStatusCode.OK, whole.StatusCode);
+            Assert.Equal(sha256, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(await whole.Content.ReadAsByteArrayAsync())));
+        }
+
+        await using var agent = new AgentProcess("rep-01", await A.CreateAgentSecretAsync("rep-01"), B);
+        agent.Start();
+        using (var set = await B.SetDriveAsync("rep-01", 0, new { image = "shared.img", mode = "flash" }))
+            Assert.True(set.IsSuccessStatusCode, await set.Content.ReadAsStringAsync());
+        await B.WaitForAgentAsync("rep-01", a => CoordinatorInstance.Drive(a, 0)?["image"]?.GetValue<string>() == digest, "attached through B", diagnostics: () => agent.Log);
+        Assert.Equal(sha256, Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(await File.ReadAllBytesAsync(agent.Lun("file")))));
+        // A learns B's change through the database's notification, not by being asked.
+        await Eventually.WaitAsync(async () => (await A.GetAgentAsync("rep-01"))?["desired"]?["drives"]?.AsArray().Count == 1,
+            TimeSpan.FromSeconds(5), "A to show the desired state B wrote");
+        // And A refuses to delete an image B's assignment uses.
+        using var delete = await A.Http.DeleteAsync("api/v1/images/shared.img");
+        Assert.Equal(HttpStatusCode.Conflict, delete.StatusCode);
+    }
+
+    [Fact]
+    public async Task ConcurrentAssignmentsSpreadOverBothReplicas_GenerationsStrictlyIncrease_AgentEndsOnTheLast()
+    {
+        for (var i = 0; i < 2; i++)
+        {
+            var (path, _) = await TestImages.CreateAsync(_work, $"g{i}.img", 200_000 + i, seed: 80 + i);
+            await A.UploadAsync($"g{i}.img", path);
+        }
+        await using var agent = new AgentProcess("rep-02", await B.CreateAgentSecretAsync("rep-02"), A);
+        agent.Start();
+        var generations = await Task.WhenAll(Enumerable.Range(0, 100).Select(async i =>
+        {
+            using var set = await (i % 2 == 0 ? A : B).SetDriveAsync("rep-02", 0, new { image = $"g{i % 2}.img", mode = "flash" });
+            Assert.True(set.IsSuccessStatusCode, await set.Content.ReadAsStringAsync());
+            return (await set.Content.ReadFromJsonAsync<JsonObject>())!["generation"]!.GetValue<long>();
+        }));
+
+        Assert.Equal(Enumerable.Range(1, 100).Select(g => (long)g), generations.Order());
+        // The agent converges on generation 100, whichever replica published last ...
+        await A.WaitForAgentAsync("rep-02", a => a["appliedGeneration"]?.GetValue<long>() == 100, "applied generation 100", diagnostics: () => agent.Log);
+        // ... and the broker keeps generation 100 as the retained message: no older one was published after it.
+        var key = await A.Services.GetRequiredService<MsdFleet.Coordinator.Auth.SigningKeyStore>().GetAsync(CancellationToken.None);
+        Assert.Equal(100, (await RetainedDesiredAsync("rep-02", key)).Generation);
+    }
+
+    private async Task<MsdFleet.Protocol.Messages.DesiredState> RetainedDesiredAsync(string agentId, System.Security.Cryptography.ECDsa key)
+    {
+        using var client = new MQTTnet.MqttClientFactory().CreateMqttClient();
+        var received = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        client.ApplicationMessageReceivedAsync += e =>
+        {
+            received.TrySetResult(System.Buffers.BuffersExtensions.ToArray(e.ApplicationMessage.Payload));
+            return Task.CompletedTask;
+        };
+        await client.ConnectAsync(new MQTTnet.MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", _mosquitto!.Port).Build());
+        await client.SubscribeAsync(new MQTTnet.MqttClientSubscribeOptionsBuilder().WithTopicFilter($"{A.TopicPrefix}/agents/{agentId}/desired").Build());
+        var payload = await received.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        return MsdFleet.Protocol.Signing.DesiredStateSigning.Verify(payload, key, agentId);
+    }
+
+    [Fact]
+    public async Task DatabaseUnreachable_ReadyzAndApi503WithRetryAfter_NothingHalfWritten_RecoversWithoutRestart()
+    {
+        var (path, _) = await TestImages.CreateAsync(_work, "db.img", 100_000, seed: 90);
+        await A.UploadAsync("db.img", path);
+        await A.CreateAgentSecretAsync("rep-04");
+        var database = new Npgsql.NpgsqlConnectionStringBuilder(await A.Services.GetRequiredService<MsdFleet.Coordinator.State.StateDatabase>().ReadAsync(
+            c => Task.FromResult(c.ConnectionString), CancellationToken.None));
+        await using var proxy = new TcpProxy(database.Port);
+        database.Port = proxy.Port;
+        database.Password = null;
+        await using var c = await CoordinatorInstance.StartAsync(_mosquitto!.Url, topicPrefix: A.TopicPrefix, extraArgs:
+            ["--State:Provider=postgres", $"--State:ConnectionString={database.ConnectionString}", $"--Storage:Path={Path.Combine(_work, "store")}"]);
+
+        proxy.Cut();
+        using var probe = c.NewClient(); // as a kubelet asks: no credentials
+        using (var ready = await probe.GetAsync("readyz"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+            Assert.Contains("\"database\":\"unavailable\"", await ready.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+        using (var list = await c.Http.GetAsync("api/v1/images"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, list.StatusCode);
+            Assert.NotNull(list.Headers.RetryAfter);
+        }
+        using (var set = await c.SetDriveAsync("rep-04", 0, new { image = "db.img", mode = "flash" }))
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, set.StatusCode);
+        Assert.Null((await A.GetAgentAsync("rep-04"))!["desired"]); // nothing was stored
+
+        proxy.Restore();
+        await Eventually.WaitAsync(async () =>
+        {
+            using var ready = await probe.GetAsync("readyz");
+            return ready.StatusCode == HttpStatusCode.OK;
+        }, TimeSpan.FromSeconds(20), "C to be ready again without a restart");
+        using (var set = await c.SetDriveAsync("rep-04", 0, new { image = "db.img", mode = "flash" }))
+        {
+            Assert.True(set.IsSuccessStatusCode, await set.Content.ReadAsStringAsync());
+            Assert.Equal(1, (await set.Content.ReadFromJsonAsync<JsonObject>())!["generation"]!.GetValue<long>()); // the refused one left nothing
+        }
+    }
+
+    [Fact]
+    public async Task GarbageCollection_RunsOnTheLeaderOnly_AskingAnotherReplicaHandsItOver()
+    {
+        MsdFleet.Coordinator.State.LeaderLease Lease(CoordinatorInstance c) => c.Services.GetRequiredService<MsdFleet.Coordinator.State.LeaderLease>();
+        await Eventually.WaitAsync(() => Lease(A).IsLeader ^ Lease(B).IsLeader, TimeSpan.FromSeconds(10), "exactly one leader");
+        var (leader, follower) = Lease(A).IsLeader ? (A, B) : (B, A);
+        var (path, _) = await TestImages.CreateAsync(_work, "gone.img", 300_000, seed: 95);
+        await follower.UploadAsync("gone.img", path);
+        using (var delete = await follower.Http.DeleteAsync("api/v1/images/gone.img"))
+            Assert.Equal(HttpStatusCode.NoContent, delete.StatusCode);
+        var store = follower.Services.GetRequiredService<MsdFleet.Coordinator.Storage.IObjectStore>();
+        async Task<int> PacksAsync()
+        {
+            var n = 0;
+            await foreach (var _ in store.ListAsync("packs/", CancellationToken.None))
+                n++;
+            return n;
+        }
+        Assert.True(await PacksAsync() > 0);
+
+        using (var asked = await follower.Http.PostAsync("api/v1/gc", null))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, asked.StatusCode);
+            Assert.Equal(Lease(leader).Holder, (await asked.Content.ReadFromJsonAsync<JsonObject>())!["leader"]!.GetValue<string>());
+        }
+        // The leader takes the request within a renewal round and frees the packs the follower wrote.
+        await Eventually.WaitAsync(async () => await PacksAsync() == 0, TimeSpan.FromSeconds(20), "the leader to collect");
+        using var direct = await leader.Http.PostAsync("api/v1/gc", null);
+        Assert.Equal(HttpStatusCode.OK, direct.StatusCode);
+    }
+
+    [Fact]
+    public async Task TokenRevokedOnA_RefusedByB_AtOnce_AndEnrollmentRedeemedOnce()
+    {
+        using var create = await A.Http.PostAsJsonAsync("api/v1/tokens", new { name = "ci", role = "operator" });
+        Assert.True(create.IsSuccessStatusCode, await create.Content.ReadAsStringAsync());
+        var created = (await create.Content.ReadFromJsonAsync<JsonObject>())!;
+        using var viaB = B.NewClient(created["token"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.OK, (await viaB.GetAsync("api/v1/images")).StatusCode);
+        using (var revoke = await A.Http.DeleteAsync($"api/v1/tokens/{created["id"]!.GetValue<string>()}"))
+            Assert.True(revoke.IsSuccessStatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await viaB.GetAsync("api/v1/images")).StatusCode);
+
+        using var enroll = await A.Http.PostAsJsonAsync("api/v1/enrollments", new { agentId = "rep-03" });
+        Assert.True(enroll.IsSuccessStatusCode, await enroll.Content.ReadAsStringAsync());
+        var token = (await enroll.Content.ReadFromJsonAsync<JsonObject>())!["token"]!.GetValue<string>();
+        var answers = await Task.WhenAll(Enumerable.Range(0, 6).Select(async i =>
+        {
+            using var client = (i % 2 == 0 ? A : B).NewClient(token);
+            using var redeem = await client.PostAsync("api/v1/enroll", null);
+            return redeem.StatusCode;
+        }));
+        Assert.Single(answers, s => s == HttpStatusCode.OK);
+    }
+}
