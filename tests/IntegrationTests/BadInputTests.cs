@@ -36,6 +36,37 @@ public sealed class BadInputTests : IAsyncLifetime
     }
 
     [Theory]
+    [InlineData("limit=0")]
+    [InlineData("limit=10001")]
+    [InlineData("limit=ten")]
+    [InlineData("before=-3")]
+    [InlineData("since=yesterday")]
+    [InlineData("since=2026-12-02T00:00:00Z&until=2026-12-01T00:00:00Z")]
+    public async Task AuditQuery_Invalid_400WithCode(string query)
+    {
+        using var response = await _coordinator.Http.GetAsync($"api/v1/audit?{query}");
+        await ProblemAsync(response, HttpStatusCode.BadRequest, "invalid-audit-query");
+    }
+
+    [Fact]
+    public async Task AuditQuery_FullPage_LinksToTheOlderPage()
+    {
+        for (var i = 0; i < 3; i++)
+            (await _coordinator.Http.PostAsync("api/v1/tokens", new StringContent($"{{\"name\":\"t{i}\",\"role\":\"viewer\"}}", Encoding.UTF8, "application/json"))).Dispose();
+        using var first = await _coordinator.Http.GetAsync("api/v1/audit?action=token.create&limit=2");
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        var page = JsonNode.Parse(await first.Content.ReadAsStringAsync())!.AsArray();
+        Assert.Equal(["t1", "t2"], page.Select(e => e!["detail"]!.GetValue<string>().Split(' ')[0]));
+        var next = first.Headers.GetValues("Link").Single();
+        Assert.Contains("rel=\"next\"", next, StringComparison.Ordinal);
+        var url = next[(next.IndexOf('<', StringComparison.Ordinal) + 2)..next.IndexOf('>', StringComparison.Ordinal)];
+        using var older = await _coordinator.Http.GetAsync(url);
+        var rest = JsonNode.Parse(await older.Content.ReadAsStringAsync())!.AsArray();
+        Assert.Single(rest);
+        Assert.StartsWith("t0 ", rest[0]!["detail"]!.GetValue<string>(), StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData("api/v1/images/.")]
     [InlineData("api/v1/images/..%2F..%2Fetc%2Fpasswd")]
     [InlineData("api/v1/images/a%2Fb")]

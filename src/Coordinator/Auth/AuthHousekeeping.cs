@@ -6,7 +6,7 @@ namespace MsdFleet.Coordinator.Auth;
 /// At start and every six hours: deletes expired browser sessions and expired enrollment tokens from the
 /// state database, so neither accumulates (nothing would accept them anyway). On the leader only.
 /// </summary>
-public sealed partial class AuthHousekeeping(SessionTicketStore sessions, EnrollmentStore enrollments, State.LeaderLease leader, TimeProvider time,
+public sealed partial class AuthHousekeeping(SessionTicketStore sessions, EnrollmentStore enrollments, LoginThrottle logins, State.LeaderLease leader, TimeProvider time,
     ILogger<AuthHousekeeping> logger)
     : BackgroundService
 {
@@ -23,6 +23,7 @@ public sealed partial class AuthHousekeeping(SessionTicketStore sessions, Enroll
                 var now = time.GetUtcNow();
                 var sessionsRemoved = await sessions.PruneAsync(now, stoppingToken);
                 var enrollmentsRemoved = await enrollments.PruneAsync(now, stoppingToken);
+                await logins.PruneAsync(now, stoppingToken);
                 if (sessionsRemoved + enrollmentsRemoved > 0)
                     Log.Pruned(logger, sessionsRemoved, enrollmentsRemoved);
             }

@@ -73,17 +73,17 @@ public static partial class SessionEndpoints
         if (request?.Username is null || request.Password is null)
             throw ApiException.BadRequest("invalid-login", "Send {\"username\": \"…\", \"password\": \"…\"}.");
         var name = request.Username.Trim().ToLowerInvariant();
-        if (throttle.IsLocked(name, out var retryAfter))
+        if (await throttle.LockedForAsync(name, ct) is { } retryAfter)
             throw new ApiException(StatusCodes.Status429TooManyRequests, "login-locked",
                 $"Too many failed logins for this user; try again in {Math.Ceiling(retryAfter.TotalMinutes)} minute(s).") { RetryAfter = retryAfter };
         var user = await users.VerifyAsync(name, request.Password, ct);
         if (user is null)
         {
-            throttle.Failed(name);
+            await throttle.FailedAsync(name, ct);
             Log.FailedLogin(loggers.CreateLogger("MsdFleet.Coordinator.Auth.Login"), name, context.Connection.RemoteIpAddress?.ToString() ?? "unknown");
             throw new ApiException(StatusCodes.Status401Unauthorized, "invalid-credentials", "Unknown user or wrong password.");
         }
-        throttle.Succeeded(name);
+        await throttle.SucceededAsync(name, ct);
         var principal = new ClaimsPrincipal(new ClaimsIdentity(
         [
             new Claim(ClaimTypes.Name, user.Name),
@@ -205,35 +205,42 @@ public sealed record UserRequest(string? Name, string? Password, string? Role);
 /// <summary>
 /// Failed logins per user name: after 5 failures within 15 minutes that name is locked for the rest of
 /// the window, whoever asks (the per-address limiter cannot see a guesser spread over many addresses).
+/// Counted in the state database (<c>login_failures</c>), so the count and the lock hold across replicas.
 /// </summary>
-public sealed class LoginThrottle(TimeProvider time)
+public sealed class LoginThrottle(State.StateDatabase db, TimeProvider time)
 {
     public const int MaxFailures = 5;
     public static readonly TimeSpan Window = TimeSpan.FromMinutes(15);
-    private readonly ConcurrentDictionary<string, (int Count, DateTimeOffset First)> _failures = new(StringComparer.Ordinal);
 
-    public bool IsLocked(string name, out TimeSpan retryAfter)
+    /// <summary>How long the user stays locked, or null when logins are allowed.</summary>
+    public async Task<TimeSpan?> LockedForAsync(string name, CancellationToken cancellationToken)
     {
-        retryAfter = TimeSpan.Zero;
-        if (!_failures.TryGetValue(name, out var entry))
-            return false;
-        var until = entry.First + Window;
-        if (until <= time.GetUtcNow())
-        {
-            _failures.TryRemove(name, out _);
-            return false;
-        }
-        retryAfter = until - time.GetUtcNow();
-        return entry.Count >= MaxFailures;
-    }
-
-    public void Failed(string name)
-    {
-        if (_failures.Count > 100_000)
-            _failures.Clear(); // bounded memory under a flood of made-up names
+        var row = await db.ReadAsync(c => Dapper.SqlMapper.QuerySingleOrDefaultAsync<(long Count, long FirstAtMs)?>(c, new Dapper.CommandDefinition(
+            "SELECT failures, first_at_ms FROM login_failures WHERE name = @name", new { name }, cancellationToken: cancellationToken)), cancellationToken);
+        if (row is not { } r)
+            return null;
+        var until = DateTimeOffset.FromUnixTimeMilliseconds(r.FirstAtMs) + Window;
         var now = time.GetUtcNow();
-        _failures.AddOrUpdate(name, (1, now), (_, e) => e.First + Window <= now ? (1, now) : (e.Count + 1, e.First));
+        return until > now && r.Count >= MaxFailures ? until - now : null;
     }
 
-    public void Succeeded(string name) => _failures.TryRemove(name, out _);
+    /// <summary>Counts a failure; one upsert, so concurrent failures on any replicas all count. A window that ran out starts again at 1.</summary>
+    public Task FailedAsync(string name, CancellationToken cancellationToken) =>
+        db.WriteAsync((c, t) => Dapper.SqlMapper.ExecuteAsync(c, new Dapper.CommandDefinition("""
+            INSERT INTO login_failures (name, failures, first_at_ms) VALUES (@name, 1, @now)
+            ON CONFLICT (name) DO UPDATE SET
+                failures = CASE WHEN login_failures.first_at_ms + @window <= @now THEN 1 ELSE login_failures.failures + 1 END,
+                first_at_ms = CASE WHEN login_failures.first_at_ms + @window <= @now THEN @now ELSE login_failures.first_at_ms END
+            """, new { name, now = time.GetUtcNow().ToUnixTimeMilliseconds(), window = (long)Window.TotalMilliseconds }, t, cancellationToken: cancellationToken)),
+            cancellationToken);
+
+    public Task SucceededAsync(string name, CancellationToken cancellationToken) =>
+        db.WriteAsync((c, t) => Dapper.SqlMapper.ExecuteAsync(c, new Dapper.CommandDefinition(
+            "DELETE FROM login_failures WHERE name = @name", new { name }, t, cancellationToken: cancellationToken)), cancellationToken);
+
+    /// <summary>Forgets windows that ran out (a flood of made-up names leaves nothing behind); returns how many.</summary>
+    public Task<int> PruneAsync(DateTimeOffset now, CancellationToken cancellationToken) =>
+        db.WriteAsync((c, t) => Dapper.SqlMapper.ExecuteAsync(c, new Dapper.CommandDefinition(
+            "DELETE FROM login_failures WHERE first_at_ms + @window <= @now",
+            new { now = now.ToUnixTimeMilliseconds(), window = (long)Window.TotalMilliseconds }, t, cancellationToken: cancellationToken)), cancellationToken);
 }

@@ -18,9 +18,45 @@ public static class TokenEndpoints
             await audit.RecordAsync(user, "token.revoke", id, null, ct);
             return Results.NoContent();
         });
-        app.MapGet("/api/v1/audit", async (int? limit, AuditLog audit, CancellationToken ct) =>
-            Results.Ok(await audit.ReadAsync(Math.Clamp(limit ?? 200, 1, 10_000), ct))).RequireAuthorization(Policies.Admin);
+        app.MapGet("/api/v1/audit", ReadAuditAsync).RequireAuthorization(Policies.Admin);
         return app;
+    }
+
+    /// <summary>
+    /// <c>GET /api/v1/audit?actor=&amp;action=&amp;target=&amp;since=&amp;until=&amp;limit=&amp;before=</c>: the newest matching entries,
+    /// oldest first; when the page is full, a <c>Link: …; rel="next"</c> header names the page of older ones.
+    /// </summary>
+    private static async Task<IResult> ReadAuditAsync(HttpContext http, AuditLog audit, CancellationToken ct)
+    {
+        var q = http.Request.Query;
+        static string? Text(string? value, string name) => value is null ? null
+            : value.Length is > 0 and <= 300 ? value : throw ApiException.BadRequest("invalid-audit-query", $"'{name}' must be 1 to 300 characters.");
+        static DateTimeOffset? Time(string? value, string name) => value is null ? null
+            : DateTimeOffset.TryParse(value, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var t) ? t
+            : throw ApiException.BadRequest("invalid-audit-query", $"'{name}' must be an ISO 8601 time such as 2026-12-01T08:00:00Z, not '{value}'.");
+        var limit = q["limit"].ToString() is { Length: > 0 } l
+            ? int.TryParse(l, System.Globalization.CultureInfo.InvariantCulture, out var n) && n is >= 1 and <= AuditLog.MaxPage ? n
+                : throw ApiException.BadRequest("invalid-audit-query", $"'limit' must be a whole number from 1 to {AuditLog.MaxPage}.")
+            : 200;
+        long? before = q["before"].ToString() is { Length: > 0 } b
+            ? long.TryParse(b, System.Globalization.CultureInfo.InvariantCulture, out var id) && id > 0 ? id
+                : throw ApiException.BadRequest("invalid-audit-query", "'before' must be an entry id (a positive whole number) from a previous page.")
+            : null;
+        var query = new AuditQuery(limit, Text(q["actor"], "actor"), Text(q["action"], "action"), Text(q["target"], "target"),
+            Time(q["since"], "since"), Time(q["until"], "until"), before);
+        if (query.Since is { } since && query.Until is { } until && until <= since)
+            throw ApiException.BadRequest("invalid-audit-query", "'until' must be after 'since'.");
+        var page = await audit.ReadAsync(query, ct);
+        if (page.Count == limit)
+        {
+            var next = new Microsoft.AspNetCore.Http.Extensions.QueryBuilder(
+                q.Where(kv => kv.Key != "before").SelectMany(kv => kv.Value.Select(v => new KeyValuePair<string, string>(kv.Key, v ?? ""))))
+            {
+                { "before", page[0].Id.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+            };
+            http.Response.Headers.Link = $"</api/v1/audit{next}>; rel=\"next\"";
+        }
+        return Results.Ok(page);
     }
 
     private static async Task<IResult> CreateAsync(TokenRequest? request, TokenStore store, AuditLog audit, System.Security.Claims.ClaimsPrincipal user,

@@ -64,6 +64,9 @@ public sealed class StateDatabase
         ? "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
         : "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
+    /// <summary>A 64-bit primary key the database numbers in insertion order.</summary>
+    public string IdentityColumn => IsPostgres ? "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY" : "INTEGER PRIMARY KEY AUTOINCREMENT";
+
     /// <summary>The column type of raw bytes.</summary>
     public string BlobType => IsPostgres ? "BYTEA" : "BLOB";
 

@@ -94,6 +94,27 @@ public static class StateMigrations
                 expires_at_ms BIGINT NOT NULL
             );
             """),
+        new(5, "audit log", db => $"""
+            CREATE TABLE audit_log (
+                id {db.IdentityColumn},
+                at_ms BIGINT NOT NULL,
+                actor TEXT NOT NULL,
+                role TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                detail TEXT
+            );
+            CREATE INDEX audit_log_at ON audit_log (at_ms);
+            CREATE INDEX audit_log_actor ON audit_log (actor, id);
+            CREATE INDEX audit_log_target ON audit_log (target, id);
+            """),
+        new(6, "login failures", _ => """
+            CREATE TABLE login_failures (
+                name TEXT PRIMARY KEY,
+                failures BIGINT NOT NULL,
+                first_at_ms BIGINT NOT NULL
+            );
+            """),
     ];
 
     public static int LatestVersion => All[^1].Version;

@@ -19,6 +19,7 @@ public sealed partial class StateStartupService(
 {
     private const string ImportKey = "imported-object-store-v1";
     private const string AuthImportKey = "imported-object-store-auth-v1";
+    private const string AuditImportKey = "imported-object-store-audit-v1";
     private const int MaxEntryBytes = 64 * 1024;
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
@@ -37,6 +38,7 @@ public sealed partial class StateStartupService(
         }
         await ImportFromObjectStoreAsync(cancellationToken);
         await ImportAuthFromObjectStoreAsync(cancellationToken);
+        await ImportAuditFromObjectStoreAsync(cancellationToken);
         await desired.LoadAsync(cancellationToken);
     }
 
@@ -125,6 +127,32 @@ public sealed partial class StateStartupService(
             Log.ImportedAuth(logger, users, tokens, agents);
     }
 
+    /// <summary>The audit entries of an earlier version (one object each, keys sortable by time), in time order; once.</summary>
+    private async Task ImportAuditFromObjectStoreAsync(CancellationToken cancellationToken)
+    {
+        var nowMs = time.GetUtcNow().ToUnixTimeMilliseconds();
+        var imported = await db.WriteAsync(async (c, t) =>
+        {
+            var first = await c.ExecuteAsync(new CommandDefinition(
+                "INSERT INTO state_meta (key, value) VALUES (@key, @value) ON CONFLICT (key) DO NOTHING",
+                new { key = AuditImportKey, value = nowMs.ToString(System.Globalization.CultureInfo.InvariantCulture) }, t, cancellationToken: cancellationToken));
+            if (first == 0)
+                return 0;
+            var keys = new List<string>();
+            await foreach (var key in store.ListAsync(ObjectKeys.Legacy.AuditPrefix, cancellationToken))
+                keys.Add(key);
+            var count = 0;
+            foreach (var key in keys.Order(StringComparer.Ordinal))
+            {
+                if (await store.GetBytesAsync(key, 64 * 1024, cancellationToken) is { } bytes && JsonSerializer.Deserialize<Auth.AuditEntry>(bytes, Json) is { } entry)
+                    count += await Auth.AuditLog.InsertAsync(c, t, entry, cancellationToken);
+            }
+            return count;
+        }, cancellationToken);
+        if (imported > 0)
+            Log.ImportedAudit(logger, imported);
+    }
+
     private async IAsyncEnumerable<(string Key, byte[] Bytes)> ObjectsAsync(string prefix, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
     {
         await foreach (var key in store.ListAsync(prefix, cancellationToken))
@@ -144,5 +172,8 @@ public sealed partial class StateStartupService(
 
         [LoggerMessage(3, LogLevel.Information, "Imported from the object store written by an earlier version: {Users} users, {Tokens} API tokens, {Agents} agent credentials")]
         public static partial void ImportedAuth(ILogger logger, int users, int tokens, int agents);
+
+        [LoggerMessage(4, LogLevel.Information, "Imported {Entries} audit entries from the object store written by an earlier version")]
+        public static partial void ImportedAudit(ILogger logger, int entries);
     }
 }

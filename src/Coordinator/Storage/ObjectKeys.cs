@@ -31,6 +31,7 @@ public static class ObjectKeys
         public const string UsersPrefix = "auth/users/";
         public const string SessionsPrefix = "auth/sessions/";
         public const string EnrollmentsPrefix = "auth/enrollments/";
+        public const string AuditPrefix = "audit/";
 
         public static string Catalog(string imageName) =>
             CatalogPrefix + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(imageName)));

@@ -341,6 +341,60 @@ public abstract class StateContractTests : IAsyncLifetime
         Assert.Equal(other.Holder, await leader.CurrentHolderAsync(default));
     }
 
+    [Fact]
+    public async Task Audit_FilteredByActorActionTargetAndTime_PagedNewestFirstWithoutGapsOrRepeats()
+    {
+        var db = (await StartReplicaAsync()).Db;
+        var clock = new ManualClock(DateTimeOffset.Parse("2026-12-01T08:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        var audit = new AuditLog(db, clock);
+        ClaimsPrincipal Who(string name, string role) => new(new ClaimsIdentity([new Claim(ClaimTypes.Name, name), new Claim(ClaimTypes.Role, role)], "test"));
+        for (var i = 0; i < 25; i++)
+        {
+            clock.Now = clock.Now.AddMinutes(1);
+            await audit.RecordAsync(Who(i % 2 == 0 ? "ada" : "grace", Roles.Operator), i % 3 == 0 ? "drive.mount" : "image.delete", $"rack1-{i % 5:00}/0", $"n{i}", default);
+        }
+
+        var ada = await audit.ReadAsync(new AuditQuery(Actor: "ada"), default);
+        Assert.Equal(13, ada.Count);
+        Assert.All(ada, e => Assert.Equal("ada", e.Actor));
+        Assert.Equal(ada.OrderBy(e => e.Id), ada); // oldest first within a page
+        var mounts = await audit.ReadAsync(new AuditQuery(Action: "drive.mount", Target: "rack1-00"), default); // an agent finds its drives
+        Assert.Equal(["n0", "n15"], mounts.Select(e => e.Detail));
+        var window = await audit.ReadAsync(new AuditQuery(Since: DateTimeOffset.Parse("2026-12-01T08:05:00Z", System.Globalization.CultureInfo.InvariantCulture),
+            Until: DateTimeOffset.Parse("2026-12-01T08:08:00Z", System.Globalization.CultureInfo.InvariantCulture)), default);
+        Assert.Equal(["n4", "n5", "n6"], window.Select(e => e.Detail));
+
+        var seen = new List<string?>();
+        long? before = null;
+        while (true)
+        {
+            var page = await audit.ReadAsync(new AuditQuery(Limit: 10, Before: before), default);
+            seen.InsertRange(0, page.Select(e => e.Detail));
+            if (page.Count < 10)
+                break;
+            before = page[0].Id;
+        }
+        Assert.Equal(Enumerable.Range(0, 25).Select(i => $"n{i}"), seen);
+    }
+
+    [Fact]
+    public async Task LoginThrottle_FailuresOnBothReplicasCount_LockHoldsOnBoth_UntilTheWindowEnds()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var a = new LoginThrottle((await StartReplicaAsync()).Db, clock);
+        var b = new LoginThrottle((await StartReplicaAsync()).Db, clock);
+        await Task.WhenAll(Enumerable.Range(0, LoginThrottle.MaxFailures).Select(i => (i % 2 == 0 ? a : b).FailedAsync("ada", default)));
+
+        Assert.NotNull(await a.LockedForAsync("ada", default));
+        Assert.NotNull(await b.LockedForAsync("ada", default));
+        Assert.Null(await b.LockedForAsync("grace", default));
+        clock.Now += LoginThrottle.Window;
+        Assert.Null(await a.LockedForAsync("ada", default));
+        await b.FailedAsync("ada", default); // a new window starts at 1
+        Assert.Null(await a.LockedForAsync("ada", default));
+        Assert.Equal(1, await a.PruneAsync(clock.Now + LoginThrottle.Window, default));
+    }
+
     private sealed class ManualClock(DateTimeOffset now) : TimeProvider
     {
         public DateTimeOffset Now { get; set; } = now;
