@@ -29,6 +29,7 @@ public static class CoordinatorApp
         builder.AddCatalog();
         builder.AddFleet();
         builder.AddWebErrors();
+        Observability.MetricsSetup.AddMetrics(builder);
 
         builder.Services.AddOpenApi("v1", o => o.AddDocumentTransformer((document, _, _) =>
         {
@@ -56,6 +57,7 @@ public static class CoordinatorApp
         app.UseRateLimiter();
         app.UseAuthorization();
         app.MapHealthChecks();
+        Observability.MetricsSetup.MapMetrics(app);
         app.MapCatalogApi();
         app.MapPushApi();
         app.MapFleetApi();

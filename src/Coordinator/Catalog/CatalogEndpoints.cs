@@ -107,7 +107,8 @@ public static class CatalogEndpoints
     }
 
     private static async Task<IResult> LayoutAsync(string digest, ClaimsPrincipal user, ImageCatalog catalog, DesiredStateStore desired,
-        ChunkStore chunks, UrlSigner signer, IObjectStore store, IOptions<ObjectStoreOptions> options, TimeProvider time, CancellationToken ct)
+        ChunkStore chunks, UrlSigner signer, IObjectStore store, IOptions<ObjectStoreOptions> options, Observability.CoordinatorMetrics metrics, TimeProvider time,
+        CancellationToken ct)
     {
         var parsed = await AuthorizeBlobAsync(digest, user, desired, ct);
         var manifest = await catalog.GetManifestAsync(parsed, ct) ?? throw BlobNotFound(parsed);
@@ -131,6 +132,8 @@ public static class CatalogEndpoints
             locations.Add(new ChunkLocation { Source = index, Offset = location.Offset });
         }
         var layout = new ImageLayout { Sources = sources, Chunks = locations, ExpiresAtUnixMs = time.GetUtcNow().Add(lifetime).ToUnixTimeMilliseconds() };
+        if (store is S3ObjectStore)
+            metrics.BytesPresigned.Add(manifest.Size); // what the URLs cover; the agent fetches only what it lacks
         return Results.Bytes(ProtocolSerializer.Serialize(layout), "application/vnd.msdfleet.layout.v1+msgpack");
     }
 

@@ -15,9 +15,18 @@ namespace MsdFleet.Coordinator.Catalog;
 /// </summary>
 public sealed partial class GarbageCollector(
     ChunkStore chunks, ImageCatalog catalog, DesiredStateStore desired, PushSessionStore sessions, StoreGate gate,
-    State.LeaderLease leader, ILogger<GarbageCollector> logger)
+    State.LeaderLease leader, Observability.CoordinatorMetrics metrics, ILogger<GarbageCollector> logger)
 {
     public async Task<GcResult> CollectAsync(CancellationToken cancellationToken)
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var result = await CollectOnceAsync(cancellationToken);
+        metrics.GcDuration.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
+        metrics.GcFreed.Add(Math.Max(0, result.BytesFreed));
+        return result;
+    }
+
+    private async Task<GcResult> CollectOnceAsync(CancellationToken cancellationToken)
     {
         await using var lease = await gate.EnterExclusiveAsync(cancellationToken);
         var store = chunks.Objects;

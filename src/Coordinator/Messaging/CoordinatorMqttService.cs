@@ -33,14 +33,16 @@ public sealed partial class CoordinatorMqttService : BackgroundService
     private readonly Security.TlsCertificates _tls;
     private readonly IServiceProvider _services;
     private IMqttExtension[]? _extensions;
+    private readonly Observability.CoordinatorMetrics _metrics;
 
     // Resolved on first use: extensions depend on this service to publish.
     private IMqttExtension[] Extensions => _extensions ??= _services.GetServices<IMqttExtension>().ToArray();
     private readonly TaskCompletionSource _firstConnect = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public CoordinatorMqttService(IOptions<MqttOptions> options, TopicNames topics, FleetRegistry registry, DesiredStateStore desired,
-        Auth.SigningKeyStore signing, Security.TlsCertificates tls, IServiceProvider services, ILogger<CoordinatorMqttService> logger)
+        Auth.SigningKeyStore signing, Security.TlsCertificates tls, Observability.CoordinatorMetrics metrics, IServiceProvider services, ILogger<CoordinatorMqttService> logger)
     {
+        _metrics = metrics;
         _tls = tls;
         _signing = signing;
         ArgumentNullException.ThrowIfNull(options);
@@ -77,8 +79,7 @@ public sealed partial class CoordinatorMqttService : BackgroundService
             return;
         try
         {
-            await _desired.PublishLatestAsync(agentId, async state =>
-                await _client.PublishAsync(await SignedMessageAsync(agentId, state, cancellationToken), cancellationToken), force: false, cancellationToken);
+            await _desired.PublishLatestAsync(agentId, state => PublishTimedAsync(agentId, state, cancellationToken), force: false, cancellationToken);
         }
         catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException)
         {
@@ -181,12 +182,18 @@ public sealed partial class CoordinatorMqttService : BackgroundService
         // Republished from the database, each under its row lock, so a reconnect never puts back an older generation.
         var agents = await _desired.AgentIdsAsync(timeout.Token);
         foreach (var agentId in agents)
-            await _desired.PublishLatestAsync(agentId, async state => await _client.PublishAsync(await SignedMessageAsync(agentId, state, timeout.Token), timeout.Token),
-                force: true, timeout.Token);
+            await _desired.PublishLatestAsync(agentId, state => PublishTimedAsync(agentId, state, timeout.Token), force: true, timeout.Token);
         Log.Connected(_logger, uri, agents.Count);
         foreach (var extension in Extensions)
             await extension.OnConnectedAsync(timeout.Token);
         _firstConnect.TrySetResult();
+    }
+
+    private async Task PublishTimedAsync(string agentId, DesiredState state, CancellationToken cancellationToken)
+    {
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        await _client.PublishAsync(await SignedMessageAsync(agentId, state, cancellationToken), cancellationToken);
+        _metrics.PublishDuration.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
     }
 
     private async Task<MqttApplicationMessage> SignedMessageAsync(string agentId, DesiredState state, CancellationToken cancellationToken)
