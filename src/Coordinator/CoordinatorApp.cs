@@ -145,6 +145,7 @@ public static class CoordinatorApp
         builder.Services.AddSingleton<ImageCatalog>();
         builder.Services.AddSingleton<ImageIngestor>();
         builder.Services.AddSingleton<ImportJobs>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ImportJobs>());
         builder.Services.AddSingleton<GarbageCollector>();
         builder.Services.AddSingleton<GcScheduler>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<GcScheduler>());

@@ -187,6 +187,49 @@ public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task ImportAskedOnAFollower_RunsOnTheLeader_SeenAndCancelledFromAnyReplica()
+    {
+        MsdFleet.Coordinator.State.LeaderLease Lease(CoordinatorInstance c) => c.Services.GetRequiredService<MsdFleet.Coordinator.State.LeaderLease>();
+        await Eventually.WaitAsync(() => Lease(A).IsLeader ^ Lease(B).IsLeader, TimeSpan.FromSeconds(10), "exactly one leader");
+        var (leader, follower) = Lease(A).IsLeader ? (A, B) : (B, A);
+
+        // A source that sends 64 KiB of a 10 MiB body and then nothing: the import stays running until cancelled.
+        using var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var release = new TaskCompletionSource();
+        _ = Task.Run(async () =>
+        {
+            using var client = await listener.AcceptTcpClientAsync();
+            await using var stream = client.GetStream();
+            var buffer = new byte[4096];
+            _ = await stream.ReadAsync(buffer);
+            await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes("HTTP/1.1 200 OK\r\nContent-Length: 10485760\r\n\r\n"));
+            await stream.WriteAsync(new byte[64 * 1024]);
+            await release.Task;
+        });
+        var url = $"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}/stalls.iso";
+        using var start = await follower.Http.PostAsJsonAsync("api/v1/images/import", new { url, name = "stalls.iso" });
+        Assert.Equal(HttpStatusCode.Accepted, start.StatusCode);
+        var id = (await start.Content.ReadFromJsonAsync<JsonObject>())!["id"]!.GetValue<string>();
+
+        await Eventually.WaitAsync(async () =>
+        {
+            var job = await leader.Http.GetFromJsonAsync<JsonObject>($"api/v1/jobs/{id}");
+            return job!["state"]!.GetValue<string>() == "running" && job["bytesDone"]!.GetValue<long>() >= 64 * 1024;
+        }, TimeSpan.FromSeconds(15), "the leader to run the job and report its progress");
+        Assert.Contains(id, await follower.Http.GetStringAsync("api/v1/jobs"), StringComparison.Ordinal);
+
+        using (var cancel = await follower.Http.PostAsync($"api/v1/jobs/{id}/cancel", null))
+            Assert.Equal(HttpStatusCode.OK, cancel.StatusCode);
+        using (var again = await leader.Http.PostAsync($"api/v1/jobs/{id}/cancel", null))
+            Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
+        release.SetResult();
+        await Task.Delay(TimeSpan.FromSeconds(2)); // the runner's next heartbeat stops it
+        Assert.Equal("cancelled", (await leader.Http.GetFromJsonAsync<JsonObject>($"api/v1/jobs/{id}"))!["state"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.NotFound, (await leader.Http.GetAsync("api/v1/images/stalls.iso")).StatusCode);
+    }
+
+    [Fact]
     public async Task TokenRevokedOnA_RefusedByB_AtOnce_AndEnrollmentRedeemedOnce()
     {
         using var create = await A.Http.PostAsJsonAsync("api/v1/tokens", new { name = "ci", role = "operator" });

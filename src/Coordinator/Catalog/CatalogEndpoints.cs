@@ -34,7 +34,9 @@ public static class CatalogEndpoints
         app.MapGet("/api/v1/packs/{packId}", PackAsync).AllowAnonymous();
 
         app.MapPost("/api/v1/images/import", ImportAsync).RequireAuthorization(Policies.Admin);
+        app.MapGet("/api/v1/jobs", ListJobsAsync).RequireAuthorization(Policies.Read);
         app.MapGet("/api/v1/jobs/{id}", JobAsync).RequireAuthorization(Policies.Read);
+        app.MapPost("/api/v1/jobs/{id}/cancel", CancelJobAsync).RequireAuthorization(Policies.Admin);
         app.MapPost("/api/v1/gc", CollectAsync).RequireAuthorization(Policies.Admin);
         return app;
     }
@@ -153,11 +155,36 @@ public static class CatalogEndpoints
         if (request is null)
             throw ApiException.BadRequest("invalid-body", "Send a JSON body {url, name, sha256?, replace?}.");
         var job = await jobs.StartAsync(request, ct);
-        return Results.Accepted($"/api/v1/jobs/{job.Id}", JobView.From(job));
+        return Results.Accepted($"/api/v1/jobs/{job.Id}", job);
     }
 
-    private static IResult JobAsync(string id, ImportJobs jobs) =>
-        jobs.Get(id) is { } job ? Results.Ok(JobView.From(job)) : throw ApiException.NotFound("job-not-found", $"No job '{id}'.");
+    private static async Task<IResult> JobAsync(string id, ImportJobs jobs, CancellationToken ct) =>
+        await jobs.GetAsync(id, ct) is { } job ? Results.Ok(job) : throw JobNotFound(id);
+
+    private static async Task<IResult> ListJobsAsync(HttpContext http, ImportJobs jobs, CancellationToken ct)
+    {
+        var q = http.Request.Query;
+        var limit = q["limit"].ToString() is { Length: > 0 } l
+            ? int.TryParse(l, System.Globalization.CultureInfo.InvariantCulture, out var n) && n is >= 1 and <= 1000 ? n
+                : throw ApiException.BadRequest("invalid-job-query", "'limit' must be a whole number from 1 to 1000.")
+            : 100;
+        long? before = q["before"].ToString() is { Length: > 0 } b
+            ? DateTimeOffset.TryParse(b, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.AssumeUniversal, out var t) ? t.ToUnixTimeMilliseconds()
+                : throw ApiException.BadRequest("invalid-job-query", "'before' must be an ISO 8601 time (a job's createdAt, to page to older jobs).")
+            : null;
+        return Results.Ok(await jobs.ListAsync(limit, before, ct));
+    }
+
+    private static async Task<IResult> CancelJobAsync(string id, ImportJobs jobs, AuditLog audit, ClaimsPrincipal user, CancellationToken ct)
+    {
+        var (job, cancelled) = await jobs.CancelAsync(id, ct) ?? throw JobNotFound(id);
+        if (!cancelled)
+            throw ApiException.Conflict("job-ended", $"Job '{id}' has already ended ({job.State}); there is nothing to cancel.");
+        await audit.RecordAsync(user, "job.cancel", id, job.Name, ct);
+        return Results.Ok(job);
+    }
+
+    private static ApiException JobNotFound(string id) => ApiException.NotFound("job-not-found", $"No job '{id}'.");
 
     /// <summary>An agent may read only images that some drive of its own desired state names.</summary>
     private static async Task<ImageDigest> AuthorizeBlobAsync(string digest, ClaimsPrincipal user, DesiredStateStore desired, CancellationToken ct)
@@ -186,9 +213,6 @@ public static class CatalogEndpoints
 
 public sealed record UploadResponse(string Name, string Digest, long Size, string Sha256, int ChunkCount, long NewBytes, MediaInfo? Media);
 
-public sealed record JobView(string Id, string Kind, string State, string Source, string Name, long BytesDone, long? BytesTotal, string? Error, CatalogEntry? Image)
-{
-    // The source without its query string: signed URLs must not leak through the API.
-    public static JobView From(ImportJob job) =>
-        new(job.Id, job.Kind, job.State, job.Url.GetLeftPart(UriPartial.Path), job.Name, job.BytesDone, job.BytesTotal, job.Error, job.Image);
-}
+/// <summary>A job as the API shows it: <c>queued → running → succeeded | failed | cancelled</c>. The source is shown without its query string: signed URLs must not leak.</summary>
+public sealed record JobView(string Id, string Kind, string State, string Source, string Name, long BytesDone, long? BytesTotal, string? Error, CatalogEntry? Image,
+    DateTimeOffset CreatedAt);

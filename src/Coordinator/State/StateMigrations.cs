@@ -115,6 +115,24 @@ public static class StateMigrations
                 first_at_ms BIGINT NOT NULL
             );
             """),
+        new(7, "import jobs", _ => """
+            CREATE TABLE import_jobs (
+                id TEXT PRIMARY KEY,
+                url TEXT NOT NULL,
+                name TEXT NOT NULL,
+                sha256 TEXT,
+                replace_existing INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                runner TEXT,
+                bytes_done BIGINT NOT NULL DEFAULT 0,
+                bytes_total BIGINT,
+                error TEXT,
+                image TEXT,
+                created_at_ms BIGINT NOT NULL,
+                heartbeat_at_ms BIGINT NOT NULL
+            );
+            CREATE INDEX import_jobs_state ON import_jobs (state, created_at_ms);
+            """),
     ];
 
     public static int LatestVersion => All[^1].Version;
