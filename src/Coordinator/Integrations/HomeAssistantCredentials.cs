@@ -1,6 +1,7 @@
 using System.Text.Json;
+using Dapper;
 using MsdFleet.Coordinator.Auth;
-using MsdFleet.Coordinator.Storage;
+using MsdFleet.Coordinator.State;
 using MsdFleet.Coordinator.Web;
 
 namespace MsdFleet.Coordinator.Integrations;
@@ -9,22 +10,26 @@ namespace MsdFleet.Coordinator.Integrations;
 /// The MQTT login Home Assistant uses on the embedded broker (and in the generated Mosquitto files):
 /// user <c>$homeassistant</c>, a random secret stored only as hashes. That user may read discovery and
 /// MsdFleet's Home Assistant state topics and publish only commands and Home Assistant's own status.
+/// Kept in the state database (<c>integration_credentials</c>), read at each use: a rotation on one
+/// replica holds on all of them.
 /// </summary>
-public sealed class HomeAssistantCredentials(IObjectStore store, TimeProvider time)
+public sealed class HomeAssistantCredentials(StateDatabase db, TimeProvider time)
 {
-    private const string Key = "auth/integrations/homeassistant";
+    public const string Name = "homeassistant";
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-    private Record? _cached;
 
     public async Task<string> RotateAsync(CancellationToken ct)
     {
         var secret = SecretHash.NewSecret("msdh_");
         var record = new Record(SecretHash.HashHex(secret), MosquittoPasswordHash.Create(secret), time.GetUtcNow());
-        await store.PutAsync(Key, JsonSerializer.SerializeToUtf8Bytes(record, Json), ct);
-        await store.FlushAsync(ct);
-        _cached = record;
+        await db.WriteAsync((c, t) => UpsertAsync(c, t, JsonSerializer.Serialize(record, Json), overwrite: true, ct), ct);
         return secret;
     }
+
+    internal static Task<int> UpsertAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction t, string json, bool overwrite, CancellationToken ct) =>
+        c.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO integration_credentials (name, record) VALUES (@name, @json) ON CONFLICT (name) " + (overwrite ? "DO UPDATE SET record = excluded.record" : "DO NOTHING"),
+            new { name = Name, json }, t, cancellationToken: ct));
 
     public async Task<bool> VerifyAsync(string secret, CancellationToken ct) =>
         await GetAsync(ct) is { } record && SecretHash.Matches(secret, record.SecretSha256);
@@ -33,10 +38,9 @@ public sealed class HomeAssistantCredentials(IObjectStore store, TimeProvider ti
 
     private async Task<Record?> GetAsync(CancellationToken ct)
     {
-        if (_cached is not null)
-            return _cached;
-        var bytes = await store.GetBytesAsync(Key, 64 * 1024, ct);
-        return _cached = bytes is null ? null : JsonSerializer.Deserialize<Record>(bytes, Json);
+        var json = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
+            "SELECT record FROM integration_credentials WHERE name = @name", new { name = Name }, cancellationToken: ct)), ct);
+        return json is null ? null : JsonSerializer.Deserialize<Record>(json, Json);
     }
 
     private sealed record Record(string SecretSha256, string MosquittoHash, DateTimeOffset CreatedAt);

@@ -133,6 +133,12 @@ public static class StateMigrations
             );
             CREATE INDEX import_jobs_state ON import_jobs (state, created_at_ms);
             """),
+        new(8, "integration credentials", _ => """
+            CREATE TABLE integration_credentials (
+                name TEXT PRIMARY KEY,
+                record TEXT NOT NULL
+            );
+            """),
     ];
 
     public static int LatestVersion => All[^1].Version;

@@ -90,7 +90,7 @@ public sealed partial class StateStartupService(
             Log.Imported(logger, images, agents);
     }
 
-    /// <summary>Users, API tokens, agent credentials, enrollment tokens and browser sessions of an earlier version; once, in one transaction.</summary>
+    /// <summary>Users, API tokens, agent credentials, enrollment tokens, browser sessions and Home Assistant's broker login of an earlier version; once, in one transaction.</summary>
     private async Task ImportAuthFromObjectStoreAsync(CancellationToken cancellationToken)
     {
         var nowMs = time.GetUtcNow().ToUnixTimeMilliseconds();
@@ -120,6 +120,8 @@ public sealed partial class StateStartupService(
                     new { hash = Auth.SecretHash.HashHex(key[ObjectKeys.Legacy.SessionsPrefix.Length..]), bytes,
                           expires = Microsoft.AspNetCore.Authentication.TicketSerializer.Default.Deserialize(bytes)?.Properties.ExpiresUtc?.ToUnixTimeMilliseconds() },
                     t, cancellationToken: cancellationToken));
+            if (await store.GetBytesAsync(ObjectKeys.Legacy.HomeAssistantCredentials, 64 * 1024, cancellationToken) is { } homeAssistant)
+                await Integrations.HomeAssistantCredentials.UpsertAsync(c, t, System.Text.Encoding.UTF8.GetString(homeAssistant), overwrite: false, cancellationToken);
             return (users, tokens, agents);
         }, cancellationToken);
         var (users, tokens, agents) = counts;

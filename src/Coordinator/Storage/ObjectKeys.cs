@@ -32,6 +32,7 @@ public static class ObjectKeys
         public const string SessionsPrefix = "auth/sessions/";
         public const string EnrollmentsPrefix = "auth/enrollments/";
         public const string AuditPrefix = "audit/";
+        public const string HomeAssistantCredentials = "auth/integrations/homeassistant";
 
         public static string Catalog(string imageName) =>
             CatalogPrefix + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(imageName)));
