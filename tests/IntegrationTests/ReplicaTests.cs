@@ -230,6 +230,53 @@ public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task PushStartedOnA_ContinuedAndCommittedOnB_BitIdentical_OnlyMissingChunksAsked()
+    {
+        var data = new byte[3 * 1024 * 1024 + 5];
+        new Random(99).NextBytes(data);
+        var chunker = new MsdFleet.Protocol.Chunking.ContentChunker(MsdFleet.Protocol.Chunking.ChunkerParameters.Default);
+        var chunks = new List<byte[]>();
+        await foreach (var chunk in MsdFleet.Protocol.Chunking.StreamChunker.ReadChunksAsync(new MemoryStream(data), chunker))
+            chunks.Add(chunk.ToArray());
+        var manifest = new MsdFleet.Protocol.Manifests.ImageManifest
+        {
+            Size = data.Length,
+            Sha256 = System.Security.Cryptography.SHA256.HashData(data),
+            Chunker = MsdFleet.Protocol.Chunking.ChunkerParameters.Default,
+            Chunks = chunks.Select(c => new MsdFleet.Protocol.Manifests.ManifestChunk { Id = System.Security.Cryptography.SHA256.HashData(c), Length = c.Length }).ToList(),
+        };
+        static ByteArrayContent Frames(IEnumerable<byte[]> chunks)
+        {
+            var body = new MemoryStream();
+            foreach (var chunk in chunks)
+            {
+                var header = new byte[4];
+                System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(header, chunk.Length);
+                body.Write(header);
+                body.Write(chunk);
+            }
+            return new ByteArrayContent(body.ToArray());
+        }
+
+        using var create = await A.Http.PostAsync("api/v1/uploads", new ByteArrayContent(manifest.ToBytes()));
+        Assert.Equal(HttpStatusCode.Created, create.StatusCode);
+        var id = (await create.Content.ReadFromJsonAsync<JsonObject>())!["uploadId"]!.GetValue<string>();
+        var half = chunks.Count / 2;
+        using (var first = await A.Http.PostAsync($"api/v1/uploads/{id}/chunks", Frames(chunks.Take(half))))
+            Assert.True(first.IsSuccessStatusCode);
+        // B knows the session, and asks only for what A has not stored yet.
+        var status = (await B.Http.GetFromJsonAsync<JsonObject>($"api/v1/uploads/{id}"))!;
+        Assert.Equal(chunks.Skip(half).Select(c => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(c))).Distinct().Order(),
+            status["missing"]!.AsArray().Select(m => m!.GetValue<string>()).Order());
+        using (var rest = await B.Http.PostAsync($"api/v1/uploads/{id}/chunks", Frames(chunks.Skip(half))))
+            Assert.True(rest.IsSuccessStatusCode);
+        using (var commit = await B.Http.PostAsJsonAsync($"api/v1/uploads/{id}/commit", new { name = "pushed.img" }))
+            Assert.Equal(HttpStatusCode.Created, commit.StatusCode);
+        Assert.Equal(data, await A.Http.GetByteArrayAsync("api/v1/images/pushed.img"));
+        Assert.Equal(HttpStatusCode.NotFound, (await A.Http.GetAsync($"api/v1/uploads/{id}")).StatusCode); // committed on B: closed on A too
+    }
+
+    [Fact]
     public async Task TokenRevokedOnA_RefusedByB_AtOnce_AndEnrollmentRedeemedOnce()
     {
         using var create = await A.Http.PostAsJsonAsync("api/v1/tokens", new { name = "ci", role = "operator" });

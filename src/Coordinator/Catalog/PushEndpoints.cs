@@ -55,14 +55,17 @@ public static class PushEndpoints
         if (manifest.Chunker != Protocol.Chunking.ChunkerParameters.Default)
             throw ApiException.BadRequest("unsupported-chunker", "The manifest was cut with other chunker parameters than this Coordinator uses; dedup would not work.");
         var session = await sessions.CreateAsync(manifest, agent, ct);
-        // Chunks another replica stored since this one last looked count as present: refresh before answering.
-        if (Status(session, chunks).Missing.Count > 0)
-            await chunks.RefreshAsync(ct);
+        // Chunks another replica stored since this one last looked count as present: catch up before answering.
+        await chunks.CatchUpAsync(ct);
         return Results.Created($"/api/v1/uploads/{session.Id}", Status(session, chunks));
     }
 
-    private static async Task<IResult> StatusAsync(string id, PushSessionStore sessions, ChunkStore chunks, DesiredStateStore desired, ClaimsPrincipal user, CancellationToken ct) =>
-        Results.Ok(Status(await SessionAsync(id, sessions, desired, user, ct), chunks));
+    private static async Task<IResult> StatusAsync(string id, PushSessionStore sessions, ChunkStore chunks, DesiredStateStore desired, ClaimsPrincipal user, CancellationToken ct)
+    {
+        var session = await SessionAsync(id, sessions, desired, user, ct);
+        await chunks.CatchUpAsync(ct); // the push may have gone on through another replica
+        return Results.Ok(Status(session, chunks));
+    }
 
     private static async Task<IResult> ChunksAsync(string id, HttpRequest request, PushSessionStore sessions, ChunkStore chunks, StoreGate gate,
         DesiredStateStore desired, ClaimsPrincipal user, CancellationToken ct)
@@ -114,6 +117,7 @@ public static class PushEndpoints
             throw ApiException.BadRequest("invalid-body", "Send a JSON body {\"name\": …, \"replace\": false}.");
         if (!NameRules.TryValidateImageName(body.Name, out var nameError))
             throw ApiException.BadRequest("invalid-image-name", nameError);
+        await chunks.CatchUpAsync(ct);
         var status = Status(session, chunks);
         if (status.Missing.Count > 0)
             throw ApiException.Conflict("chunks-missing", $"{status.Missing.Count} chunks ({status.MissingBytes} bytes) have not been sent yet.");

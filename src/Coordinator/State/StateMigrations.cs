@@ -139,6 +139,13 @@ public static class StateMigrations
                 record TEXT NOT NULL
             );
             """),
+        new(9, "pack registry", db => $"""
+            CREATE TABLE packs (
+                seq {db.IdentityColumn},
+                pack_id TEXT NOT NULL UNIQUE,
+                created_at_ms BIGINT NOT NULL
+            );
+            """),
     ];
 
     public static int LatestVersion => All[^1].Version;

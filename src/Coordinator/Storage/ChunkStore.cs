@@ -11,9 +11,19 @@ namespace MsdFleet.Coordinator.Storage;
 /// of one per chunk (see docs/decisions/0001-packed-chunks.md for the measurement). The in-memory
 /// chunk → (pack, offset) map is rebuilt from the .idx objects at start; a pack becomes visible only
 /// once its .idx is written, so an interrupted upload leaves at worst an unindexed pack that GC removes.
+/// Between replicas, every pack written is also registered in the state database (<c>packs</c>, numbered in
+/// insertion order), so a replica catches up on packs the others wrote with one indexed query
+/// (<see cref="CatchUpAsync"/>) instead of listing the store.
 /// </summary>
-public sealed class ChunkStore(IObjectStore store) : IDisposable
+public sealed class ChunkStore(IObjectStore store, State.StateDatabase? db = null) : IDisposable
 {
+    /// <summary>
+    /// How far behind the newest number seen a catch-up looks again: numbers are taken at insert and
+    /// committed moments later, so a pack can appear with a number below one already seen. Packs are
+    /// registered in one short statement each, so a window of 256 covers any such reordering.
+    /// </summary>
+    private const long CatchUpWindow = 256;
+    private long _seenSeq;
     public const int PackTargetBytes = 16 * 1024 * 1024;
     public const string PacksPrefix = "packs/";
     private readonly Lock _lock = new();
@@ -36,6 +46,10 @@ public sealed class ChunkStore(IObjectStore store) : IDisposable
 
     public async Task LoadAsync(CancellationToken cancellationToken)
     {
+        // Read the newest registered number before listing, so nothing registered meanwhile is skipped.
+        if (db is not null)
+            _seenSeq = await db.ReadAsync(c => Dapper.SqlMapper.ExecuteScalarAsync<long?>(c, new Dapper.CommandDefinition(
+                "SELECT MAX(seq) FROM packs", cancellationToken: cancellationToken)), cancellationToken) ?? 0;
         await foreach (var key in store.ListAsync(PacksPrefix, cancellationToken))
         {
             if (!key.EndsWith(".idx", StringComparison.Ordinal))
@@ -45,6 +59,44 @@ public sealed class ChunkStore(IObjectStore store) : IDisposable
                 continue;
             var packId = key[PacksPrefix.Length..^4];
             Register(packId, ProtocolSerializer.Deserialize<PackIndex>(bytes, 64 * 1024 * 1024));
+        }
+        // Packs an earlier version (or a replica before it was registered) wrote: registered now.
+        if (db is not null)
+        {
+            var ids = SnapshotPacks().Keys.ToList();
+            await db.WriteAsync(async (c, t) =>
+            {
+                foreach (var id in ids)
+                    await RegisterRowAsync(c, t, id, cancellationToken);
+            }, cancellationToken);
+        }
+    }
+
+    private static Task<int> RegisterRowAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction t, string packId, CancellationToken cancellationToken) =>
+        Dapper.SqlMapper.ExecuteAsync(c, new Dapper.CommandDefinition(
+            "INSERT INTO packs (pack_id, created_at_ms) VALUES (@packId, @now) ON CONFLICT (pack_id) DO NOTHING",
+            new { packId, now = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() }, t, cancellationToken: cancellationToken));
+
+    /// <summary>
+    /// Loads the packs other replicas registered since this one last looked: one indexed query, then the
+    /// .idx of each new pack. Cheap enough to call before every "which chunks are missing" answer.
+    /// </summary>
+    public async Task CatchUpAsync(CancellationToken cancellationToken)
+    {
+        if (db is null)
+            return;
+        var since = Interlocked.Read(ref _seenSeq) - CatchUpWindow;
+        var rows = await db.ReadAsync(c => Dapper.SqlMapper.QueryAsync<(long Seq, string PackId)>(c, new Dapper.CommandDefinition(
+            "SELECT seq, pack_id FROM packs WHERE seq > @since ORDER BY seq", new { since }, cancellationToken: cancellationToken)), cancellationToken);
+        foreach (var (seq, packId) in rows)
+        {
+            bool known;
+            lock (_lock)
+                known = _packs.ContainsKey(packId);
+            if (!known && await store.GetBytesAsync(IndexKey(packId), 64 * 1024 * 1024, cancellationToken) is { } bytes)
+                Register(packId, ProtocolSerializer.Deserialize<PackIndex>(bytes, 64 * 1024 * 1024));
+            if (seq > Interlocked.Read(ref _seenSeq))
+                Interlocked.Exchange(ref _seenSeq, seq);
         }
     }
 
@@ -97,7 +149,10 @@ public sealed class ChunkStore(IObjectStore store) : IDisposable
     {
         if (TryLocate(chunkId, out var location))
             return location;
-        await RefreshAsync(cancellationToken);
+        await CatchUpAsync(cancellationToken);
+        if (TryLocate(chunkId, out location))
+            return location;
+        await RefreshAsync(cancellationToken); // the last resort: what the store itself lists
         return TryLocate(chunkId, out location) ? location : null;
     }
 
@@ -130,6 +185,8 @@ public sealed class ChunkStore(IObjectStore store) : IDisposable
         await store.PutAsync(PackKey(packId), data, cancellationToken);
         await store.PutAsync(IndexKey(packId), indexBytes, cancellationToken);
         Register(packId, index);
+        if (db is not null)
+            await db.WriteAsync((c, t) => RegisterRowAsync(c, t, packId, cancellationToken), cancellationToken);
         return packId;
     }
 
@@ -137,6 +194,9 @@ public sealed class ChunkStore(IObjectStore store) : IDisposable
     public async Task DeletePackAsync(string packId, CancellationToken cancellationToken)
     {
         Forget(packId);
+        if (db is not null)
+            await db.WriteAsync((c, t) => Dapper.SqlMapper.ExecuteAsync(c, new Dapper.CommandDefinition(
+                "DELETE FROM packs WHERE pack_id = @packId", new { packId }, t, cancellationToken: cancellationToken)), cancellationToken);
         await store.DeleteAsync(IndexKey(packId), cancellationToken);
         await store.DeleteAsync(PackKey(packId), cancellationToken);
     }
