@@ -25,13 +25,13 @@ namespace MsdFleet.Coordinator.Fleet;
 public sealed class DesiredStateStore
 {
     private readonly ConcurrentDictionary<string, DesiredState> _states = new(StringComparer.Ordinal);
-    private readonly StateDatabase db;
-    private readonly TimeProvider time;
+    private readonly StateDatabase _db;
+    private readonly TimeProvider _time;
 
     public DesiredStateStore(StateDatabase db, TimeProvider time, StateNotifications? notifications = null)
     {
-        this.db = db;
-        this.time = time;
+        _db = db;
+        _time = time;
         if (notifications is null)
             return;
         notifications.Received += (channel, agentId) =>
@@ -46,7 +46,7 @@ public sealed class DesiredStateStore
     {
         try
         {
-            var bytes = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<byte[]>(
+            var bytes = await _db.ReadAsync(c => c.QuerySingleOrDefaultAsync<byte[]>(
                 "SELECT state FROM desired_states WHERE agent_id = @agentId AND generation > 0", new { agentId }), CancellationToken.None);
             if (bytes is not null && Remember(agentId, ProtocolSerializer.Deserialize<DesiredState>(bytes)))
                 Changed?.Invoke(agentId);
@@ -70,7 +70,7 @@ public sealed class DesiredStateStore
 
     public async Task LoadAsync(CancellationToken cancellationToken)
     {
-        var rows = await db.ReadAsync(c => c.QueryAsync<(string AgentId, byte[] State)>(new CommandDefinition(
+        var rows = await _db.ReadAsync(c => c.QueryAsync<(string AgentId, byte[] State)>(new CommandDefinition(
             "SELECT agent_id, state FROM desired_states WHERE generation > 0", cancellationToken: cancellationToken)), cancellationToken);
         foreach (var (agentId, bytes) in rows)
         {
@@ -87,7 +87,7 @@ public sealed class DesiredStateStore
     /// <summary>The agent's stored desired state, read from the database now (for checks that must not trust a cache).</summary>
     public async Task<DesiredState?> GetFreshAsync(string agentId, CancellationToken cancellationToken)
     {
-        var bytes = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<byte[]>(new CommandDefinition(
+        var bytes = await _db.ReadAsync(c => c.QuerySingleOrDefaultAsync<byte[]>(new CommandDefinition(
             "SELECT state FROM desired_states WHERE agent_id = @agentId AND generation > 0", new { agentId }, cancellationToken: cancellationToken)), cancellationToken);
         if (bytes is null)
             return null;
@@ -111,14 +111,14 @@ public sealed class DesiredStateStore
         CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(next);
-        var state = await db.WriteAsync(async (c, t) =>
+        var state = await _db.WriteAsync(async (c, t) =>
         {
-            var nowMs = time.GetUtcNow().ToUnixTimeMilliseconds();
+            var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
             await c.ExecuteAsync(new CommandDefinition(
                 "INSERT INTO desired_states (agent_id, generation, state, updated_at_ms) VALUES (@agentId, 0, @empty, @nowMs) ON CONFLICT (agent_id) DO NOTHING",
                 new { agentId, empty = Array.Empty<byte>(), nowMs }, t, cancellationToken: cancellationToken));
             var row = await c.QuerySingleAsync<(long Generation, byte[] State)>(new CommandDefinition(
-                $"SELECT generation, state FROM desired_states WHERE agent_id = @agentId{db.ForUpdate}", new { agentId }, t, cancellationToken: cancellationToken));
+                $"SELECT generation, state FROM desired_states WHERE agent_id = @agentId{_db.ForUpdate}", new { agentId }, t, cancellationToken: cancellationToken));
             var current = row.Generation > 0 ? ProtocolSerializer.Deserialize<DesiredState>(row.State) : null;
             var (drives, bandwidth) = await next(new Change(agentId, current, c, t));
             var state = new DesiredState
@@ -136,7 +136,7 @@ public sealed class DesiredStateStore
             foreach (var drive in state.Drives.Where(d => d.ImageDigest is not null))
                 await c.ExecuteAsync(new CommandDefinition("INSERT INTO desired_drives (agent_id, drive, digest) VALUES (@agentId, @index, @digest)",
                     new { agentId, index = drive.Index, digest = drive.ImageDigest }, t, cancellationToken: cancellationToken));
-            if (db.IsPostgres)
+            if (_db.IsPostgres)
                 await c.ExecuteAsync(new CommandDefinition("SELECT pg_notify(@channel, @agentId)", new { channel = StateNotifications.DesiredChannel, agentId }, t,
                     cancellationToken: cancellationToken));
             return state;
@@ -178,10 +178,10 @@ public sealed class DesiredStateStore
     public async Task<DesiredState?> PublishLatestAsync(string agentId, Func<DesiredState, Task> publish, bool force, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(publish);
-        var published = await db.WriteAsync(async (c, t) =>
+        var published = await _db.WriteAsync(async (c, t) =>
         {
             var row = await c.QuerySingleOrDefaultAsync<(long Generation, byte[] State, long Published)?>(new CommandDefinition(
-                $"SELECT generation, state, published_generation FROM desired_states WHERE agent_id = @agentId{db.ForUpdate}",
+                $"SELECT generation, state, published_generation FROM desired_states WHERE agent_id = @agentId{_db.ForUpdate}",
                 new { agentId }, t, cancellationToken: cancellationToken));
             if (row is not { Generation: > 0 } r || (!force && r.Published >= r.Generation))
                 return null;
@@ -202,17 +202,17 @@ public sealed class DesiredStateStore
     /// </summary>
     public async Task<bool> IsAssignedAsync(string agentId, string digest, CancellationToken cancellationToken) =>
         Get(agentId)?.Drives.Any(d => d.ImageDigest == digest) == true
-        || await db.ReadAsync(c => c.ExecuteScalarAsync<long>(new CommandDefinition(
+        || await _db.ReadAsync(c => c.ExecuteScalarAsync<long>(new CommandDefinition(
             "SELECT COUNT(*) FROM desired_drives WHERE agent_id = @agentId AND digest = @digest", new { agentId, digest }, cancellationToken: cancellationToken)), cancellationToken) > 0;
 
     /// <summary>Every digest some stored desired state uses, from the database.</summary>
     public Task<IReadOnlyList<string>> DigestsInUseAsync(CancellationToken cancellationToken) =>
-        db.ReadAsync<IReadOnlyList<string>>(async c => (await c.QueryAsync<string>(new CommandDefinition(
+        _db.ReadAsync<IReadOnlyList<string>>(async c => (await c.QueryAsync<string>(new CommandDefinition(
             "SELECT DISTINCT digest FROM desired_drives", cancellationToken: cancellationToken))).ToList(), cancellationToken);
 
     /// <summary>The agents that have desired state, from the database.</summary>
     public Task<IReadOnlyList<string>> AgentIdsAsync(CancellationToken cancellationToken) =>
-        db.ReadAsync<IReadOnlyList<string>>(async c => (await c.QueryAsync<string>(new CommandDefinition(
+        _db.ReadAsync<IReadOnlyList<string>>(async c => (await c.QueryAsync<string>(new CommandDefinition(
             "SELECT agent_id FROM desired_states WHERE generation > 0 ORDER BY agent_id", cancellationToken: cancellationToken))).ToList(), cancellationToken);
 
     /// <summary>Keeps the newer of the cached and the given state; true when the given one was newer.</summary>
