@@ -51,7 +51,11 @@ public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
     public async Task UploadedOnA_MountedThroughB_AgentOnB_ConvergesBitIdentical()
     {
         var (path, sha256) = await TestImages.CreateAsync(_work, "shared.img", 3 * 1024 * 1024 + 11, seed: 71);
+        var heardOnB = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        B.Services.GetRequiredService<MsdFleet.Coordinator.Catalog.ImageCatalog>().Changed += (name, action) => heardOnB.TrySetResult($"{action} {name}");
         var digest = (await A.UploadAsync("shared.img", path))["digest"]!.GetValue<string>();
+        // B's live events hear of A's commit (PostgreSQL NOTIFY), so a browser on B sees the new image.
+        Assert.Equal("committed shared.img", await heardOnB.Task.WaitAsync(TimeSpan.FromSeconds(5)));
         using (var whole = await B.Http.GetAsync("api/v1/images/shared.img"))
         {
             Assert.Equal(HttpStatusCode.OK, whole.StatusCode);

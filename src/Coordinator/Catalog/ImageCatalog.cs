@@ -13,9 +13,35 @@ namespace MsdFleet.Coordinator.Catalog;
 /// manifests stay in the object store under <c>manifests/sha256/</c>, immutable and content-addressed.
 /// "409 unless replace" is one <c>INSERT … ON CONFLICT</c>, so it holds between replicas too.
 /// </summary>
-public sealed class ImageCatalog(StateDatabase db, IObjectStore store, TimeProvider time)
+public sealed class ImageCatalog
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+    private readonly StateDatabase db;
+    private readonly IObjectStore store;
+    private readonly TimeProvider time;
+    /// <summary>Marks this process's own notifications, which it has already acted on.</summary>
+    private readonly string _origin = Guid.NewGuid().ToString("N");
+
+    public ImageCatalog(StateDatabase db, IObjectStore store, TimeProvider time, StateNotifications? notifications = null)
+    {
+        this.db = db;
+        this.store = store;
+        this.time = time;
+        // Other replicas' commits and deletes, so live events and Home Assistant here hear of them too.
+        if (notifications is not null)
+            notifications.Received += (channel, payload) =>
+            {
+                if (channel == StateNotifications.CatalogChannel && payload.Split(' ', 3) is [var action, var origin, var name] && origin != _origin)
+                    Changed?.Invoke(name, action);
+            };
+    }
+
+    /// <summary>Tells other replicas (payload <c>action origin name</c>), inside the changing transaction: delivered only if it commits.</summary>
+    private Task NotifyAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction t, string action, string name, CancellationToken cancellationToken) =>
+        db.IsPostgres
+            ? c.ExecuteAsync(new CommandDefinition("SELECT pg_notify(@channel, @payload)", new { channel = StateNotifications.CatalogChannel, payload = $"{action} {_origin} {name}" }, t,
+                cancellationToken: cancellationToken))
+            : Task.CompletedTask;
 
     public Task<CatalogEntry?> GetAsync(string name, CancellationToken cancellationToken) =>
         db.ReadAsync(async c => Parse(await c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(
@@ -47,12 +73,16 @@ public sealed class ImageCatalog(StateDatabase db, IObjectStore store, TimeProvi
     {
         ArgumentNullException.ThrowIfNull(entry);
         var row = new { name = entry.Name, digest = entry.Digest, entry = JsonSerializer.Serialize(entry, Json), nowMs = time.GetUtcNow().ToUnixTimeMilliseconds() };
-        var stored = await db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition(
-            "INSERT INTO catalog_images (name, digest, entry, committed_at_ms) VALUES (@name, @digest, @entry, @nowMs) ON CONFLICT (name) " +
-            (replace ? "DO UPDATE SET digest = excluded.digest, entry = excluded.entry, committed_at_ms = excluded.committed_at_ms" : "DO NOTHING"),
-            row, t, cancellationToken: cancellationToken)), cancellationToken);
-        if (stored == 0)
-            throw ImageExists(entry.Name);
+        await db.WriteAsync(async (c, t) =>
+        {
+            var stored = await c.ExecuteAsync(new CommandDefinition(
+                "INSERT INTO catalog_images (name, digest, entry, committed_at_ms) VALUES (@name, @digest, @entry, @nowMs) ON CONFLICT (name) " +
+                (replace ? "DO UPDATE SET digest = excluded.digest, entry = excluded.entry, committed_at_ms = excluded.committed_at_ms" : "DO NOTHING"),
+                row, t, cancellationToken: cancellationToken));
+            if (stored == 0)
+                throw ImageExists(entry.Name);
+            await NotifyAsync(c, t, "committed", entry.Name, cancellationToken);
+        }, cancellationToken);
         Changed?.Invoke(entry.Name, "committed");
     }
 
@@ -76,6 +106,7 @@ public sealed class ImageCatalog(StateDatabase db, IObjectStore store, TimeProvi
             if (users.Count > 0)
                 throw ApiException.Conflict("image-in-use", $"Image '{name}' is in the desired state of {string.Join(", ", users)}; change those drives first.");
             await c.ExecuteAsync(new CommandDefinition("DELETE FROM catalog_images WHERE name = @name", new { name }, t, cancellationToken: cancellationToken));
+            await NotifyAsync(c, t, "deleted", name, cancellationToken);
             return entry;
         }, cancellationToken);
         Changed?.Invoke(name, "deleted");

@@ -43,11 +43,13 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
         new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
     private readonly ConcurrentDictionary<string, string> _published = new(StringComparer.Ordinal);
     private IReadOnlyList<CatalogEntry> _images = [];
+    private readonly State.LeaderLease _leader;
 
     public HomeAssistantBridge(IOptions<HomeAssistantOptions> options, TopicNames topics, FleetRegistry registry, DesiredStateStore desired,
-        ImageCatalog catalog, AgentCredentialStore credentials, IServiceProvider services, ILogger<HomeAssistantBridge> logger)
+        ImageCatalog catalog, AgentCredentialStore credentials, State.LeaderLease leader, IServiceProvider services, ILogger<HomeAssistantBridge> logger)
     {
         ArgumentNullException.ThrowIfNull(options);
+        _leader = leader;
         _options = options.Value;
         _topics = topics;
         _registry = registry;
@@ -91,6 +93,9 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
             return;
         }
         if (!_options.Commands)
+            return;
+        // Every replica receives every command; the leader alone carries it out, so it is done (and audited) once.
+        if (!_leader.IsLeader)
             return;
         // <prefix>/ha/<agent>/drive<n>/<entity>/<set|press>
         var parts = topic[(Base.Length + 1)..].Split('/');

@@ -15,7 +15,10 @@ public sealed partial class StateNotifications(StateDatabase db, ILogger<StateNo
     /// <summary>Payload: an agent id whose desired state changed.</summary>
     public const string DesiredChannel = "msdfleet_desired";
 
-    private static readonly string[] Channels = [DesiredChannel];
+    /// <summary>Payload: <c>committed|deleted</c>, the sending process's origin id and the image name, space-separated.</summary>
+    public const string CatalogChannel = "msdfleet_catalog";
+
+    private static readonly string[] Channels = [DesiredChannel, CatalogChannel];
 
     /// <summary>Raised for each notification (channel, payload), on the listener's thread: keep it short.</summary>
     public event Action<string, string>? Received;
