@@ -281,6 +281,61 @@ public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task LeaderStopsMidImport_TheOtherBecomesLeader_ReQueuesTheOrphanedJob_AndFinishesIt()
+    {
+        MsdFleet.Coordinator.State.LeaderLease Lease(CoordinatorInstance c) => c.Services.GetRequiredService<MsdFleet.Coordinator.State.LeaderLease>();
+        await Eventually.WaitAsync(() => Lease(A).IsLeader ^ Lease(B).IsLeader, TimeSpan.FromSeconds(10), "exactly one leader");
+        var (leader, follower) = Lease(A).IsLeader ? (A, B) : (B, A);
+
+        // First connection: 64 KiB, then silence (its replica will stop). Later connections: the whole body.
+        var data = new byte[2 * 1024 * 1024];
+        new Random(7).NextBytes(data);
+        using var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var connections = 0;
+        using var stop = new CancellationTokenSource();
+        _ = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var client = await listener.AcceptTcpClientAsync(stop.Token);
+                var first = Interlocked.Increment(ref connections) == 1;
+                _ = Task.Run(async () =>
+                {
+                    using (client)
+                    {
+                        await using var stream = client.GetStream();
+                        _ = await stream.ReadAsync(new byte[4096], stop.Token);
+                        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {data.Length}\r\nConnection: close\r\n\r\n"), stop.Token);
+                        await stream.WriteAsync(first ? data.AsMemory(0, 64 * 1024) : data, stop.Token);
+                        if (first)
+                            await Task.Delay(Timeout.Infinite, stop.Token);
+                    }
+                });
+            }
+        });
+        var url = $"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}/orphan.iso";
+        using var start = await leader.Http.PostAsJsonAsync("api/v1/images/import", new { url, name = "orphan.iso" });
+        var id = (await start.Content.ReadFromJsonAsync<JsonObject>())!["id"]!.GetValue<string>();
+        await Eventually.WaitAsync(async () => (await follower.Http.GetFromJsonAsync<JsonObject>($"api/v1/jobs/{id}"))!["state"]!.GetValue<string>() == "running",
+            TimeSpan.FromSeconds(15), "the leader to start the import");
+
+        await leader.StopAsync(); // hands the lease back; the job's heartbeat stops
+        await Eventually.WaitAsync(() => Lease(follower).IsLeader, TimeSpan.FromSeconds(15), "the follower to become leader");
+        // After 30 s without a heartbeat the new leader queues the job again and runs it from the start.
+        var done = await Eventually.WaitAsync(async () =>
+        {
+            var job = await follower.Http.GetFromJsonAsync<JsonObject>($"api/v1/jobs/{id}");
+            return job!["state"]!.GetValue<string>() is "succeeded" or "failed" ? job : null;
+        }, TimeSpan.FromSeconds(60), "the orphaned import to be re-queued and finished");
+        await stop.CancelAsync();
+
+        Assert.Equal("succeeded", done["state"]!.GetValue<string>());
+        Assert.Equal(data, await follower.Http.GetByteArrayAsync("api/v1/images/orphan.iso"));
+        Assert.True(connections >= 2);
+    }
+
+    [Fact]
     public async Task TokenRevokedOnA_RefusedByB_AtOnce_AndEnrollmentRedeemedOnce()
     {
         using var create = await A.Http.PostAsJsonAsync("api/v1/tokens", new { name = "ci", role = "operator" });
