@@ -200,7 +200,8 @@ public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
         // A source that sends 64 KiB of a 10 MiB body and then nothing: the import stays running until cancelled.
         using var listener = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
         listener.Start();
-        var release = new TaskCompletionSource();
+        // Completes when the importer hangs up: the signal that the cancelled runner really stopped.
+        var hungUp = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         _ = Task.Run(async () =>
         {
             using var client = await listener.AcceptTcpClientAsync();
@@ -209,7 +210,16 @@ public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
             _ = await stream.ReadAsync(buffer);
             await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes("HTTP/1.1 200 OK\r\nContent-Length: 10485760\r\n\r\n"));
             await stream.WriteAsync(new byte[64 * 1024]);
-            await release.Task;
+            try
+            {
+                while (await stream.ReadAsync(buffer) > 0)
+                {
+                }
+            }
+            catch (IOException)
+            {
+            }
+            hungUp.TrySetResult();
         });
         var url = $"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}/stalls.iso";
         using var start = await follower.Http.PostAsJsonAsync("api/v1/images/import", new { url, name = "stalls.iso" });
@@ -227,8 +237,7 @@ public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
             Assert.Equal(HttpStatusCode.OK, cancel.StatusCode);
         using (var again = await leader.Http.PostAsync($"api/v1/jobs/{id}/cancel", null))
             Assert.Equal(HttpStatusCode.Conflict, again.StatusCode);
-        release.SetResult();
-        await Task.Delay(TimeSpan.FromSeconds(2)); // the runner's next heartbeat stops it
+        await hungUp.Task.WaitAsync(TimeSpan.FromSeconds(15)); // the runner's next heartbeat stops it and drops the download
         Assert.Equal("cancelled", (await leader.Http.GetFromJsonAsync<JsonObject>($"api/v1/jobs/{id}"))!["state"]!.GetValue<string>());
         Assert.Equal(HttpStatusCode.NotFound, (await leader.Http.GetAsync("api/v1/images/stalls.iso")).StatusCode);
     }
@@ -309,7 +318,7 @@ public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
                         await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes($"HTTP/1.1 200 OK\r\nContent-Length: {data.Length}\r\nConnection: close\r\n\r\n"), stop.Token);
                         await stream.WriteAsync(first ? data.AsMemory(0, 64 * 1024) : data, stop.Token);
                         if (first)
-                            await Task.Delay(Timeout.Infinite, stop.Token);
+                            await new TaskCompletionSource().Task.WaitAsync(stop.Token); // silent until the test ends
                     }
                 });
             }

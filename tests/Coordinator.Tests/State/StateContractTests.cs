@@ -333,8 +333,10 @@ public abstract class StateContractTests : IAsyncLifetime
         var term = leader.Term;
 
         // The leader stops renewing (killed): its lease runs out by the database's clock and the other takes it.
-        await Task.Delay(ttl + TimeSpan.FromMilliseconds(300));
-        Assert.True(await other.RenewAsync(default));
+        var since = DateTime.UtcNow;
+        while (!await other.RenewAsync(default))
+            Assert.True(DateTime.UtcNow - since < ttl + TimeSpan.FromSeconds(10), "the other replica never took the expired lease");
+        Assert.True(DateTime.UtcNow - since >= ttl - TimeSpan.FromMilliseconds(500), "the lease was taken before it expired");
         Assert.True(other.Term > term);
         await Assert.ThrowsAsync<NotLeaderException>(() => leader.EnsureLeaderAsync(default));
         Assert.False(await leader.RenewAsync(default));
@@ -422,16 +424,25 @@ public sealed class PostgresStateContractTests(PostgresServer server) : StateCon
         using var uploads = new StoreGate(new StateDatabase(options));
         using var gc = new StoreGate(new StateDatabase(options));
 
+        // Waits are observed in PostgreSQL's lock table (an advisory lock not yet granted), not guessed with sleeps.
+        var db = new StateDatabase(options);
+        async Task WaitingAsync(int count, string what)
+        {
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+            while (await db.ReadAsync(c => c.ExecuteScalarAsync<long>("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"), default) < count)
+                Assert.True(DateTime.UtcNow < deadline, $"never saw {what} waiting for the lock");
+        }
         var upload = await uploads.EnterSharedAsync(default);
         var collect = gc.EnterExclusiveAsync(default);
-        await Task.Delay(500);
+        await WaitingAsync(1, "GC");
         Assert.False(collect.IsCompleted, "GC entered while another replica's upload was running");
         // A second upload elsewhere queues behind the waiting GC (writer-preferring), not beside the first.
         var late = uploads.EnterSharedAsync(default);
+        await WaitingAsync(2, "the late upload");
         await upload.DisposeAsync();
         await using (await collect.WaitAsync(TimeSpan.FromSeconds(10)))
         {
-            await Task.Delay(300);
+            await WaitingAsync(1, "the late upload (behind GC)");
             Assert.False(late.IsCompleted, "an upload entered while GC ran");
         }
         await (await late.WaitAsync(TimeSpan.FromSeconds(10))).DisposeAsync();
