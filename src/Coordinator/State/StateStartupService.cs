@@ -49,11 +49,7 @@ public sealed partial class StateStartupService(
         var nowMs = time.GetUtcNow().ToUnixTimeMilliseconds();
         var (images, agents) = await db.WriteAsync(async (c, t) =>
         {
-            // The marker row is written first: a second replica importing at the same moment waits on it and then skips.
-            var first = await c.ExecuteAsync(new CommandDefinition(
-                "INSERT INTO state_meta (key, value) VALUES (@key, @value) ON CONFLICT (key) DO NOTHING",
-                new { key = ImportKey, value = nowMs.ToString(System.Globalization.CultureInfo.InvariantCulture) }, t, cancellationToken: cancellationToken));
-            if (first == 0)
+            if (!await ClaimImportAsync(c, t, ImportKey, nowMs, cancellationToken))
                 return (0, 0);
             var images = 0;
             await foreach (var key in store.ListAsync(ObjectKeys.Legacy.CatalogPrefix, cancellationToken))
@@ -96,10 +92,7 @@ public sealed partial class StateStartupService(
         var nowMs = time.GetUtcNow().ToUnixTimeMilliseconds();
         var counts = await db.WriteAsync(async (c, t) =>
         {
-            var first = await c.ExecuteAsync(new CommandDefinition(
-                "INSERT INTO state_meta (key, value) VALUES (@key, @value) ON CONFLICT (key) DO NOTHING",
-                new { key = AuthImportKey, value = nowMs.ToString(System.Globalization.CultureInfo.InvariantCulture) }, t, cancellationToken: cancellationToken));
-            if (first == 0)
+            if (!await ClaimImportAsync(c, t, AuthImportKey, nowMs, cancellationToken))
                 return (0, 0, 0);
             var (users, tokens, agents) = (0, 0, 0);
             await foreach (var (key, bytes) in ObjectsAsync(ObjectKeys.Legacy.UsersPrefix, cancellationToken))
@@ -135,10 +128,7 @@ public sealed partial class StateStartupService(
         var nowMs = time.GetUtcNow().ToUnixTimeMilliseconds();
         var imported = await db.WriteAsync(async (c, t) =>
         {
-            var first = await c.ExecuteAsync(new CommandDefinition(
-                "INSERT INTO state_meta (key, value) VALUES (@key, @value) ON CONFLICT (key) DO NOTHING",
-                new { key = AuditImportKey, value = nowMs.ToString(System.Globalization.CultureInfo.InvariantCulture) }, t, cancellationToken: cancellationToken));
-            if (first == 0)
+            if (!await ClaimImportAsync(c, t, AuditImportKey, nowMs, cancellationToken))
                 return 0;
             var keys = new List<string>();
             await foreach (var key in store.ListAsync(ObjectKeys.Legacy.AuditPrefix, cancellationToken))
@@ -154,6 +144,16 @@ public sealed partial class StateStartupService(
         if (imported > 0)
             Log.ImportedAudit(logger, imported);
     }
+
+    /// <summary>
+    /// Writes an import's marker row first, in the import's own transaction: true for the one replica that
+    /// does the import; a second replica importing at the same moment waits on the row, then gets false and skips.
+    /// </summary>
+    private static async Task<bool> ClaimImportAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction t, string key, long nowMs,
+        CancellationToken cancellationToken) =>
+        await c.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO state_meta (key, value) VALUES (@key, @value) ON CONFLICT (key) DO NOTHING",
+            new { key, value = nowMs.ToString(System.Globalization.CultureInfo.InvariantCulture) }, t, cancellationToken: cancellationToken)) > 0;
 
     private async IAsyncEnumerable<(string Key, byte[] Bytes)> ObjectsAsync(string prefix, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken)
     {

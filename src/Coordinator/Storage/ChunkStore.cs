@@ -60,15 +60,18 @@ public sealed class ChunkStore(IObjectStore store, State.StateDatabase? db = nul
             var packId = key[PacksPrefix.Length..^4];
             Register(packId, ProtocolSerializer.Deserialize<PackIndex>(bytes, 64 * 1024 * 1024));
         }
-        // Packs an earlier version (or a replica before it was registered) wrote: registered now.
+        // Packs an earlier version wrote: registered now. Only the missing ones, so a start costs one query, not one insert per pack.
         if (db is not null)
         {
-            var ids = SnapshotPacks().Keys.ToList();
-            await db.WriteAsync(async (c, t) =>
-            {
-                foreach (var id in ids)
-                    await RegisterRowAsync(c, t, id, cancellationToken);
-            }, cancellationToken);
+            var registered = (await db.ReadAsync(c => Dapper.SqlMapper.QueryAsync<string>(c, new Dapper.CommandDefinition(
+                "SELECT pack_id FROM packs", cancellationToken: cancellationToken)), cancellationToken)).ToHashSet(StringComparer.Ordinal);
+            var missing = SnapshotPacks().Keys.Where(id => !registered.Contains(id)).ToList();
+            if (missing.Count > 0)
+                await db.WriteAsync(async (c, t) =>
+                {
+                    foreach (var id in missing)
+                        await RegisterRowAsync(c, t, id, cancellationToken);
+                }, cancellationToken);
         }
     }
 
