@@ -160,7 +160,9 @@ public static class CoordinatorApp
     {
         builder.Services.AddSingleton<FleetRegistry>();
         builder.Services.AddSingleton<DesiredStateStore>();
+        builder.Services.AddSingleton<LiveEventLog>();
         builder.Services.AddSingleton<EventHub>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<EventHub>());
         builder.Services.AddOptions<Integrations.HomeAssistantOptions>().BindConfiguration(Integrations.HomeAssistantOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         builder.Services.AddSingleton<Integrations.HomeAssistantCredentials>();
         var homeAssistant = builder.Configuration.GetSection(Integrations.HomeAssistantOptions.Section).Get<Integrations.HomeAssistantOptions>() ?? new();

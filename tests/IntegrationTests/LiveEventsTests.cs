@@ -7,8 +7,8 @@ namespace MsdFleet.IntegrationTests;
 
 /// <summary>
 /// <c>GET /api/v1/events</c>: numbered Server-Sent Events; a reconnecting client gets exactly what it
-/// missed (Last-Event-ID), and one whose position the Coordinator no longer knows (a restart) is told to
-/// reload (<c>reset</c>).
+/// missed (Last-Event-ID), also after a restart; one whose position the Coordinator does not know is told to
+/// reload (<c>reset</c>), and so is one that may have missed events while the Coordinator was away.
 /// </summary>
 public sealed class LiveEventsTests
 {
@@ -47,16 +47,27 @@ public sealed class LiveEventsTests
         Assert.Equal("deleted", JsonNode.Parse(missed2.Data)!["action"]!.GetValue<string>());
         await second.DisposeAsync();
 
-        // After a restart the numbers start again: a client from before must reload.
+        // The numbers live in the state database, so they go on after a restart; what happened while the
+        // Coordinator was away was not recorded, so the next event tells a client from before to reload.
         await coordinator.RestartAsync();
         var third = await OpenAsync(client, start + 4);
         var helloAfter = await NextAsync(third);
-        Assert.True(JsonNode.Parse(helloAfter.Data)!["reset"]!.GetValue<bool>());
-        Assert.Equal("reset", (await NextAsync(third)).EventType);
+        Assert.False(JsonNode.Parse(helloAfter.Data)!["reset"]!.GetValue<bool>());
+        var reset = await NextAsync(third);
+        Assert.Equal(("reset", (start + 5).ToString(System.Globalization.CultureInfo.InvariantCulture)), (reset.EventType, reset.EventId));
+        (await coordinator.Http.PutAsync("api/v1/images/sse2.img", new ByteArrayContent(new byte[3000]))).EnsureSuccessStatusCode();
+        var after = await NextAsync(third);
+        Assert.Equal(("image", (start + 6).ToString(System.Globalization.CultureInfo.InvariantCulture)), (after.EventType, after.EventId));
         await third.DisposeAsync();
+
+        // A position the log never reached (another installation's, say): reload.
+        var fourth = await OpenAsync(client, start + 1000);
+        Assert.True(JsonNode.Parse((await NextAsync(fourth)).Data)!["reset"]!.GetValue<bool>());
+        Assert.Equal("reset", (await NextAsync(fourth)).EventType);
+        await fourth.DisposeAsync();
     }
 
-    private static async Task<IAsyncEnumerator<SseItem<string>>> OpenAsync(HttpClient client, long? lastEventId)
+    internal static async Task<IAsyncEnumerator<SseItem<string>>> OpenAsync(HttpClient client, long? lastEventId)
     {
         var request = new HttpRequestMessage(HttpMethod.Get, "api/v1/events");
         request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
@@ -69,7 +80,7 @@ public sealed class LiveEventsTests
         return SseParser.Create(stream).EnumerateAsync().Where(e => e.EventType != "ping").GetAsyncEnumerator();
     }
 
-    private static async Task<SseItem<string>> NextAsync(IAsyncEnumerator<SseItem<string>> events)
+    internal static async Task<SseItem<string>> NextAsync(IAsyncEnumerator<SseItem<string>> events)
     {
         var next = events.MoveNextAsync().AsTask();
         Assert.True(await next.WaitAsync(TimeSpan.FromSeconds(20)), "the event stream ended");

@@ -345,6 +345,56 @@ public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task LiveEvents_OneSequenceOnBothReplicas_AClientMovingFromAToB_GetsExactlyWhatItMissed()
+    {
+        MsdFleet.Coordinator.State.LeaderLease Lease(CoordinatorInstance c) => c.Services.GetRequiredService<MsdFleet.Coordinator.State.LeaderLease>();
+        await Eventually.WaitAsync(() => Lease(A).IsLeader ^ Lease(B).IsLeader, TimeSpan.FromSeconds(10), "exactly one leader");
+        await A.CreateAgentSecretAsync("rep-sse");
+        using var onA = A.NewClient(CoordinatorInstance.AdminToken);
+        using var onB = B.NewClient(CoordinatorInstance.AdminToken);
+        onA.Timeout = onB.Timeout = Timeout.InfiniteTimeSpan;
+        // The reference: a stream on B that stays open throughout.
+        await using var reference = await LiveEventsTests.OpenAsync(onB, null);
+        Assert.Equal("hello", (await LiveEventsTests.NextAsync(reference)).EventType);
+        var moving = await LiveEventsTests.OpenAsync(onA, null);
+        Assert.Equal("hello", (await LiveEventsTests.NextAsync(moving)).EventType);
+
+        (await A.Http.PutAsync("api/v1/images/sse.img", new ByteArrayContent(new byte[5000]))).EnsureSuccessStatusCode();
+        (await B.SetDriveAsync("rep-sse", 0, new { image = "sse.img", mode = "flash" })).EnsureSuccessStatusCode();
+        var seen = new List<(string?, string, string)>();
+        for (var i = 0; i < 2; i++)
+        {
+            var e = await LiveEventsTests.NextAsync(moving);
+            seen.Add((e.EventId, e.EventType, e.Data));
+        }
+        await moving.DisposeAsync();
+
+        // While the client moves: one change through each replica.
+        (await A.SetDriveAsync("rep-sse", 0, new { image = (string?)null })).EnsureSuccessStatusCode();
+        (await B.Http.DeleteAsync("api/v1/images/sse.img")).EnsureSuccessStatusCode();
+        await using var resumed = await LiveEventsTests.OpenAsync(onB, long.Parse(seen[^1].Item1!, System.Globalization.CultureInfo.InvariantCulture));
+        Assert.False(System.Text.Json.Nodes.JsonNode.Parse((await LiveEventsTests.NextAsync(resumed)).Data)!["reset"]!.GetValue<bool>());
+        (await A.Http.PutAsync("api/v1/images/sse-after.img", new ByteArrayContent(new byte[3000]))).EnsureSuccessStatusCode();
+        while (seen[^1].Item3 != """{"name":"sse-after.img","action":"committed"}""")
+        {
+            var e = await LiveEventsTests.NextAsync(resumed);
+            seen.Add((e.EventId, e.EventType, e.Data));
+        }
+
+        var expected = new List<(string?, string, string)>();
+        while (expected.Count < seen.Count)
+        {
+            var e = await LiveEventsTests.NextAsync(reference);
+            expected.Add((e.EventId, e.EventType, e.Data));
+        }
+        // Same numbers, same events, same order on both replicas; nothing lost or repeated across the move.
+        Assert.Equal(expected, seen);
+        Assert.True(seen.Count(e => e.Item2 == "image") == 3 && seen.Count(e => e.Item2 == "agent") >= 2, string.Join("\n", seen));
+        var ids = seen.Select(e => long.Parse(e.Item1!, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        Assert.Equal(Enumerable.Range(0, ids.Count).Select(i => ids[0] + i), ids);
+    }
+
+    [Fact]
     public async Task TokenRevokedOnA_RefusedByB_AtOnce_AndEnrollmentRedeemedOnce()
     {
         using var create = await A.Http.PostAsJsonAsync("api/v1/tokens", new { name = "ci", role = "operator" });

@@ -146,6 +146,22 @@ public static class StateMigrations
                 created_at_ms BIGINT NOT NULL
             );
             """),
+        // Live events with one sequence for all replicas. The counter row is the writers' lock: a writer
+        // takes its numbers with UPDATE … RETURNING and holds the row until it commits, so events commit in
+        // sequence order and a reader that has seen N has seen everything below N.
+        new(10, "live events", _ => """
+            CREATE TABLE live_events (
+                seq BIGINT PRIMARY KEY,
+                type TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                at_ms BIGINT NOT NULL
+            );
+            CREATE TABLE live_event_counter (
+                id INTEGER PRIMARY KEY,
+                last BIGINT NOT NULL
+            );
+            INSERT INTO live_event_counter (id, last) VALUES (1, 0);
+            """),
     ];
 
     public static int LatestVersion => All[^1].Version;

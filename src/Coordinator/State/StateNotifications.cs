@@ -18,7 +18,10 @@ public sealed partial class StateNotifications(StateDatabase db, ILogger<StateNo
     /// <summary>Payload: <c>committed|deleted</c>, the sending process's origin id and the image name, space-separated.</summary>
     public const string CatalogChannel = "msdfleet_catalog";
 
-    private static readonly string[] Channels = [DesiredChannel, CatalogChannel];
+    /// <summary>Payload: the newest live-event sequence number committed.</summary>
+    public const string EventsChannel = "msdfleet_events";
+
+    private static readonly string[] Channels = [DesiredChannel, CatalogChannel, EventsChannel];
 
     /// <summary>Raised for each notification (channel, payload), on the listener's thread: keep it short.</summary>
     public event Action<string, string>? Received;

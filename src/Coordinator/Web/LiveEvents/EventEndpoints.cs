@@ -5,8 +5,8 @@ using MsdFleet.Coordinator.Auth;
 namespace MsdFleet.Coordinator.Web;
 
 /// <summary>
-/// <c>GET /api/v1/events</c>: Server-Sent Events. Each event has an <c>id</c> (its sequence number), a
-/// type (<c>agent</c>, <c>image</c>, <c>progress</c>) and a JSON body. The stream starts with
+/// <c>GET /api/v1/events</c>: Server-Sent Events. Each event has an <c>id</c> (its sequence number, the same
+/// on every replica), a type (<c>agent</c>, <c>image</c>, <c>progress</c>, <c>reset</c>) and a JSON body. The stream starts with
 /// <c>hello {sequence}</c>; a client that reconnects sends <c>Last-Event-ID</c> (browsers do it by
 /// themselves) or <c>?since=N</c> and receives what it missed, or <c>reset</c> when that is gone, in
 /// which case it reloads its state. <c>ping</c> every 15 s keeps proxies from closing the stream.
@@ -36,7 +36,7 @@ public static class EventEndpoints
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(aborted, stopping);
         var ct = linked.Token;
-        using var subscription = hub.Subscribe(lastSeen);
+        using var subscription = await hub.SubscribeAsync(lastSeen, ct);
         yield return new SseItem<string>($$"""{"sequence":{{subscription.Sequence}},"reset":{{(subscription.Reset ? "true" : "false")}}}""", "hello")
         {
             ReconnectionInterval = TimeSpan.FromSeconds(2),
