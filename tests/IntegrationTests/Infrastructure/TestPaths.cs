@@ -13,6 +13,8 @@ public static class TestPaths
 
     public static string AgentDll => Path.Combine(RepoRoot, "src", "EdgeAgent", "bin", Configuration, "net10.0", "msdfleet-agent.dll");
 
+    public static string CoordinatorDll => Path.Combine(RepoRoot, "src", "Coordinator", "bin", Configuration, "net10.0", "MsdFleet.Coordinator.dll");
+
     public static string CliDll => Path.Combine(RepoRoot, "src", "Cli", "bin", Configuration, "net10.0", "msdctl.dll");
 
     public static int FreePort()
