@@ -15,7 +15,8 @@ namespace MsdFleet.Coordinator.State;
 /// half-loaded state.
 /// </summary>
 public sealed partial class StateStartupService(
-    StateDatabase db, IObjectStore store, DesiredStateStore desired, TimeProvider time, ILogger<StateStartupService> logger) : IHostedService
+    StateDatabase db, IObjectStore store, DesiredStateStore desired, TimeProvider time, Microsoft.Extensions.Options.IOptions<ObjectStoreOptions> storeOptions,
+    ILogger<StateStartupService> logger) : IHostedService
 {
     private const string ImportKey = "imported-object-store-v1";
     private const string AuthImportKey = "imported-object-store-auth-v1";
@@ -36,6 +37,9 @@ public sealed partial class StateStartupService(
             throw new InvalidOperationException(
                 $"The state database ({(db.IsPostgres ? "PostgreSQL" : $"SQLite {db.Location}")}) cannot be opened: {ex.Message}. Check State:Provider and State:ConnectionString.", ex);
         }
+        var so = storeOptions.Value;
+        await StoreBinding.CheckAsync(db, store, so.IsS3 ? $"S3 {so.S3.Endpoint} bucket {so.S3.Bucket}{(so.S3.Prefix.Length > 0 ? $" prefix {so.S3.Prefix}" : "")}"
+            : $"filesystem {Path.GetFullPath(so.Path)}", cancellationToken);
         await ImportFromObjectStoreAsync(cancellationToken);
         await ImportAuthFromObjectStoreAsync(cancellationToken);
         await ImportAuditFromObjectStoreAsync(cancellationToken);

@@ -13,6 +13,9 @@ public static class ObjectKeys
     public const string ChunksPrefix = "chunks/";
     public const string ManifestsPrefix = "manifests/sha256/";
 
+    /// <summary>Names the state database this store belongs to (<c>State.StoreBinding</c>).</summary>
+    public const string StateBinding = "meta/state-binding";
+
     /// <summary><c>chunks/ab/abcdef…</c>: fanned out by the first byte so no directory grows huge.</summary>
     public static string Chunk(string idHex) => $"{ChunksPrefix}{idHex[..2]}/{idHex}";
 

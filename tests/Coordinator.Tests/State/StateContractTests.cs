@@ -29,6 +29,8 @@ public abstract class StateContractTests : IAsyncLifetime
 
     protected FileSystemObjectStore Store => _store!;
 
+    private IOptions<ObjectStoreOptions> StoreOptions => Options.Create(new ObjectStoreOptions { Path = Path.Combine(_root, "store") });
+
     public async Task InitializeAsync()
     {
         Directory.CreateDirectory(_root);
@@ -203,7 +205,7 @@ public abstract class StateContractTests : IAsyncLifetime
 
         var db = new StateDatabase(Options.Create(_options));
         var desired = new DesiredStateStore(db, TimeProvider.System);
-        var startup = new StateStartupService(db, Store, desired, TimeProvider.System, Microsoft.Extensions.Logging.Abstractions.NullLogger<StateStartupService>.Instance);
+        var startup = new StateStartupService(db, Store, desired, TimeProvider.System, StoreOptions, Microsoft.Extensions.Logging.Abstractions.NullLogger<StateStartupService>.Instance);
         await startup.StartAsync(default);
         var catalog = new ImageCatalog(db, Store, TimeProvider.System);
 
@@ -307,7 +309,7 @@ public abstract class StateContractTests : IAsyncLifetime
             new ClaimsPrincipal(new ClaimsIdentity([new Claim(ClaimTypes.Name, "grace")], "Cookies")), new AuthenticationProperties { ExpiresUtc = DateTimeOffset.UtcNow.AddHours(1) }, "Cookies")), default);
 
         var db = new StateDatabase(Options.Create(_options));
-        await new StateStartupService(db, Store, new DesiredStateStore(db, TimeProvider.System), TimeProvider.System,
+        await new StateStartupService(db, Store, new DesiredStateStore(db, TimeProvider.System), TimeProvider.System, StoreOptions,
             Microsoft.Extensions.Logging.Abstractions.NullLogger<StateStartupService>.Instance).StartAsync(default);
 
         Assert.Equal("old-ci", (await new TokenStore(db, TimeProvider.System).FindAsync(token, default))!.Name);
@@ -361,6 +363,30 @@ public abstract class StateContractTests : IAsyncLifetime
         Assert.Equal(total - 10, await a.PruneAsync(10, CancellationToken.None));
         Assert.Equal(Enumerable.Range(total - 9, 10).Select(i => (long)i), (await b.ReadAfterAsync(0, 100, CancellationToken.None)).Select(e => e.Seq));
         Assert.Equal(total, await b.LastAsync(CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task StoreBinding_ASecondDatabaseOnTheStore_OrTheDatabaseOnAnotherStore_IsRefusedBeforeAnythingIsWritten()
+    {
+        var db = (await StartReplicaAsync()).Db;
+        await StoreBinding.CheckAsync(db, Store, "the store", default);
+        await StoreBinding.CheckAsync(db, Store, "the store", default); // the same pair again: fine
+        var marker = await Store.GetBytesAsync(ObjectKeys.StateBinding, 4096, default);
+
+        var otherFolder = Path.Combine(_root, "other");
+        Directory.CreateDirectory(otherFolder);
+        var other = new StateDatabase(Options.Create(await NewDatabaseAsync(otherFolder)));
+        await StateMigrations.ApplyAsync(other, default);
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(() => StoreBinding.CheckAsync(other, Store, "the store", default));
+        Assert.Contains("belongs to another state database", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(marker, await Store.GetBytesAsync(ObjectKeys.StateBinding, 4096, default)); // the marker is untouched
+
+        using var emptyStore = new FileSystemObjectStore(Path.Combine(_root, "empty-store"));
+        var wrong = await Assert.ThrowsAsync<InvalidOperationException>(() => StoreBinding.CheckAsync(db, emptyStore, "the empty store", default));
+        Assert.Contains("is not the one this state database", wrong.Message, StringComparison.Ordinal);
+        Assert.Null(await emptyStore.GetBytesAsync(ObjectKeys.StateBinding, 4096, default));
+        // The refused database binds to a store of its own.
+        await StoreBinding.CheckAsync(other, emptyStore, "the empty store", default);
     }
 
     [Fact]
