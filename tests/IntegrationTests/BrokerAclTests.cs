@@ -155,4 +155,85 @@ public sealed class MosquittoAclTests : IDisposable
             .WithClientId("agent-a2").WithCredentials("agent-a", "msda_wrong").WithProtocolVersion(MqttProtocolVersion.V500).Build());
         Assert.NotEqual(MqttClientConnectResultCode.Success, refused.ResultCode);
     }
+
+    [Fact]
+    public async Task OneAclDefinition_TheEmbeddedBrokerAndTheGeneratedMosquittoAcl_AnswerEveryProbeAlike()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        var secretB = await coordinator.CreateAgentSecretAsync("agent-b");
+        var secretA = await coordinator.CreateAgentSecretAsync("agent-a");
+        var passwords = Path.Combine(_work, "passwords");
+        var acl = Path.Combine(_work, "acl");
+        await File.WriteAllTextAsync(passwords, await coordinator.Http.GetStringAsync("api/v1/broker/mosquitto/passwords"));
+        await File.WriteAllTextAsync(acl, await coordinator.Http.GetStringAsync("api/v1/broker/mosquitto/acl"));
+        await using var mosquitto = await MosquittoBroker.StartAsync(passwords, acl);
+        var prefix = coordinator.TopicPrefix;
+
+        async Task<IMqttClient> ConnectAsync(int port, string clientId, string user = "agent-b")
+        {
+            var client = new MqttClientFactory().CreateMqttClient();
+            var result = await client.ConnectAsync(new MqttClientOptionsBuilder().WithTcpServer("127.0.0.1", port)
+                .WithClientId(clientId).WithCredentials(user, user == "agent-a" ? secretA : secretB).WithProtocolVersion(MqttProtocolVersion.V500).Build());
+            Assert.Equal(MqttClientConnectResultCode.Success, result.ResultCode);
+            return client;
+        }
+        // The embedded broker insists on client id = agent id; Mosquitto's pattern rules use the user name.
+        string ClientId(int port, string user) => port == coordinator.MqttPort ? user : user + "-" + Guid.NewGuid().ToString("N")[..6];
+        async Task<bool> MayPublishAsync(int port, string topic)
+        {
+            using var client = await ConnectAsync(port, ClientId(port, "agent-b"));
+            var result = await client.PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload([1])
+                .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build());
+            return result.ReasonCode != MqttClientPublishReasonCode.NotAuthorized;
+        }
+        // Read access: refused at subscribe (the embedded broker), or granted with nothing delivered (Mosquitto checks
+        // read access per message): a writer allowed to publish there does, then a ping round trip on the reader.
+        async Task<bool> MayReadAsync(int port, string filter, string? writer, string? topic)
+        {
+            using var reader = await ConnectAsync(port, ClientId(port, "agent-b"));
+            var received = 0;
+            reader.ApplicationMessageReceivedAsync += _ =>
+            {
+                Interlocked.Increment(ref received);
+                return Task.CompletedTask;
+            };
+            var result = await reader.SubscribeAsync(filter, MqttQualityOfServiceLevel.AtLeastOnce);
+            if (result.Items.Single().ResultCode == MqttClientSubscribeResultCode.NotAuthorized)
+                return false;
+            if (writer is null)
+                return true;
+            using var writing = writer == "agent-b" ? null : await ConnectAsync(port, ClientId(port, writer), writer);
+            var sent = await (writing ?? reader).PublishAsync(new MqttApplicationMessageBuilder().WithTopic(topic).WithPayload([2])
+                .WithQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce).Build());
+            Assert.NotEqual(MqttClientPublishReasonCode.NotAuthorized, sent.ReasonCode);
+            await reader.PingAsync();
+            return Volatile.Read(ref received) > 0;
+        }
+
+        (string Topic, bool Allowed)[] publishes =
+        [
+            ($"{prefix}/agents/agent-b/status", true), ($"{prefix}/agents/agent-b/reported", true), ($"{prefix}/agents/agent-b/events", true),
+            ($"{prefix}/agents/agent-b/desired", false), ($"{prefix}/agents/agent-b/anything", false), ($"{prefix}/agents/agent-b/status/deeper", false),
+            ($"{prefix}/agents/agent-a/status", false), ($"{prefix}/agents/agent-a/reported", false), ($"{prefix}/ha/agent-b/0/mount/set", false),
+            ("elsewhere/agents/agent-b/status", false),
+        ];
+        (string Filter, string? Writer, string? Topic, bool Allowed)[] reads =
+        [
+            ($"{prefix}/agents/agent-b/desired", null, null, true),
+            ($"{prefix}/agents/agent-a/reported", "agent-a", $"{prefix}/agents/agent-a/reported", false),
+            ($"{prefix}/agents/+/reported", "agent-a", $"{prefix}/agents/agent-a/reported", false),
+            ($"{prefix}/agents/agent-b/#", "agent-b", $"{prefix}/agents/agent-b/events", false),
+            ("#", "agent-a", $"{prefix}/agents/agent-a/status", false),
+        ];
+        foreach (var (topic, allowed) in publishes)
+        {
+            Assert.True(allowed == await MayPublishAsync(coordinator.MqttPort, topic), $"embedded broker, publish {topic}: expected {(allowed ? "allowed" : "refused")}");
+            Assert.True(allowed == await MayPublishAsync(mosquitto.Port, topic), $"Mosquitto with the generated ACL, publish {topic}: expected {(allowed ? "allowed" : "refused")}");
+        }
+        foreach (var (filter, writer, topic, allowed) in reads)
+        {
+            Assert.True(allowed == await MayReadAsync(coordinator.MqttPort, filter, writer, topic), $"embedded broker, read {filter}: expected {(allowed ? "allowed" : "refused")}");
+            Assert.True(allowed == await MayReadAsync(mosquitto.Port, filter, writer, topic), $"Mosquitto with the generated ACL, read {filter}: expected {(allowed ? "allowed" : "refused")}");
+        }
+    }
 }

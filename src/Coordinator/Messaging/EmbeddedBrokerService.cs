@@ -44,7 +44,11 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
         _topics = topics;
         _logger = logger;
         _retainedFile = Path.Combine(_options.EmbeddedStatePath, "retained.msgpack");
+        _acl = new BrokerAcl(topics, CoordinatorUser, _homeAssistantOptions);
     }
+
+    /// <summary>The same rules <c>GET /api/v1/mosquitto/acl</c> renders for an external broker.</summary>
+    private readonly BrokerAcl _acl;
 
     /// <summary>User name and per-process password the Coordinator's own client presents to this broker.</summary>
     public static string CoordinatorUser => "$coordinator";
@@ -141,25 +145,9 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
 
     private Task InterceptPublishAsync(InterceptingPublishEventArgs e)
     {
-        if (e.UserName == CoordinatorUser || e.ClientId == null) // null client id: messages the server injects itself
+        if (e.ClientId == null) // null client id: messages the server injects itself
             return Task.CompletedTask;
-        if (e.UserName == Integrations.HomeAssistantOptions.MqttUser)
-        {
-            // Home Assistant may send commands and announce its own status, nothing else.
-            var topic = e.ApplicationMessage.Topic;
-            var ok = topic == $"{_homeAssistantOptions.DiscoveryPrefix}/status"
-                || (_homeAssistantOptions.Commands && topic.StartsWith($"{_topics.Prefix}/ha/", StringComparison.Ordinal) && (topic.EndsWith("/set", StringComparison.Ordinal) || topic.EndsWith("/press", StringComparison.Ordinal))
-                    && topic.Count(c => c == '/') == _topics.Prefix.Count(c => c == '/') + 5);
-            if (!ok)
-            {
-                e.ProcessPublish = false;
-                e.Response.ReasonCode = MqttPubAckReasonCode.NotAuthorized;
-                Log.PublishDenied(_logger, e.ClientId, topic);
-            }
-            return Task.CompletedTask;
-        }
-        if (!e.ApplicationMessage.Topic.StartsWith(_topics.AgentSubtree(e.UserName), StringComparison.Ordinal)
-            || e.ApplicationMessage.Topic.EndsWith("/desired", StringComparison.Ordinal))
+        if (!_acl.Allows(e.UserName ?? string.Empty, e.ApplicationMessage.Topic, BrokerAcl.Access.Write))
         {
             e.ProcessPublish = false;
             e.Response.ReasonCode = MqttPubAckReasonCode.NotAuthorized;
@@ -170,21 +158,7 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
 
     private Task InterceptSubscriptionAsync(InterceptingSubscriptionEventArgs e)
     {
-        if (e.UserName == CoordinatorUser)
-            return Task.CompletedTask;
-        if (e.UserName == Integrations.HomeAssistantOptions.MqttUser)
-        {
-            var filter = e.TopicFilter.Topic;
-            if (!filter.StartsWith(_homeAssistantOptions.DiscoveryPrefix + "/", StringComparison.Ordinal)
-                && !filter.StartsWith($"{_topics.Prefix}/ha/", StringComparison.Ordinal))
-            {
-                e.ProcessSubscription = false;
-                e.Response.ReasonCode = MqttSubscribeReasonCode.NotAuthorized;
-                Log.SubscribeDenied(_logger, e.ClientId, filter);
-            }
-            return Task.CompletedTask;
-        }
-        if (e.TopicFilter.Topic != _topics.Desired(e.UserName))
+        if (!_acl.AllowsSubscription(e.UserName ?? string.Empty, e.TopicFilter.Topic))
         {
             e.ProcessSubscription = false;
             e.Response.ReasonCode = MqttSubscribeReasonCode.NotAuthorized;
