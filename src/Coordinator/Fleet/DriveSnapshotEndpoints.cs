@@ -27,7 +27,7 @@ public static class DriveSnapshotEndpoints
     }
 
     private static async Task<IResult> RequestAsync(string agentId, int index, SnapshotBody? body, ImageCatalog catalog, DesiredStateStore desired,
-        FleetRegistry registry, AgentCredentialStore credentials, CoordinatorMqttService mqtt, AuditLog audit, ClaimsPrincipal user, CancellationToken ct)
+        FleetRegistry registry, AgentCredentialStore credentials, IDesiredStatePublisher mqtt, AuditLog audit, ClaimsPrincipal user, CancellationToken ct)
     {
         Validate(agentId, index);
         if (body?.Name is null)

@@ -21,9 +21,9 @@ public static class FleetEndpoints
         agents.MapDriveSnapshots();
         agents.MapPost("/{agentId}/credentials", CreateCredentialsAsync).RequireAuthorization(Policies.Admin);
         agents.MapPost("/{agentId}/disable", (string agentId, AgentCredentialStore credentials, AuditLog audit, System.Security.Claims.ClaimsPrincipal user,
-            IServiceProvider services, CancellationToken ct) => SetDisabledAsync(agentId, true, credentials, audit, user, services, ct)).RequireAuthorization(Policies.Admin);
+            IAgentSessions sessions, CancellationToken ct) => SetDisabledAsync(agentId, true, credentials, audit, user, sessions, ct)).RequireAuthorization(Policies.Admin);
         agents.MapPost("/{agentId}/enable", (string agentId, AgentCredentialStore credentials, AuditLog audit, System.Security.Claims.ClaimsPrincipal user,
-            IServiceProvider services, CancellationToken ct) => SetDisabledAsync(agentId, false, credentials, audit, user, services, ct)).RequireAuthorization(Policies.Admin);
+            IAgentSessions sessions, CancellationToken ct) => SetDisabledAsync(agentId, false, credentials, audit, user, sessions, ct)).RequireAuthorization(Policies.Admin);
         // The public key agents pin to verify desired state; readable by agents and people.
         app.MapGet("/api/v1/signing-key", async (SigningKeyStore keys, CancellationToken ct) =>
         {
@@ -47,112 +47,36 @@ public static class FleetEndpoints
         return Results.Ok(View(agentId, registry, desired));
     }
 
-    internal static async Task<IResult> SetDriveAsync(string agentId, int index, DriveRequest? request, ImageCatalog catalog, DesiredStateStore desired,
-        FleetRegistry registry, AgentCredentialStore credentials, CoordinatorMqttService mqtt, AuditLog audit, System.Security.Claims.ClaimsPrincipal user, CancellationToken ct)
+    private static async Task<IResult> SetDriveAsync(string agentId, int index, DriveRequest? request, DriveAssignment assignment,
+        System.Security.Claims.ClaimsPrincipal user, CancellationToken ct) =>
+        Results.Ok(DesiredView.From(await assignment.AssignAsync(agentId, index, request, user, ct)));
+
+    private static async Task<IResult> SetBandwidthAsync(string agentId, BandwidthRequest? request, DriveAssignment assignment,
+        System.Security.Claims.ClaimsPrincipal user, CancellationToken ct)
     {
-        ValidAgentId(agentId);
         if (request is null)
-            throw ApiException.BadRequest("invalid-body", "Send a JSON body {image, mode, readOnly, connected}.");
-        if (index is < 0 or >= DriveLimits.MaxDrives)
-            throw ApiException.BadRequest("invalid-drive", $"Drive index {index} is outside 0..{DriveLimits.MaxDrives - 1}.");
-        if (await credentials.FindAsync(agentId, ct) is null)
-            throw UnknownAgent(agentId);
-        var mode = request.Mode?.ToLowerInvariant() switch
-        {
-            null => request.Image is null ? DriveMode.None : throw ApiException.BadRequest("invalid-mode", "Give mode \"cdrom\" or \"flash\" with an image."),
-            "cdrom" => DriveMode.Cdrom,
-            "flash" => DriveMode.Flash,
-            _ => throw ApiException.BadRequest("invalid-mode", $"Mode '{request.Mode}' is not \"cdrom\" or \"flash\"."),
-        };
-        var readOnly = request.ReadOnly ?? true;
-        if (mode == DriveMode.Cdrom && !readOnly)
-            throw ApiException.BadRequest("invalid-mode", "A CD-ROM is always read-only; use mode \"flash\" for a writable drive.");
-        if (request.Image is not null && !NameRules.TryValidateImageName(request.Image, out var nameError))
-            throw ApiException.BadRequest("invalid-image-name", nameError);
-
-        var state = await desired.ChangeAsync(agentId, async change =>
-        {
-            // Read under a share lock in the same transaction, so a concurrent DELETE cannot remove the image
-            // between lookup and commit (ImageCatalog.DeleteUnusedAsync).
-            string? digest = null;
-            if (request.Image is not null)
-                digest = (await catalog.GetForShareAsync(change.Connection, change.Transaction, request.Image, ct) ?? throw CatalogEndpoints.ImageNotFound(request.Image)).Digest;
-            var discardWrites = request.DiscardWrites ?? false;
-            if (!discardWrites)
-                RefuseLosingWrites(agentId, index, digest, mode, readOnly, registry);
-            var drive = new DesiredDrive
-            {
-                Index = index,
-                ImageDigest = digest,
-                ImageName = request.Image,
-                Mode = mode,
-                ReadOnly = readOnly,
-                Connected = digest is not null && (request.Connected ?? true),
-                DiscardWrites = discardWrites,
-            };
-            return DesiredStateStore.WithDrive(change.Current, drive);
-        }, ct);
-        await mqtt.PublishDesiredAsync(agentId, ct);
-        var drive = state.Drives.First(d => d.Index == index);
-        await audit.RecordAsync(user, drive.Connected ? "drive.mount" : "drive.eject", $"{agentId}/{index}",
-            drive.ImageDigest is null ? "empty" : $"{drive.ImageName} {drive.ImageDigest} {ModeName(drive.Mode)}{(drive.ReadOnly ? " ro" : " rw")} (generation {state.Generation})", ct);
-        return Results.Ok(DesiredView.From(state));
-    }
-
-    /// <summary>
-    /// A writable drive's working copy holds what the server wrote. Pointing the drive at another image, or
-    /// making it read-only, would make the agent drop that copy: refused unless the request says
-    /// <c>discardWrites</c>. Ejecting (no image) keeps the copy, so it is always allowed. This check reads the
-    /// agent's last report; the agent applies the same rule itself, so a write it has not reported yet is
-    /// still never lost (the drive is then reported blocked).
-    /// </summary>
-    private static void RefuseLosingWrites(string agentId, int index, string? digest, DriveMode mode, bool readOnly, FleetRegistry registry)
-    {
-        if (digest is null)
-            return;
-        var copy = registry.Get(agentId)?.Report?.Drives.FirstOrDefault(d => d.Index == index)?.WorkingCopy;
-        if (copy is not { UnsavedWrites: true })
-            return;
-        var keepsCopy = copy.BaseDigest == digest && mode == DriveMode.Flash && !readOnly;
-        if (!keepsCopy)
-            throw ApiException.Conflict("unsaved-writes",
-                $"Drive {index} of '{agentId}' has unsaved writes on its working copy of {copy.BaseDigest}. Save them first " +
-                $"(POST /api/v1/agents/{agentId}/drives/{index}/snapshot), or repeat the request with \"discardWrites\": true to throw them away.");
-    }
-
-    private static async Task<IResult> SetBandwidthAsync(string agentId, BandwidthRequest? request, DesiredStateStore desired,
-        AgentCredentialStore credentials, CoordinatorMqttService mqtt, AuditLog audit, System.Security.Claims.ClaimsPrincipal user, CancellationToken ct)
-    {
-        ValidAgentId(agentId);
-        if (request is null || request.MaxBytesPerSecond is < 0)
             throw ApiException.BadRequest("invalid-bandwidth", "Send {\"maxBytesPerSecond\": N} with N >= 0 (0 = unlimited), or null to use the agent's own setting.");
-        if (await credentials.FindAsync(agentId, ct) is null)
-            throw UnknownAgent(agentId);
-        var state = await desired.SetBandwidthAsync(agentId, request.MaxBytesPerSecond, ct);
-        await mqtt.PublishDesiredAsync(agentId, ct);
-        await audit.RecordAsync(user, "agent.bandwidth", agentId, request.MaxBytesPerSecond?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "agent default", ct);
-        return Results.Ok(DesiredView.From(state));
+        return Results.Ok(DesiredView.From(await assignment.SetBandwidthAsync(agentId, request.MaxBytesPerSecond, user, ct)));
     }
 
     private static async Task<IResult> SetDisabledAsync(string agentId, bool disabled, AgentCredentialStore credentials, AuditLog audit,
-        System.Security.Claims.ClaimsPrincipal user, IServiceProvider services, CancellationToken ct)
+        System.Security.Claims.ClaimsPrincipal user, IAgentSessions sessions, CancellationToken ct)
     {
         ValidAgentId(agentId);
         if (!await credentials.SetDisabledAsync(agentId, disabled, ct))
             throw UnknownAgent(agentId);
-        if (disabled && services.GetService<EmbeddedBrokerService>() is { } broker)
-            await broker.DisconnectAsync(agentId);
+        if (disabled)
+            await sessions.EndAsync(agentId);
         await audit.RecordAsync(user, disabled ? "agent.disable" : "agent.enable", agentId, null, ct);
         return Results.Ok(new { agentId, disabled });
     }
 
     private static async Task<IResult> CreateCredentialsAsync(string agentId, AgentCredentialStore credentials, AuditLog audit,
-        System.Security.Claims.ClaimsPrincipal user, IServiceProvider services, CancellationToken ct)
+        System.Security.Claims.ClaimsPrincipal user, IAgentSessions sessions, CancellationToken ct)
     {
         ValidAgentId(agentId);
         var secret = await credentials.CreateOrRotateAsync(agentId, ct);
-        if (services.GetService<EmbeddedBrokerService>() is { } broker)
-            await broker.DisconnectAsync(agentId); // a rotated secret ends the old session at once
+        await sessions.EndAsync(agentId); // a rotated secret ends the old session at once
         await audit.RecordAsync(user, "agent.credentials", agentId, "created or rotated", ct);
         return Results.Ok(new { agentId, secret });
     }
@@ -192,7 +116,7 @@ public static class FleetEndpoints
             throw ApiException.BadRequest("invalid-agent-id", error);
     }
 
-    private static ApiException UnknownAgent(string agentId) =>
+    internal static ApiException UnknownAgent(string agentId) =>
         ApiException.NotFound("agent-not-found", $"No agent '{agentId}' is registered; create its credentials first.");
 }
 

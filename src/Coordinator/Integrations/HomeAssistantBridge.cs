@@ -44,11 +44,14 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
     private readonly ConcurrentDictionary<string, string> _published = new(StringComparer.Ordinal);
     private IReadOnlyList<CatalogEntry> _images = [];
     private readonly State.LeaderLease _leader;
+    private readonly DriveAssignment _assignment;
 
     public HomeAssistantBridge(IOptions<HomeAssistantOptions> options, TopicNames topics, FleetRegistry registry, DesiredStateStore desired,
-        ImageCatalog catalog, AgentCredentialStore credentials, State.LeaderLease leader, IServiceProvider services, ILogger<HomeAssistantBridge> logger)
+        ImageCatalog catalog, AgentCredentialStore credentials, State.LeaderLease leader, DriveAssignment assignment, IServiceProvider services,
+        ILogger<HomeAssistantBridge> logger)
     {
         ArgumentNullException.ThrowIfNull(options);
+        _assignment = assignment;
         _leader = leader;
         _options = options.Value;
         _topics = topics;
@@ -259,8 +262,6 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
 
     private async Task CommandAsync(string agent, int drive, string entity, string verb, string payload, CancellationToken ct)
     {
-        using var scope = _services.CreateScope();
-        var sp = scope.ServiceProvider;
         DriveRequest? request = null;
         var current = _desired.Get(agent)?.Drives.FirstOrDefault(d => d.Index == drive);
         switch (entity, verb)
@@ -295,8 +296,7 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
         }
         try
         {
-            await FleetEndpoints.SetDriveAsync(agent, drive, request, sp.GetRequiredService<ImageCatalog>(), _desired, sp.GetRequiredService<FleetRegistry>(), _credentials, Mqtt,
-                sp.GetRequiredService<AuditLog>(), Actor, ct);
+            await _assignment.AssignAsync(agent, drive, request, Actor, ct); // the same use case as PUT …/drives/{n}
         }
         catch (ApiException ex)
         {

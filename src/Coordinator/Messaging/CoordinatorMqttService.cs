@@ -19,7 +19,7 @@ namespace MsdFleet.Coordinator.Messaging;
 /// desired state retained. On every (re)connect it republishes all durable desired state, so a broker
 /// that lost its retained messages is repaired without any agent noticing.
 /// </summary>
-public sealed partial class CoordinatorMqttService : BackgroundService
+public sealed partial class CoordinatorMqttService : BackgroundService, IDesiredStatePublisher
 {
     private static readonly TimeSpan ReconnectDelay = TimeSpan.FromSeconds(1);
     private readonly MqttOptions _options;
@@ -40,7 +40,8 @@ public sealed partial class CoordinatorMqttService : BackgroundService
     private readonly TaskCompletionSource _firstConnect = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public CoordinatorMqttService(IOptions<MqttOptions> options, TopicNames topics, FleetRegistry registry, DesiredStateStore desired,
-        Auth.SigningKeyStore signing, Security.TlsCertificates tls, Observability.CoordinatorMetrics metrics, IServiceProvider services, ILogger<CoordinatorMqttService> logger)
+        Auth.SigningKeyStore signing, Security.TlsCertificates tls, Observability.CoordinatorMetrics metrics, IServiceProvider services, ILogger<CoordinatorMqttService> logger,
+        EmbeddedBrokerService? embedded = null)
     {
         _metrics = metrics;
         _tls = tls;
@@ -50,7 +51,7 @@ public sealed partial class CoordinatorMqttService : BackgroundService
         _topics = topics;
         _registry = registry;
         _desired = desired;
-        _embedded = services.GetService<EmbeddedBrokerService>();
+        _embedded = embedded; // registered only when the broker is embedded
         _services = services;
         _logger = logger;
         _client = new MqttClientFactory().CreateMqttClient();

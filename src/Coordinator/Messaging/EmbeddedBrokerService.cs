@@ -17,7 +17,7 @@ namespace MsdFleet.Coordinator.Messaging;
 /// publishing under its own subtree and subscribing to its own desired state, and keeps retained
 /// messages on disk so that a restarted Coordinator knows the fleet again at once.
 /// </summary>
-public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDisposable
+public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDisposable, IAgentSessions
 {
     private readonly MqttOptions _options;
     private readonly AgentCredentialStore _agents;
@@ -95,7 +95,7 @@ public sealed partial class EmbeddedBrokerService : IHostedService, IAsyncDispos
     }
 
     /// <summary>Ends a connected agent's session now (after its credentials were disabled or rotated).</summary>
-    public async Task DisconnectAsync(string agentId)
+    public async Task EndAsync(string agentId)
     {
         if (_server is null)
             return;

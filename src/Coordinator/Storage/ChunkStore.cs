@@ -25,15 +25,15 @@ public sealed class ChunkStore(IObjectStore store, State.StateDatabase? db = nul
     private const long CatchUpWindow = 256;
     private long _seenSeq;
     public const int PackTargetBytes = 16 * 1024 * 1024;
-    public const string PacksPrefix = "packs/";
+    public const string PacksPrefix = ObjectKeys.PacksPrefix;
     private readonly Lock _lock = new();
     private readonly Dictionary<UInt128, Location> _index = [];
     private readonly Dictionary<string, PackIndex> _packs = new(StringComparer.Ordinal);
 
     public IObjectStore Objects => store;
 
-    public static string PackKey(string packId) => PacksPrefix + packId;
-    public static string IndexKey(string packId) => PacksPrefix + packId + ".idx";
+    public static string PackKey(string packId) => ObjectKeys.Pack(packId);
+    public static string IndexKey(string packId) => ObjectKeys.PackIndex(packId);
 
     public int PackCount
     {

@@ -13,8 +13,27 @@ public static class ObjectKeys
     public const string ChunksPrefix = "chunks/";
     public const string ManifestsPrefix = "manifests/sha256/";
 
+    /// <summary>Packs: <c>packs/{id}</c> (chunk data) and <c>packs/{id}.idx</c> (its index); the id is the index's SHA-256.</summary>
+    public const string PacksPrefix = "packs/";
+
     /// <summary>Names the state database this store belongs to (<c>State.StoreBinding</c>).</summary>
     public const string StateBinding = "meta/state-binding";
+
+    /// <summary>The ECDSA key desired states are signed with (<c>Auth.SigningKeyStore</c>).</summary>
+    public const string DesiredSigningKey = "auth/desired-signing-key";
+
+    /// <summary>The HMAC key presigned download URLs are signed with (<c>UrlSigner</c>).</summary>
+    public const string UrlSigningKey = "auth/url-signing-key";
+
+    /// <summary>ASP.NET Core data-protection keys (cookies, antiforgery), one object per key.</summary>
+    public const string DataProtectionPrefix = "auth/dataprotection/";
+
+    /// <summary>Probed by <c>/readyz</c>: a lookup of a key that never exists, so it costs one round trip and writes nothing.</summary>
+    public const string ReadinessProbe = "health/readyz";
+
+    public static string Pack(string packId) => PacksPrefix + packId;
+
+    public static string PackIndex(string packId) => PacksPrefix + packId + ".idx";
 
     /// <summary><c>chunks/ab/abcdef…</c>: fanned out by the first byte so no directory grows huge.</summary>
     public static string Chunk(string idHex) => $"{ChunksPrefix}{idHex[..2]}/{idHex}";

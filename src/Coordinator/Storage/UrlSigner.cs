@@ -10,7 +10,7 @@ namespace MsdFleet.Coordinator.Storage;
 /// </summary>
 public sealed class UrlSigner(IObjectStore store, TimeProvider time)
 {
-    private const string KeyObject = "auth/url-signing-key";
+    private const string KeyObject = ObjectKeys.UrlSigningKey;
     private byte[]? _key;
 
     public async Task InitializeAsync(CancellationToken cancellationToken)

@@ -60,7 +60,7 @@ public static class EnrollmentEndpoints
 
     private static async Task<IResult> EnrollAsync(ClaimsPrincipal user, HttpContext context, EnrollmentStore store, AgentCredentialStore credentials,
         SigningKeyStore signing, TlsCertificates tls, IOptions<AuthOptions> auth, IOptions<MqttOptions> mqtt, TopicNames topics, AuditLog audit,
-        IServiceProvider services, CancellationToken ct)
+        IAgentSessions sessions, CancellationToken ct)
     {
         var header = context.Request.Headers.Authorization.ToString();
         var token = header[(header.IndexOf(' ', StringComparison.Ordinal) + 1)..].Trim();
@@ -68,8 +68,7 @@ public static class EnrollmentEndpoints
         var record = await store.ConsumeAsync(token, ct)
             ?? throw new ApiException(StatusCodes.Status401Unauthorized, "enrollment-used", "This enrollment token was used, revoked or has expired.");
         var secret = await credentials.CreateOrRotateAsync(record.AgentId, ct);
-        if (services.GetService<EmbeddedBrokerService>() is { } broker)
-            await broker.DisconnectAsync(record.AgentId); // a re-enrolled device replaces the old one at once
+        await sessions.EndAsync(record.AgentId); // a re-enrolled device replaces the old one at once
         var key = await signing.GetAsync(ct);
         await audit.RecordAsync(user, "agent.enroll", record.AgentId,
             $"enrollment {record.Id} from {context.Connection.RemoteIpAddress}", ct);

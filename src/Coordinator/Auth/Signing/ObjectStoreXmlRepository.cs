@@ -12,7 +12,7 @@ namespace MsdFleet.Coordinator.Auth;
 /// </summary>
 public sealed class ObjectStoreXmlRepository(IObjectStore store) : IXmlRepository
 {
-    private const string Prefix = "auth/dataprotection/";
+    private const string Prefix = Storage.ObjectKeys.DataProtectionPrefix;
 
     public IReadOnlyCollection<XElement> GetAllElements() => Task.Run(async () =>
     {

@@ -10,7 +10,7 @@ namespace MsdFleet.Coordinator.Auth;
 /// </summary>
 public sealed class SigningKeyStore(IObjectStore store) : IDisposable
 {
-    private const string Key = "auth/desired-signing-key";
+    private const string Key = Storage.ObjectKeys.DesiredSigningKey;
     private readonly SemaphoreSlim _lock = new(1, 1);
     private ECDsa? _key;
 

@@ -1,0 +1,122 @@
+using System.Security.Claims;
+using MsdFleet.Coordinator.Auth;
+using MsdFleet.Coordinator.Catalog;
+using MsdFleet.Coordinator.Messaging;
+using MsdFleet.Coordinator.Web;
+using MsdFleet.Protocol.Messages;
+using MsdFleet.Protocol.Naming;
+
+namespace MsdFleet.Coordinator.Fleet;
+
+/// <summary>
+/// The use cases that change what an agent should present: put an image on a drive (or eject it), and cap
+/// its download bandwidth. The REST API, Home Assistant's commands and (next) rollouts all come through
+/// here, so each gets the same checks, the same transaction, the same publication and the same audit record.
+/// <para>
+/// Safety: the change runs in <see cref="DesiredStateStore.ChangeAsync"/> — one database transaction holding the
+/// agent's desired-state row lock, which also reads the image under a share lock so a concurrent delete cannot
+/// remove it before the commit. Publication happens after the commit through <see cref="IDesiredStatePublisher"/>,
+/// which publishes the newest stored generation under the same row lock, so two concurrent assignments on any
+/// replicas never leave an older generation retained after a newer one.
+/// </para>
+/// Errors are <see cref="ApiException"/>s with a problem type and a message a person can act on.
+/// </summary>
+public sealed class DriveAssignment(ImageCatalog catalog, DesiredStateStore desired, FleetRegistry registry, AgentCredentialStore credentials,
+    IDesiredStatePublisher publisher, AuditLog audit)
+{
+    public async Task<DesiredState> AssignAsync(string agentId, int index, DriveRequest? request, ClaimsPrincipal actor, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(actor);
+        ValidAgentId(agentId);
+        if (request is null)
+            throw ApiException.BadRequest("invalid-body", "Send a JSON body {image, mode, readOnly, connected}.");
+        if (index is < 0 or >= DriveLimits.MaxDrives)
+            throw ApiException.BadRequest("invalid-drive", $"Drive index {index} is outside 0..{DriveLimits.MaxDrives - 1}.");
+        var mode = request.Mode?.ToLowerInvariant() switch
+        {
+            null => request.Image is null ? DriveMode.None : throw ApiException.BadRequest("invalid-mode", "Give mode \"cdrom\" or \"flash\" with an image."),
+            "cdrom" => DriveMode.Cdrom,
+            "flash" => DriveMode.Flash,
+            _ => throw ApiException.BadRequest("invalid-mode", $"Mode '{request.Mode}' is not \"cdrom\" or \"flash\"."),
+        };
+        var readOnly = request.ReadOnly ?? true;
+        if (mode == DriveMode.Cdrom && !readOnly)
+            throw ApiException.BadRequest("invalid-mode", "A CD-ROM is always read-only; use mode \"flash\" for a writable drive.");
+        if (request.Image is not null && !NameRules.TryValidateImageName(request.Image, out var nameError))
+            throw ApiException.BadRequest("invalid-image-name", nameError);
+        await RequireAgentAsync(agentId, ct);
+
+        var state = await desired.ChangeAsync(agentId, async change =>
+        {
+            string? digest = null;
+            if (request.Image is not null)
+                digest = (await catalog.GetForShareAsync(change.Connection, change.Transaction, request.Image, ct) ?? throw CatalogEndpoints.ImageNotFound(request.Image)).Digest;
+            var discardWrites = request.DiscardWrites ?? false;
+            if (!discardWrites)
+                RefuseLosingWrites(agentId, index, digest, mode, readOnly);
+            var drive = new DesiredDrive
+            {
+                Index = index,
+                ImageDigest = digest,
+                ImageName = request.Image,
+                Mode = mode,
+                ReadOnly = readOnly,
+                Connected = digest is not null && (request.Connected ?? true),
+                DiscardWrites = discardWrites,
+            };
+            return DesiredStateStore.WithDrive(change.Current, drive);
+        }, ct);
+        await publisher.PublishDesiredAsync(agentId, ct);
+        var assigned = state.Drives.First(d => d.Index == index);
+        await audit.RecordAsync(actor, assigned.Connected ? "drive.mount" : "drive.eject", $"{agentId}/{index}",
+            assigned.ImageDigest is null ? "empty"
+                : $"{assigned.ImageName} {assigned.ImageDigest} {FleetEndpoints.ModeName(assigned.Mode)}{(assigned.ReadOnly ? " ro" : " rw")} (generation {state.Generation})", ct);
+        return state;
+    }
+
+    /// <param name="bytesPerSecond">0 = unlimited; null = the agent's own setting.</param>
+    public async Task<DesiredState> SetBandwidthAsync(string agentId, long? bytesPerSecond, ClaimsPrincipal actor, CancellationToken ct)
+    {
+        ValidAgentId(agentId);
+        if (bytesPerSecond is < 0)
+            throw ApiException.BadRequest("invalid-bandwidth", "Send {\"maxBytesPerSecond\": N} with N >= 0 (0 = unlimited), or null to use the agent's own setting.");
+        await RequireAgentAsync(agentId, ct);
+        var state = await desired.SetBandwidthAsync(agentId, bytesPerSecond, ct);
+        await publisher.PublishDesiredAsync(agentId, ct);
+        await audit.RecordAsync(actor, "agent.bandwidth", agentId, bytesPerSecond?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "agent default", ct);
+        return state;
+    }
+
+    /// <summary>
+    /// A writable drive's working copy holds what the server wrote. Pointing the drive at another image, or
+    /// making it read-only, would make the agent drop that copy: refused unless the request says
+    /// <c>discardWrites</c>. Ejecting (no image) keeps the copy, so it is always allowed. This check reads the
+    /// agent's last report; the agent applies the same rule itself, so a write it has not reported yet is
+    /// still never lost (the drive is then reported blocked).
+    /// </summary>
+    private void RefuseLosingWrites(string agentId, int index, string? digest, DriveMode mode, bool readOnly)
+    {
+        if (digest is null)
+            return;
+        var copy = registry.Get(agentId)?.Report?.Drives.FirstOrDefault(d => d.Index == index)?.WorkingCopy;
+        if (copy is not { UnsavedWrites: true })
+            return;
+        var keepsCopy = copy.BaseDigest == digest && mode == DriveMode.Flash && !readOnly;
+        if (!keepsCopy)
+            throw ApiException.Conflict("unsaved-writes",
+                $"Drive {index} of '{agentId}' has unsaved writes on its working copy of {copy.BaseDigest}. Save them first " +
+                $"(POST /api/v1/agents/{agentId}/drives/{index}/snapshot), or repeat the request with \"discardWrites\": true to throw them away.");
+    }
+
+    private async Task RequireAgentAsync(string agentId, CancellationToken ct)
+    {
+        if (await credentials.FindAsync(agentId, ct) is null)
+            throw FleetEndpoints.UnknownAgent(agentId);
+    }
+
+    private static void ValidAgentId(string agentId)
+    {
+        if (!NameRules.TryValidateAgentId(agentId, out var error))
+            throw ApiException.BadRequest("invalid-agent-id", error);
+    }
+}
