@@ -57,7 +57,6 @@ public static class CoordinatorApp
         });
         app.UseAuthentication();
         app.UseCsrfProtection();
-        app.UseRateLimiter();
         app.UseAuthorization();
         app.MapHealthChecks();
         Observability.MetricsSetup.MapMetrics(app);

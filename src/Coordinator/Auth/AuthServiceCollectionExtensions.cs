@@ -1,4 +1,3 @@
-using System.Threading.RateLimiting;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.AspNetCore.Authentication.Cookies;
 using Microsoft.AspNetCore.Authorization;
@@ -87,24 +86,6 @@ public static class AuthServiceCollectionExtensions
             .AddPolicy(Policies.Enroll, p => p.RequireRole(Roles.Enrollee))
             .AddPolicy(Policies.Push, p => p.RequireRole(Roles.Admin, Roles.Agent));
 
-        builder.Services.AddRateLimiter(o =>
-        {
-            // Per client address: 10 login attempts a minute, no queue.
-            o.AddPolicy(SessionEndpoints.LoginRateLimit, context => RateLimitPartition.GetFixedWindowLimiter(
-                context.Connection.RemoteIpAddress?.ToString() ?? "unknown",
-                _ => new FixedWindowRateLimiterOptions { PermitLimit = 10, Window = TimeSpan.FromMinutes(1), QueueLimit = 0 }));
-            o.OnRejected = async (context, ct) =>
-            {
-                var retry = context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var after) ? after : TimeSpan.FromMinutes(1);
-                context.HttpContext.Response.StatusCode = StatusCodes.Status429TooManyRequests;
-                context.HttpContext.Response.Headers.RetryAfter = ((int)Math.Ceiling(retry.TotalSeconds)).ToString(System.Globalization.CultureInfo.InvariantCulture);
-                await context.HttpContext.RequestServices.GetRequiredService<IProblemDetailsService>().WriteAsync(new ProblemDetailsContext
-                {
-                    HttpContext = context.HttpContext,
-                    ProblemDetails = ApiExceptionHandler.Problem(429, "too-many-logins", $"Too many login attempts from this address; try again in {Math.Ceiling(retry.TotalSeconds)} s."),
-                });
-            };
-        });
         return builder;
     }
 }

@@ -162,6 +162,13 @@ public static class StateMigrations
             );
             INSERT INTO live_event_counter (id, last) VALUES (1, 0);
             """),
+        new(11, "login attempts per address", _ => """
+            CREATE TABLE login_attempts (
+                address TEXT PRIMARY KEY,
+                attempts BIGINT NOT NULL,
+                first_at_ms BIGINT NOT NULL
+            );
+            """),
     ];
 
     public static int LatestVersion => All[^1].Version;

@@ -470,6 +470,23 @@ public abstract class StateContractTests : IAsyncLifetime
         Assert.Equal(1, await a.PruneAsync(clock.Now + LoginThrottle.Window, default));
     }
 
+    [Fact]
+    public async Task LoginThrottle_AttemptsFromOneAddressOnBothReplicas_CountTogether_AndTheWindowRunsOut()
+    {
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var a = new LoginThrottle((await StartReplicaAsync()).Db, clock);
+        var b = new LoginThrottle((await StartReplicaAsync()).Db, clock);
+        // Twice the limit at once, spread over both replicas: exactly the limit gets through.
+        var answers = await Task.WhenAll(Enumerable.Range(0, 2 * LoginThrottle.MaxAttemptsPerAddress)
+            .Select(i => (i % 2 == 0 ? a : b).AttemptFromAsync("192.0.2.7", default)));
+        Assert.Equal(LoginThrottle.MaxAttemptsPerAddress, answers.Count(w => w is null));
+        Assert.All(answers.Where(w => w is not null), w => Assert.InRange(w!.Value, TimeSpan.FromSeconds(1), LoginThrottle.AddressWindow));
+        Assert.Null(await a.AttemptFromAsync("198.51.100.1", default)); // another address is not affected
+        clock.Now += LoginThrottle.AddressWindow;
+        Assert.Null(await b.AttemptFromAsync("192.0.2.7", default)); // a new window starts at 1
+        Assert.Equal(1, await a.PruneAsync(clock.Now, default)); // 198.51.100.1's ran out; 192.0.2.7's is new
+    }
+
     private sealed class ManualClock(DateTimeOffset now) : TimeProvider
     {
         public DateTimeOffset Now { get; set; } = now;

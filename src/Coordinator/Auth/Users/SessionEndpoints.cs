@@ -17,14 +17,13 @@ public static partial class SessionEndpoints
     public const string CookieScheme = CookieAuthenticationDefaults.AuthenticationScheme;
     public const string CookieName = "msdfleet_session";
     public const string CsrfHeader = "X-CSRF-Token";
-    public const string LoginRateLimit = "login";
     public const string StampClaim = "msdfleet:stamp";
 
     public static WebApplication MapSessionApi(this WebApplication app)
     {
         ArgumentNullException.ThrowIfNull(app);
         var session = app.MapGroup("/api/v1/session");
-        session.MapPost("/login", LoginAsync).AllowAnonymous().RequireRateLimiting(LoginRateLimit);
+        session.MapPost("/login", LoginAsync).AllowAnonymous();
         session.MapGet("/", (ClaimsPrincipal user, HttpContext context, IAntiforgery antiforgery) => Results.Ok(Describe(user, context, antiforgery)))
             .RequireAuthorization(Policies.Read);
         session.MapPost("/logout", async (HttpContext context) =>
@@ -69,6 +68,10 @@ public static partial class SessionEndpoints
     private static async Task<IResult> LoginAsync(LoginRequest? request, HttpContext context, UserStore users, LoginThrottle throttle,
         IAntiforgery antiforgery, AuditLog audit, ILoggerFactory loggers, CancellationToken ct)
     {
+        // Counted before anything else, on every replica alike: a flood is refused before it costs a password hash.
+        if (await throttle.AttemptFromAsync(context.Connection.RemoteIpAddress?.ToString() ?? "unknown", ct) is { } wait)
+            throw new ApiException(StatusCodes.Status429TooManyRequests, "too-many-logins",
+                $"Too many login attempts from this address; try again in {Math.Ceiling(wait.TotalSeconds)} s.") { RetryAfter = wait };
         if (request?.Username is null || request.Password is null)
             throw ApiException.BadRequest("invalid-login", "Send {\"username\": \"…\", \"password\": \"…\"}.");
         var name = request.Username.Trim().ToLowerInvariant();
@@ -211,6 +214,29 @@ public sealed class LoginThrottle(State.StateDatabase db, TimeProvider time)
     public const int MaxFailures = 5;
     public static readonly TimeSpan Window = TimeSpan.FromMinutes(15);
 
+    /// <summary>Login attempts allowed per client address per <see cref="AddressWindow"/>, whatever the names.</summary>
+    public const int MaxAttemptsPerAddress = 10;
+    public static readonly TimeSpan AddressWindow = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// Counts an attempt from <paramref name="address"/> and says how long to wait when it is over the limit.
+    /// One upsert that returns the new count, so attempts spread over any replicas all count; a window that ran
+    /// out starts again at 1.
+    /// </summary>
+    public async Task<TimeSpan?> AttemptFromAsync(string address, CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow().ToUnixTimeMilliseconds();
+        var window = (long)AddressWindow.TotalMilliseconds;
+        var (attempts, firstAtMs) = await db.WriteAsync((c, t) => Dapper.SqlMapper.QuerySingleAsync<(long, long)>(c, new Dapper.CommandDefinition("""
+            INSERT INTO login_attempts (address, attempts, first_at_ms) VALUES (@address, 1, @now)
+            ON CONFLICT (address) DO UPDATE SET
+                attempts = CASE WHEN login_attempts.first_at_ms + @window <= @now THEN 1 ELSE login_attempts.attempts + 1 END,
+                first_at_ms = CASE WHEN login_attempts.first_at_ms + @window <= @now THEN @now ELSE login_attempts.first_at_ms END
+            RETURNING attempts, first_at_ms
+            """, new { address, now, window }, t, cancellationToken: cancellationToken)), cancellationToken);
+        return attempts > MaxAttemptsPerAddress ? TimeSpan.FromMilliseconds(Math.Max(1000, firstAtMs + window - now)) : null;
+    }
+
     /// <summary>How long the user stays locked, or null when logins are allowed.</summary>
     public async Task<TimeSpan?> LockedForAsync(string name, CancellationToken cancellationToken)
     {
@@ -237,9 +263,14 @@ public sealed class LoginThrottle(State.StateDatabase db, TimeProvider time)
         db.WriteAsync((c, t) => Dapper.SqlMapper.ExecuteAsync(c, new Dapper.CommandDefinition(
             "DELETE FROM login_failures WHERE name = @name", new { name }, t, cancellationToken: cancellationToken)), cancellationToken);
 
-    /// <summary>Forgets windows that ran out (a flood of made-up names leaves nothing behind); returns how many.</summary>
+    /// <summary>Forgets windows that ran out (a flood of made-up names or addresses leaves nothing behind); returns how many.</summary>
     public Task<int> PruneAsync(DateTimeOffset now, CancellationToken cancellationToken) =>
-        db.WriteAsync((c, t) => Dapper.SqlMapper.ExecuteAsync(c, new Dapper.CommandDefinition(
-            "DELETE FROM login_failures WHERE first_at_ms + @window <= @now",
-            new { now = now.ToUnixTimeMilliseconds(), window = (long)Window.TotalMilliseconds }, t, cancellationToken: cancellationToken)), cancellationToken);
+        db.WriteAsync(async (c, t) =>
+            await Dapper.SqlMapper.ExecuteAsync(c, new Dapper.CommandDefinition(
+                "DELETE FROM login_failures WHERE first_at_ms + @window <= @now",
+                new { now = now.ToUnixTimeMilliseconds(), window = (long)Window.TotalMilliseconds }, t, cancellationToken: cancellationToken))
+            + await Dapper.SqlMapper.ExecuteAsync(c, new Dapper.CommandDefinition(
+                "DELETE FROM login_attempts WHERE first_at_ms + @window <= @now",
+                new { now = now.ToUnixTimeMilliseconds(), window = (long)AddressWindow.TotalMilliseconds }, t, cancellationToken: cancellationToken)),
+            cancellationToken);
 }
