@@ -8,13 +8,13 @@ using Npgsql;
 namespace MsdFleet.IntegrationTests;
 
 /// <summary>
-/// Two Coordinator processes on one PostgreSQL, one filesystem store and one Mosquitto; the leader is
+/// Two Coordinator processes on one PostgreSQL, one S3 bucket (Swift) and one Mosquitto; the leader is
 /// killed with SIGKILL in the middle of a garbage collection — after it wrote a repacked pack, before it
 /// deleted the old one. The other takes over within the lease's TTL, finishes the collection, and every
 /// image still downloads bit-identical.
 /// </summary>
-[Collection(PostgresServers.Name)]
-public sealed class LeaderKillTests(PostgresServer postgres)
+[Collection(ReplicaServers.Name)]
+public sealed class LeaderKillTests(PostgresServer postgres, SwiftServer swift)
 {
     [Fact]
     public async Task LeaderKilledMidGc_TheOtherTakesOver_FinishesIt_EveryImageStillBitIdentical()
@@ -22,9 +22,10 @@ public sealed class LeaderKillTests(PostgresServer postgres)
         var work = TestPaths.NewTempDir("leader-kill");
         await using var mosquitto = await MosquittoBroker.StartAsync();
         var database = await postgres.CreateDatabaseAsync();
+        var storage = swift.Options();
         string[] shared =
         [
-            "--State:Provider=postgres", $"--State:ConnectionString={database}", $"--Storage:Path={Path.Combine(work, "store")}",
+            "--State:Provider=postgres", $"--State:ConnectionString={database}", .. CoordinatorInstance.StorageArgs(storage),
             $"--Mqtt:Broker={mosquitto.Url}", $"--Mqtt:TopicPrefix=kill{Guid.NewGuid():N}"[..30] + "/v1",
         ];
         await using var first = await CoordinatorProcess.StartAsync(shared);
@@ -79,8 +80,13 @@ public sealed class LeaderKillTests(PostgresServer postgres)
             Assert.True(collect.StatusCode == HttpStatusCode.OK, await collect.Content.ReadAsStringAsync());
         var after = (await sql.QueryAsync<string>("SELECT pack_id FROM packs")).ToHashSet();
         Assert.Empty(after.Intersect(oldPacks));
+        using var bucket = await swift.CreateStoreAsync(storage.S3.Bucket);
+        var objects = new List<string>();
+        await foreach (var key in bucket.ListAsync(MsdFleet.Coordinator.Storage.ObjectKeys.PacksPrefix, CancellationToken.None))
+            objects.Add(key);
         foreach (var pack in oldPacks)
-            Assert.False(File.Exists(Path.Combine(work, "store", "packs", pack)), $"pack {pack} of the deleted image is still on disk");
+            Assert.DoesNotContain(MsdFleet.Coordinator.Storage.ObjectKeys.Pack(pack), objects);
+        Assert.Equal(after.Count * 2, objects.Count); // every registered pack has its data and index, nothing else is left
         await AssertImagesAsync(viaSurvivor, kept, other);
         Assert.Equal(HttpStatusCode.NotFound, (await viaSurvivor.GetAsync("api/v1/images/old.img")).StatusCode);
 

@@ -8,12 +8,13 @@ using MsdFleet.IntegrationTests.Infrastructure;
 namespace MsdFleet.IntegrationTests;
 
 /// <summary>
-/// Two Coordinator replicas sharing one PostgreSQL, one object store and one Mosquitto, with no sticky
+/// Two Coordinator replicas sharing one PostgreSQL, one S3 bucket (Swift) and one Mosquitto, with no sticky
 /// sessions: what one writes, the other serves; what one revokes, the other refuses.
 /// </summary>
-[Collection(PostgresServers.Name)]
-public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
+[Collection(ReplicaServers.Name)]
+public sealed class ReplicaTests(PostgresServer postgres, SwiftServer swift) : IAsyncLifetime
 {
+    private readonly MsdFleet.Coordinator.Storage.ObjectStoreOptions _storage = swift.Options();
     private readonly string _work = TestPaths.NewTempDir("replicas");
     private MosquittoBroker? _mosquitto;
     private CoordinatorInstance? _a;
@@ -30,7 +31,7 @@ public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
         string[] shared =
         [
             "--State:Provider=postgres", $"--State:ConnectionString={database}",
-            $"--Storage:Path={Path.Combine(_work, "store")}",
+            .. CoordinatorInstance.StorageArgs(_storage),
         ];
         _a = await CoordinatorInstance.StartAsync(_mosquitto.Url, extraArgs: shared, topicPrefix: prefix);
         _b = await CoordinatorInstance.StartAsync(_mosquitto.Url, extraArgs: shared, topicPrefix: prefix);
@@ -128,7 +129,7 @@ public sealed class ReplicaTests(PostgresServer postgres) : IAsyncLifetime
         database.Port = proxy.Port;
         database.Password = null;
         await using var c = await CoordinatorInstance.StartAsync(_mosquitto!.Url, topicPrefix: A.TopicPrefix, extraArgs:
-            ["--State:Provider=postgres", $"--State:ConnectionString={database.ConnectionString}", $"--Storage:Path={Path.Combine(_work, "store")}"]);
+            ["--State:Provider=postgres", $"--State:ConnectionString={database.ConnectionString}", .. CoordinatorInstance.StorageArgs(_storage)]);
 
         proxy.Cut();
         using var probe = c.NewClient(); // as a kubelet asks: no credentials
