@@ -34,7 +34,16 @@ public static class Manifests
         var start = new ProcessStartInfo("kubectl") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         start.ArgumentList.Add("kustomize");
         start.ArgumentList.Add(directory);
-        using var process = Process.Start(start) ?? throw new InvalidOperationException("kubectl did not start");
+        Process? started;
+        try
+        {
+            started = Process.Start(start);
+        }
+        catch (System.ComponentModel.Win32Exception ex)
+        {
+            throw new InvalidOperationException("kubectl (with kustomize v5, preinstalled on these machines as /usr/bin/kubectl) is required to render deploy/k8s: " + ex.Message, ex);
+        }
+        using var process = started ?? throw new InvalidOperationException("kubectl did not start");
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
         if (!process.WaitForExit(TimeSpan.FromMinutes(1)))
