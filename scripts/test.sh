@@ -38,9 +38,9 @@ if [ ${#need[@]} -gt 0 ]; then
     || { echo "error: could not install ${need[*]} with apt" >&2; echo "0 passed, 1 failed"; exit 1; }
 fi
 # The Debian package starts a system broker on 1883 where systemd runs; tests use their own ports.
-# The manifest tests render deploy/k8s with kubectl's kustomize (v5; Debian's kubernetes-client 1.20 is too old for it).
-command -v kubectl >/dev/null && kubectl kustomize --help >/dev/null 2>&1 \
-  || { echo "error: kubectl with kustomize v5 is required (preinstalled on these machines as /usr/bin/kubectl)" >&2; echo "0 passed, 1 failed"; exit 1; }
+# The manifest tests render deploy/k8s with kubectl's kustomize v5 (preinstalled here as /usr/bin/kubectl; Debian's
+# kubernetes-client 1.20 is too old for these kustomizations). Without it those tests fail and say why.
+command -v kubectl >/dev/null || echo "warning: kubectl (with kustomize v5) is missing: tests/Deploy.Tests will fail" >&2
 
 results="$root/TestResults"
 rm -rf "$results"
