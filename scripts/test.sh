@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test. Installs what the tests need when missing (Mosquitto, OpenStack Swift, PostgreSQL, xorriso, qemu
+# Runs every test. Installs what the tests need when missing (Mosquitto, OpenStack Swift, PostgreSQL, podman with runc, catatonit and debootstrap, xorriso, qemu
 # system and user mode with an arm64 libc, the NativeAOT toolchain (clang, lld, arm64 cross libc), Chromium for the browser tests, with apt); each test starts its own servers on loopback (Swift via scripts/swift.sh) and stops them. Prints a final line "N passed, M failed".
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +22,12 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 for p in libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 # The NativeAOT agent (x64 and cross-compiled arm64): scripts/publish-native-agent.sh would install these too.
 for p in clang lld zlib1g-dev file libc6-dev-arm64-cross libgcc-12-dev-arm64-cross binutils-aarch64-linux-gnu; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+# The container test builds the Coordinator's image and runs the rendered manifests with podman kube play
+# (runc: crun fails on these hosts; catatonit: the pods' pause process; debootstrap: the local base image).
+command -v podman >/dev/null || need+=(podman)
+command -v runc >/dev/null || need+=(runc)
+command -v catatonit >/dev/null || [ -x /usr/libexec/podman/catatonit ] || need+=(catatonit)
+command -v debootstrap >/dev/null || need+=(debootstrap)
 for p in swift swift-proxy swift-account swift-container swift-object; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
@@ -32,6 +38,9 @@ if [ ${#need[@]} -gt 0 ]; then
     || { echo "error: could not install ${need[*]} with apt" >&2; echo "0 passed, 1 failed"; exit 1; }
 fi
 # The Debian package starts a system broker on 1883 where systemd runs; tests use their own ports.
+# The manifest tests render deploy/k8s with kubectl's kustomize v5 (preinstalled here as /usr/bin/kubectl; Debian's
+# kubernetes-client 1.20 is too old for these kustomizations). Without it those tests fail and say why.
+command -v kubectl >/dev/null || echo "warning: kubectl (with kustomize v5) is missing: tests/Deploy.Tests will fail" >&2
 
 results="$root/TestResults"
 rm -rf "$results"
