@@ -67,7 +67,7 @@ public sealed partial class ManifestPolicyTests
     public void Coordinator_ProbesTheHealthEndpointsTheCodeMaps_OnItsHttpPort(string kustomization)
     {
         var container = Assert.Single(Manifests.Load(kustomization).Coordinator().Spec.Template.Spec.Containers);
-        var app = File.ReadAllText(Path.Combine(RepoPaths.Root, "src", "Coordinator", "CoordinatorApp.cs"));
+        var app = File.ReadAllText(Path.Combine(RepoPaths.Root, "src", "Coordinator", "Web", "HealthEndpoints.cs"));
         foreach (var (probe, path) in new[] { (container.StartupProbe, "/healthz"), (container.LivenessProbe, "/healthz"), (container.ReadinessProbe, "/readyz") })
         {
             Assert.NotNull(probe?.HttpGet);

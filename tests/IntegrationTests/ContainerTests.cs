@@ -112,7 +112,7 @@ public sealed class ContainerTests(PostgresServer postgres, ITestOutputHelper ou
                 Assert.True(layout.IsSuccessStatusCode, $"layout through B: {(int)layout.StatusCode} {await layout.Content.ReadAsStringAsync()}");
             using (var gc = await a.PostAsync("api/v1/gc", null))
                 Assert.True(gc.IsSuccessStatusCode, $"GC through A: {(int)gc.StatusCode}");
-            var wanted = GrafanaDashboard.MetricNames(GrafanaDashboard.Load(TestPaths.RepoRoot)).Except(OnlyWithTheFilesystemStore).ToList();
+            var wanted = GrafanaDashboard.MetricNames(GrafanaDashboard.Load(TestPaths.RepoRoot)).ToList();
             Assert.NotEmpty(wanted);
             var missing = new List<string>();
             await Eventually.WaitAsync(async () =>
@@ -151,12 +151,6 @@ public sealed class ContainerTests(PostgresServer postgres, ITestOutputHelper ou
         }
     }
 
-    /// <summary>
-    /// Dashboard metrics a replica on S3 never records: bytes_served counts pack bytes the Coordinator itself
-    /// serves from signed URLs, which only the filesystem store hands out (MetricsTests scrapes it there); on
-    /// S3 agents fetch from presigned URLs, counted by bytes_presigned.
-    /// </summary>
-    private static readonly string[] OnlyWithTheFilesystemStore = ["msdfleet_content_bytes_served_bytes_total"];
 
     /// <summary>One single-replica copy of the base: its own name suffix, ports and pod.</summary>
     private sealed record Pod(string Name, int HttpPort, int MetricsPort)

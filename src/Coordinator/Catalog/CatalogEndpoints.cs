@@ -63,13 +63,14 @@ public static class CatalogEndpoints
         return existing is null ? Results.Created($"/api/v1/images/{Uri.EscapeDataString(imageName)}", body) : Results.Ok(body);
     }
 
-    private static async Task<IResult> DownloadAsync(string? name, ImageCatalog catalog, ChunkStore store, CancellationToken ct)
+    private static async Task<IResult> DownloadAsync(string? name, ImageCatalog catalog, ChunkStore store, TransferCounters counters, CancellationToken ct)
     {
         var imageName = ValidName(name);
         var entry = await catalog.GetAsync(imageName, ct) ?? throw ImageNotFound(imageName);
         var manifest = await catalog.GetManifestAsync(ImageDigest.Parse(entry.Digest), ct)
             ?? throw new InvalidOperationException($"Manifest {entry.Digest} of catalog entry '{imageName}' is missing.");
-        return Results.Stream(new ManifestReadStream(store, manifest), "application/octet-stream", imageName,
+        // Counted as served, like the pack route: bytes this Coordinator handed out itself.
+        return Results.Stream(new CountingStream(new ManifestReadStream(store, manifest), counters.AddServed), "application/octet-stream", imageName,
             entityTag: new EntityTagHeaderValue($"\"{ImageDigest.Parse(entry.Digest).Hex}\""), enableRangeProcessing: true);
     }
 
