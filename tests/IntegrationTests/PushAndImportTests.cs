@@ -188,7 +188,8 @@ public sealed class PushAndImportTests : IAsyncLifetime
         return await Eventually.WaitAsync(async () =>
         {
             var job = JsonNode.Parse(await _coordinator.Http.GetStringAsync($"api/v1/jobs/{id}"))!.AsObject();
-            return job["state"]!.GetValue<string>() == "running" ? null : job;
+            // Queued until the leader's runner claims it, then running: wait for an end state.
+            return job["state"]!.GetValue<string>() is "queued" or "running" ? null : job;
         }, TimeSpan.FromSeconds(60), "the import job to finish");
     }
 
