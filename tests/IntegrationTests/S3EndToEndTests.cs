@@ -33,6 +33,29 @@ public sealed class S3EndToEndTests(SwiftServer swift) : IDisposable
     }
 
     [Fact]
+    public async Task PublicEndpoint_AgentsGetUrlsForTheHostTheyReach_TheCoordinatorKeepsItsOwn()
+    {
+        // The agents' way to the S3 server (a proxy standing in for an ingress) differs from the Coordinator's.
+        await using var ingress = new TcpProxy(swift.Port);
+        var storage = swift.Options();
+        await using var coordinator = await CoordinatorInstance.StartAsync(storage: storage,
+            extraArgs: [$"--Storage:S3:PublicEndpoint=http://127.0.0.1:{ingress.Port}"]);
+        var (path, sha256) = await TestImages.CreateAsync(_work, "pub.img", 6L * 1024 * 1024 + 3, seed: 23);
+        var digest = (await coordinator.UploadAsync("pub.img", path))["digest"]!.GetValue<string>();
+        Assert.True(ingress.Delivered < 64 * 1024, $"the upload went through the agents' endpoint ({ingress.Delivered} bytes)");
+
+        await using var agent = new AgentProcess("pub-agent", await coordinator.CreateAgentSecretAsync("pub-agent"), coordinator);
+        agent.Start();
+        using (var set = await coordinator.SetDriveAsync("pub-agent", 0, new { image = "pub.img", mode = "flash" }))
+            Assert.True(set.IsSuccessStatusCode);
+        await coordinator.WaitForAgentAsync("pub-agent", a => CoordinatorInstance.Drive(a, 0)?["image"]?.GetValue<string>() == digest,
+            "attached through the public endpoint", diagnostics: () => agent.Log);
+        Assert.Equal(sha256, TestImages.Sha256Of(agent.Lun("file")));
+        Assert.True(ingress.Delivered >= 6L * 1024 * 1024, $"the agent's pulls went through the public endpoint ({ingress.Delivered} bytes)");
+        Assert.Equal(0, coordinator.Counters.ContentBytesServed);
+    }
+
+    [Fact]
     public async Task Start_WrongS3Secret_FailsWithMessageNamingTheSetting()
     {
         var options = swift.Options(secret: "not-the-secret");

@@ -33,6 +33,8 @@ public sealed class ObjectStoreOptions : IValidatableObject
             yield return new ValidationResult("Storage:S3:AccessKey is required for the s3 backend.", ["S3.AccessKey"]);
         if (string.IsNullOrEmpty(S3.SecretKey))
             yield return new ValidationResult("Storage:S3:SecretKey is required for the s3 backend.", ["S3.SecretKey"]);
+        if (S3.PublicEndpoint is { } publicEndpoint && (!publicEndpoint.IsAbsoluteUri || publicEndpoint.Scheme is not ("http" or "https") || publicEndpoint.AbsolutePath != "/"))
+            yield return new ValidationResult("Storage:S3:PublicEndpoint must be an absolute http(s) URL with no path, e.g. https://s3.example.com, or unset.", ["S3.PublicEndpoint"]);
         if (S3.Prefix.StartsWith('/') || S3.Prefix.Contains("..", StringComparison.Ordinal))
             yield return new ValidationResult("Storage:S3:Prefix may not start with '/' or contain '..'.", ["S3.Prefix"]);
         if (S3.PresignedUrlLifetime < TimeSpan.FromMinutes(1) || S3.PresignedUrlLifetime > TimeSpan.FromDays(7))
@@ -43,6 +45,14 @@ public sealed class ObjectStoreOptions : IValidatableObject
 public sealed class S3StoreOptions
 {
     public Uri? Endpoint { get; set; }
+
+    /// <summary>
+    /// Where agents reach the same S3 server, when that differs from <see cref="Endpoint"/> (a Coordinator in a
+    /// cluster talks to <c>http://minio:9000</c>, Pis outside it to <c>https://s3.example.com</c>). The presigned
+    /// URLs handed to agents are signed for this host; unset, for <see cref="Endpoint"/>.
+    /// </summary>
+    public Uri? PublicEndpoint { get; set; }
+
     public string Bucket { get; set; } = "msdfleet";
     /// <summary>Key prefix inside the bucket, e.g. <c>prod/</c>; empty for the bucket root.</summary>
     public string Prefix { get; set; } = string.Empty;

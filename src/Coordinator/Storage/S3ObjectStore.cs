@@ -20,6 +20,7 @@ public sealed partial class S3ObjectStore : IObjectStore, IDisposable
     private const int Attempts = 5;
     private readonly S3StoreOptions _options;
     private readonly IMinioClient _minio;
+    private readonly IMinioClient _agentMinio;
     private readonly HttpClient _http;
     private readonly ILogger<S3ObjectStore> _logger;
 
@@ -28,13 +29,10 @@ public sealed partial class S3ObjectStore : IObjectStore, IDisposable
         ArgumentNullException.ThrowIfNull(options);
         _options = options.Value.S3;
         _logger = logger;
-        var endpoint = _options.Endpoint!;
-        _minio = new MinioClient()
-            .WithEndpoint(endpoint.Host, endpoint.Port)
-            .WithCredentials(_options.AccessKey, _options.SecretKey)
-            .WithSSL(endpoint.Scheme == "https")
-            .WithRegion(_options.Region)
-            .Build();
+        _minio = NewClient(_options.Endpoint!);
+        // Presigning is local (with the region set, the client asks the server nothing): a second client only
+        // signs agents' URLs for the host they can reach.
+        _agentMinio = _options.PublicEndpoint is { } publicEndpoint ? NewClient(publicEndpoint) : _minio;
         _http = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 32, PooledConnectionLifetime = TimeSpan.FromMinutes(5) })
         {
             Timeout = TimeSpan.FromMinutes(10),
@@ -164,12 +162,23 @@ public sealed partial class S3ObjectStore : IObjectStore, IDisposable
     /// <summary>S3 puts are durable when they return.</summary>
     public Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    /// <summary>A short-lived URL an agent can GET (with Range) straight from the store.</summary>
-    public Task<string> PresignGetAsync(string key) => PresignAsync(key, put: false);
+    /// <summary>A short-lived URL an agent can GET (with Range) straight from the store, on its public endpoint if one is set.</summary>
+    public Task<string> PresignGetAsync(string key) =>
+        _agentMinio.PresignedGetObjectAsync(new PresignedGetObjectArgs().WithBucket(_options.Bucket).WithObject(FullKey(key))
+            .WithExpiry((int)_options.PresignedUrlLifetime.TotalSeconds));
+
+    private IMinioClient NewClient(Uri endpoint) => new MinioClient()
+        .WithEndpoint(endpoint.Host, endpoint.Port)
+        .WithCredentials(_options.AccessKey, _options.SecretKey)
+        .WithSSL(endpoint.Scheme == "https")
+        .WithRegion(_options.Region)
+        .Build();
 
     public void Dispose()
     {
         _http.Dispose();
+        if (!ReferenceEquals(_agentMinio, _minio))
+            (_agentMinio as IDisposable)?.Dispose();
         (_minio as IDisposable)?.Dispose();
     }
 
