@@ -22,8 +22,10 @@ app.Configure(config =>
     config.AddBranch("agent", agent =>
     {
         agent.SetDescription("The fleet.");
-        agent.AddCommand<AgentListCommand>("ls").WithDescription("List agents with their drives.");
+        agent.AddCommand<AgentListCommand>("ls").WithDescription("List agents with their drives (filter with -l SELECTOR, -q TEXT, --state offline,drifted …).");
         agent.AddCommand<AgentShowCommand>("show").WithDescription("One agent in full.");
+        agent.AddCommand<AgentLabelCommand>("label").WithDescription("Set (key=value) or remove (key-) an agent's central labels; they override what it reports.")
+            .WithExample("agent", "label", "rack1-07", "site=ams1", "rack=r1", "maintenance-");
     });
     config.AddBranch("drive", drive =>
     {

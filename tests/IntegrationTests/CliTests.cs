@@ -133,6 +133,41 @@ public sealed class CliTests : IAsyncLifetime
         Assert.True(rm.Code == 0, rm.ToString());
     }
 
+    [Fact]
+    public async Task AgentLabel_SetsAndRemovesCentralLabels_AgentLsSelects_BadSelectorIsAUsageError()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        await coordinator.CreateAgentSecretAsync("rack1-07");
+        await coordinator.CreateAgentSecretAsync("rack2-01");
+        var env = new Dictionary<string, string> { ["MSDCTL_SERVER"] = coordinator.BaseUrl.ToString(), ["MSDCTL_TOKEN"] = CoordinatorInstance.AdminToken };
+
+        var set = await RunAsync(["agent", "label", "rack1-07", "site=ams1", "rack=r1", "--json"], env);
+        Assert.True(set.Code == 0, set.ToString());
+        Assert.Equal("ams1", JsonNode.Parse(set.Output)!["site"]!.GetValue<string>());
+        Assert.True((await RunAsync(["agent", "label", "rack2-01", "site=fra2"], env)).Code == 0);
+        var removed = await RunAsync(["agent", "label", "rack1-07", "rack-", "--json"], env);
+        Assert.Equal("""{"site":"ams1"}""", JsonNode.Parse(removed.Output)!["centralLabels"]!.ToJsonString());
+
+        var ams = await RunAsync(["agent", "ls", "-l", "site in (ams1),!maintenance", "--json"], env);
+        Assert.True(ams.Code == 0, ams.ToString());
+        Assert.Equal(["rack1-07"], JsonNode.Parse(ams.Output)!.AsArray().Select(a => a!["id"]!.GetValue<string>()));
+        var table = await RunAsync(["agent", "ls", "-l", "site=fra2"], env);
+        Assert.Contains("rack2-01", table.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("rack1-07", table.Output, StringComparison.Ordinal);
+
+        var offline = await RunAsync(["agent", "ls", "--state", "offline", "-q", "RACK2", "--json"], env);
+        Assert.Equal(["rack2-01"], JsonNode.Parse(offline.Output)!.AsArray().Select(a => a!["id"]!.GetValue<string>()));
+        var unknownState = await RunAsync(["agent", "ls", "--state", "asleep", "--json"], env);
+        Assert.NotEqual(0, unknownState.Code);
+        Assert.Contains("invalid-state", unknownState.Output + unknownState.Error, StringComparison.Ordinal);
+
+        var bad = await RunAsync(["agent", "ls", "-l", "site in ams1"], env);
+        Assert.Equal(2, bad.Code);
+        Assert.Contains("expected '(' to open the value list", bad.Output + bad.Error, StringComparison.Ordinal);
+        var badLabel = await RunAsync(["agent", "label", "rack1-07", "site=ams 1"], env);
+        Assert.Equal(2, badLabel.Code);
+    }
+
     private static long StoredBytes(string folder) =>
         Directory.Exists(folder) ? Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length) : 0;
 

@@ -396,6 +396,48 @@ public sealed class ReplicaTests(PostgresServer postgres, SwiftServer swift) : I
     }
 
     [Fact]
+    public async Task CookieIssuedByA_WorksOnB_LoggedOutOnA_RefusedByB_AndAnAgentDisabledOnA_RefusedByB()
+    {
+        const string password = "correct horse battery staple";
+        (await A.Http.PostAsJsonAsync("api/v1/users", new { name = "carol", password, role = "viewer" })).EnsureSuccessStatusCode();
+        using var browser = new HttpClient(new SocketsHttpHandler { UseCookies = false });
+        using var login = await browser.PostAsJsonAsync(new Uri(A.BaseUrl, "api/v1/session/login"), new { username = "carol", password });
+        Assert.True(login.IsSuccessStatusCode, await login.Content.ReadAsStringAsync());
+        var cookie = string.Join("; ", login.Headers.GetValues("Set-Cookie").Select(h => h.Split(';')[0]));
+        var csrf = (await login.Content.ReadFromJsonAsync<JsonObject>())!["csrfToken"]!.GetValue<string>();
+        async Task<HttpStatusCode> SendAsync(CoordinatorInstance on, HttpMethod method, string path, string? csrfToken = null)
+        {
+            using var request = new HttpRequestMessage(method, new Uri(on.BaseUrl, path));
+            request.Headers.Add("Cookie", cookie);
+            if (csrfToken is not null)
+                request.Headers.Add("X-CSRF-Token", csrfToken);
+            using var response = await browser.SendAsync(request);
+            return response.StatusCode;
+        }
+        Assert.Equal(HttpStatusCode.OK, await SendAsync(B, HttpMethod.Get, "api/v1/images")); // no sticky sessions needed
+        Assert.Equal(HttpStatusCode.NoContent, await SendAsync(A, HttpMethod.Post, "api/v1/session/logout", csrf));
+        Assert.Equal(HttpStatusCode.Unauthorized, await SendAsync(B, HttpMethod.Get, "api/v1/images"));
+
+        var secret = await A.CreateAgentSecretAsync("rep-05");
+        using var agent = new HttpClient { BaseAddress = B.BaseUrl };
+        agent.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Basic",
+            Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes("rep-05:" + secret)));
+        Assert.Equal(HttpStatusCode.OK, (await agent.GetAsync("api/v1/signing-key")).StatusCode);
+        (await A.Http.PostAsync("api/v1/agents/rep-05/disable", null)).EnsureSuccessStatusCode();
+        Assert.Equal(HttpStatusCode.Unauthorized, (await agent.GetAsync("api/v1/signing-key")).StatusCode);
+    }
+
+    [Fact]
+    public async Task LabelsSetOnA_SelectedOnB()
+    {
+        await A.CreateAgentSecretAsync("rep-06");
+        using (var put = await A.Http.PutAsJsonAsync("api/v1/agents/rep-06/labels", new { labels = new Dictionary<string, string> { ["site"] = "ams1" } }))
+            Assert.True(put.IsSuccessStatusCode, await put.Content.ReadAsStringAsync());
+        await Eventually.WaitAsync(async () => (await B.Http.GetFromJsonAsync<JsonArray>("api/v1/agents?selector=site%3Dams1"))!.Count == 1,
+            TimeSpan.FromSeconds(5), "B to select the agent by the label A set");
+    }
+
+    [Fact]
     public async Task TokenRevokedOnA_RefusedByB_AtOnce_AndEnrollmentRedeemedOnce()
     {
         using var create = await A.Http.PostAsJsonAsync("api/v1/tokens", new { name = "ci", role = "operator" });

@@ -143,24 +143,55 @@ public sealed class ImageRemoveCommand : AsyncCommand<ImageRemoveSettings>
     }
 }
 
-public sealed class AgentListCommand : AsyncCommand<GlobalSettings>
+public sealed class AgentListSettings : GlobalSettings
 {
-    public override async Task<int> ExecuteAsync(CommandContext context, GlobalSettings settings, CancellationToken cancellationToken)
+    [CommandOption("-l|--selector <SELECTOR>")]
+    [Description("Only agents whose labels match, in Kubernetes syntax: 'site=ams1,rack in (r1,r2),!maintenance'.")]
+    public string? Selector { get; init; }
+
+    [CommandOption("-q|--search <TEXT>")]
+    [Description("Only agents whose id or labels contain TEXT (case-insensitive).")]
+    public string? Search { get; init; }
+
+    [CommandOption("--state <STATES>")]
+    [Description("Only agents in any of these states: online, offline, drifted, failing, pulling (comma-separated).")]
+    public string? State { get; init; }
+
+    public override ValidationResult Validate() =>
+        MsdFleet.Protocol.Naming.LabelSelector.TryParse(Selector, out _, out var error) ? ValidationResult.Success() : ValidationResult.Error(error);
+
+    /// <summary>The list's query string.</summary>
+    public string Query()
+    {
+        var parts = new List<string>();
+        if (!string.IsNullOrWhiteSpace(Selector))
+            parts.Add("selector=" + Uri.EscapeDataString(Selector));
+        if (!string.IsNullOrWhiteSpace(Search))
+            parts.Add("q=" + Uri.EscapeDataString(Search));
+        if (!string.IsNullOrWhiteSpace(State))
+            parts.Add("state=" + Uri.EscapeDataString(State));
+        return parts.Count == 0 ? "" : "?" + string.Join('&', parts);
+    }
+}
+
+public sealed class AgentListCommand : AsyncCommand<AgentListSettings>
+{
+    public override async Task<int> ExecuteAsync(CommandContext context, AgentListSettings settings, CancellationToken cancellationToken)
     {
         using var client = settings.Client();
-        var agents = (await client.GetJsonAsync("api/v1/agents", cancellationToken))!.AsArray();
+        var agents = (await client.GetJsonAsync("api/v1/agents" + settings.Query(), cancellationToken))!.AsArray();
         if (settings.Json)
         {
             Output.Json(agents);
             return ExitCodes.Ok;
         }
-        var table = new Table().AddColumns("Agent", "Status", "Drives", "Transfers", "Last error");
+        var table = new Table().AddColumns("Agent", "Site", "Status", "Drives", "Transfers", "Last error");
         foreach (var a in agents)
         {
             var drives = string.Join("\n", (a!["drives"]?.AsArray() ?? []).Select(d => DriveText(d!, a["desired"])));
             var transfers = string.Join("\n", (a["transfers"]?.AsArray() ?? []).Where(t => Output.Str(t!["state"]) != "done")
                 .Select(t => $"{Output.Str(t!["state"])} {Output.Bytes(t["bytesDone"]!.GetValue<long>())}/{Output.Bytes(t["bytesTotal"]!.GetValue<long>())}"));
-            table.AddRow(Markup.Escape(Output.Str(a["id"])), a["online"]!.GetValue<bool>() ? "[green]online[/]" : "[grey]offline[/]",
+            table.AddRow(Markup.Escape(Output.Str(a["id"])), Markup.Escape(Output.Str(a["site"])), a["online"]!.GetValue<bool>() ? "[green]online[/]" : "[grey]offline[/]",
                 Markup.Escape(drives.Length == 0 ? "–" : drives), Markup.Escape(transfers), Markup.Escape(Output.Str(a["lastError"])));
         }
         AnsiConsole.Write(table);
@@ -193,6 +224,75 @@ public sealed class AgentListCommand : AsyncCommand<GlobalSettings>
         if (drive["snapshot"] is { } snapshot)
             parts.Add($"saved as {Output.Str(snapshot["image"])}: {Output.Str(snapshot["state"])}" + (snapshot["error"]?.GetValue<string>() is { } e ? $" ({e})" : ""));
         return parts.Count == 0 ? "" : " · " + string.Join(" · ", parts);
+    }
+}
+
+public sealed class AgentLabelSettings : GlobalSettings
+{
+    [CommandArgument(0, "<AGENT>")]
+    public string Agent { get; init; } = "";
+
+    [CommandArgument(1, "[CHANGES]")]
+    [Description("key=value sets a central label, key- removes one (as kubectl label does).")]
+    public string[] Changes { get; init; } = [];
+
+    [CommandOption("--clear")]
+    [Description("Remove every central label first.")]
+    public bool Clear { get; init; }
+
+    public override ValidationResult Validate()
+    {
+        if (Changes.Length == 0 && !Clear)
+            return ValidationResult.Error("Give key=value to set or key- to remove (or --clear).");
+        foreach (var change in Changes)
+        {
+            var (key, value) = AgentLabelCommand.Split(change);
+            if (!MsdFleet.Protocol.Naming.Labels.TryValidateKey(key, out var error) || (value is not null && !MsdFleet.Protocol.Naming.Labels.TryValidateValue(value, out error)))
+                return ValidationResult.Error(error);
+        }
+        return ValidationResult.Success();
+    }
+}
+
+/// <summary><c>msdctl agent label rack1-07 site=ams1 rack=r1 maintenance-</c>: changes the agent's central labels (they override what it reports).</summary>
+public sealed class AgentLabelCommand : AsyncCommand<AgentLabelSettings>
+{
+    /// <summary><c>key=value</c> → (key, value); <c>key-</c> → (key, null).</summary>
+    internal static (string Key, string? Value) Split(string change)
+    {
+        var eq = change.IndexOf('=', StringComparison.Ordinal);
+        if (eq >= 0)
+            return (change[..eq], change[(eq + 1)..]);
+        return change.EndsWith('-') ? (change[..^1], null) : (change, "");
+    }
+
+    public override async Task<int> ExecuteAsync(CommandContext context, AgentLabelSettings settings, CancellationToken cancellationToken)
+    {
+        using var client = settings.Client();
+        var path = $"api/v1/agents/{Uri.EscapeDataString(settings.Agent)}";
+        var agent = (await client.GetJsonAsync(path, cancellationToken))!;
+        var labels = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (!settings.Clear)
+        {
+            foreach (var (key, value) in agent["centralLabels"]?.AsObject() ?? new JsonObject())
+                labels[key] = Output.Str(value);
+        }
+        foreach (var (key, value) in settings.Changes.Select(Split))
+        {
+            if (value is null)
+                labels.Remove(key);
+            else
+                labels[key] = value;
+        }
+        var updated = (await client.SendJsonAsync(HttpMethod.Put, path + "/labels", new { labels }, cancellationToken))!;
+        if (settings.Json)
+        {
+            Output.Json(updated);
+            return ExitCodes.Ok;
+        }
+        AnsiConsole.MarkupLine($"[green]{Markup.Escape(settings.Agent)}[/]: " + Markup.Escape(string.Join(", ",
+            (updated["labels"]?.AsObject() ?? new JsonObject()).Select(kv => $"{kv.Key}={Output.Str(kv.Value)}"))));
+        return ExitCodes.Ok;
     }
 }
 

@@ -35,8 +35,10 @@ public sealed class CredentialAuthenticationHandler(
             var enrollment = await enrollments.FindAsync(header.Parameter, ct);
             if (enrollment is null)
                 return AuthenticateResult.Fail("Unknown, used or expired enrollment token.");
-            return Success(new Claim(ClaimTypes.Name, "enroll:" + enrollment.AgentId), new Claim(ClaimTypes.Role, Roles.Enrollee),
-                new Claim(Roles.AgentIdClaim, enrollment.AgentId));
+            // A fleet token names no agent: the device says which one it is when it enrolls.
+            return enrollment.AgentId is { } agentId
+                ? Success(new Claim(ClaimTypes.Name, "enroll:" + agentId), new Claim(ClaimTypes.Role, Roles.Enrollee), new Claim(Roles.AgentIdClaim, agentId))
+                : Success(new Claim(ClaimTypes.Name, "enroll:fleet:" + enrollment.Id), new Claim(ClaimTypes.Role, Roles.Enrollee));
         }
         if (header.Scheme.Equals("Bearer", StringComparison.OrdinalIgnoreCase))
         {

@@ -15,9 +15,11 @@ public static class FleetEndpoints
         ArgumentNullException.ThrowIfNull(app);
         var agents = app.MapGroup("/api/v1/agents");
         agents.MapGet("/", ListAsync).RequireAuthorization(Policies.Read);
+        app.MapGet("/api/v1/fleet/summary", SummaryAsync).RequireAuthorization(Policies.Read);
         agents.MapGet("/{agentId}", GetAsync).RequireAuthorization(Policies.Read);
         agents.MapPut("/{agentId}/drives/{index:int}", SetDriveAsync).RequireAuthorization(Policies.Operate);
         agents.MapPut("/{agentId}/bandwidth", SetBandwidthAsync).RequireAuthorization(Policies.Operate);
+        agents.MapPut("/{agentId}/labels", SetLabelsAsync).RequireAuthorization(Policies.Operate);
         agents.MapDriveSnapshots();
         agents.MapPost("/{agentId}/credentials", CreateCredentialsAsync).RequireAuthorization(Policies.Admin);
         agents.MapPost("/{agentId}/disable", (string agentId, AgentCredentialStore credentials, AuditLog audit, System.Security.Claims.ClaimsPrincipal user,
@@ -33,18 +35,82 @@ public static class FleetEndpoints
         return app;
     }
 
-    private static async Task<IResult> ListAsync(FleetRegistry registry, DesiredStateStore desired, AgentCredentialStore credentials, CancellationToken ct)
+    /// <summary>The most agents one page of <c>GET /api/v1/agents</c> holds.</summary>
+    public const int MaxPage = 1000;
+
+    /// <summary>
+    /// <c>GET /api/v1/agents?selector=site=ams1,!maintenance&amp;q=r1&amp;state=offline,drifted&amp;limit=100&amp;after=ID</c>:
+    /// agents whose labels (reported, overridden by central) match the selector, whose id or labels contain
+    /// <c>q</c>, and that are in any of the given states; ordered by id. Without <c>limit</c>, all of them; with
+    /// it, one page, and a <c>Link: rel="next"</c> header (<c>after</c> = the last id) while there are more.
+    /// </summary>
+    private static async Task<IResult> ListAsync(string? selector, string? q, string? state, int? limit, string? after, HttpContext http,
+        FleetRegistry registry, FleetView fleet, AgentCredentialStore credentials, CancellationToken ct)
     {
-        var ids = (await credentials.ListAgentIdsAsync(ct)).Concat(registry.All.Select(a => a.AgentId)).Distinct().Order(StringComparer.Ordinal);
-        return Results.Ok(ids.Select(id => View(id, registry, desired)).ToList());
+        if (limit is < 1 or > MaxPage)
+            throw ApiException.BadRequest("invalid-limit", $"limit must be between 1 and {MaxPage}.");
+        var matching = await FilterAsync(selector, q, state, registry, fleet, credentials, ct);
+        if (after is not null)
+            matching = matching.Where(id => string.CompareOrdinal(id, after) > 0);
+        if (limit is not { } pageSize)
+            return Results.Ok(matching.Select(fleet.View).ToList());
+        var page = matching.Take(pageSize + 1).ToList();
+        if (page.Count > pageSize)
+        {
+            page.RemoveAt(pageSize);
+            var query = Microsoft.AspNetCore.WebUtilities.QueryHelpers.AddQueryString("/api/v1/agents", new Dictionary<string, string?>
+            {
+                ["selector"] = selector, ["q"] = q, ["state"] = state, ["limit"] = pageSize.ToString(System.Globalization.CultureInfo.InvariantCulture), ["after"] = page[^1],
+            }.Where(kv => kv.Value is not null));
+            http.Response.Headers.Link = $"<{query}>; rel=\"next\"";
+        }
+        return Results.Ok(page.Select(fleet.View).ToList());
     }
 
-    private static async Task<IResult> GetAsync(string agentId, FleetRegistry registry, DesiredStateStore desired, AgentCredentialStore credentials, CancellationToken ct)
+    /// <summary><c>GET /api/v1/fleet/summary?selector=&amp;q=</c>: how many agents are online, offline, drifted, failing, pulling — overall and per site.</summary>
+    private static async Task<IResult> SummaryAsync(string? selector, string? q, FleetRegistry registry, FleetView fleet, AgentCredentialStore credentials,
+        CancellationToken ct) =>
+        Results.Ok(fleet.Summarize(await FilterAsync(selector, q, null, registry, fleet, credentials, ct)));
+
+    private static async Task<IEnumerable<string>> FilterAsync(string? selector, string? q, string? state, FleetRegistry registry, FleetView fleet,
+        AgentCredentialStore credentials, CancellationToken ct)
+    {
+        if (!LabelSelector.TryParse(selector, out var parsed, out var error))
+            throw ApiException.BadRequest("invalid-selector", error);
+        var states = string.IsNullOrWhiteSpace(state) ? [] : state.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        if (states.FirstOrDefault(s => !FleetView.States.Contains(s)) is { } unknown)
+            throw ApiException.BadRequest("invalid-state", $"Unknown state '{unknown}'; filter on {string.Join(", ", FleetView.States)} (comma-separated: any of them).");
+        if (q is { Length: > 256 })
+            throw ApiException.BadRequest("invalid-query", "q is at most 256 characters.");
+        var ids = (await credentials.ListAgentIdsAsync(ct)).Concat(registry.All.Select(a => a.AgentId)).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal);
+        return ids.Where(id => parsed.Matches(fleet.LabelsOf(id))
+            && (string.IsNullOrWhiteSpace(q) || fleet.Contains(id, q.Trim()))
+            && (states.Length == 0 || states.Any(s => fleet.Is(id, s))));
+    }
+
+    private static async Task<IResult> GetAsync(string agentId, FleetRegistry registry, FleetView fleet, AgentCredentialStore credentials, CancellationToken ct)
     {
         ValidAgentId(agentId);
         if (registry.Get(agentId) is null && await credentials.FindAsync(agentId, ct) is null)
             throw UnknownAgent(agentId);
-        return Results.Ok(View(agentId, registry, desired));
+        return Results.Ok(fleet.View(agentId));
+    }
+
+    /// <summary>Replaces the agent's central labels (<c>{"labels": {"site": "ams1", …}}</c>; <c>{}</c> clears them).</summary>
+    private static async Task<IResult> SetLabelsAsync(string agentId, LabelsRequest? request, AgentLabelStore labels, FleetView fleet,
+        AgentCredentialStore credentials, AuditLog audit, System.Security.Claims.ClaimsPrincipal user, CancellationToken ct)
+    {
+        ValidAgentId(agentId);
+        if (request?.Labels is null)
+            throw ApiException.BadRequest("invalid-labels", "Send {\"labels\": {\"key\": \"value\", …}}; {\"labels\": {}} removes the central labels.");
+        if (!Labels.TryValidate(request.Labels, out var error))
+            throw ApiException.BadRequest("invalid-labels", error);
+        if (await credentials.FindAsync(agentId, ct) is null)
+            throw UnknownAgent(agentId);
+        await labels.SetAsync(agentId, request.Labels, ct);
+        await audit.RecordAsync(user, "agent.labels", agentId, request.Labels.Count == 0 ? "cleared"
+            : string.Join(",", request.Labels.OrderBy(l => l.Key, StringComparer.Ordinal).Select(l => $"{l.Key}={l.Value}")), ct);
+        return Results.Ok(fleet.View(agentId));
     }
 
     private static async Task<IResult> SetDriveAsync(string agentId, int index, DriveRequest? request, DriveAssignment assignment,
@@ -81,28 +147,6 @@ public static class FleetEndpoints
         return Results.Ok(new { agentId, secret });
     }
 
-    internal static AgentView View(string agentId, FleetRegistry registry, DesiredStateStore desired)
-    {
-        var observed = registry.Get(agentId);
-        var state = desired.Get(agentId);
-        var report = observed?.Report;
-        return new AgentView(
-            agentId,
-            observed?.Online ?? false,
-            observed?.StatusAt,
-            observed?.ReportAt,
-            report?.AgentVersion,
-            report?.Labels,
-            report?.Drives.Select(DriveView.From).ToList(),
-            report?.Cache.Select(c => new CachedImageView(c.ImageDigest, c.Size)).ToList(),
-            report?.Transfers.Select(t => new TransferView(t.ImageDigest, t.BytesDone, t.BytesTotal, t.State.ToString().ToLowerInvariant(), t.Error)).ToList(),
-            report?.FreeBytes,
-            report?.TotalBytes,
-            report?.AppliedGeneration,
-            report?.LastError,
-            state is null ? null : DesiredView.From(state));
-    }
-
     internal static string? ModeName(DriveMode mode) => mode switch
     {
         DriveMode.Cdrom => "cdrom",
@@ -122,13 +166,17 @@ public static class FleetEndpoints
 
 public sealed record BandwidthRequest(long? MaxBytesPerSecond);
 
+public sealed record LabelsRequest(Dictionary<string, string>? Labels);
+
 public sealed record DriveRequest(string? Image, string? Mode, bool? ReadOnly, bool? Connected, bool? DiscardWrites = null);
 
+/// <param name="Labels">What selectors see: <paramref name="ReportedLabels"/> overridden by <paramref name="CentralLabels"/>.</param>
+/// <param name="Site">The <c>site</c> label, if any.</param>
 public sealed record AgentView(
     string Id, bool Online, DateTimeOffset? StatusAt, DateTimeOffset? ReportedAt, string? Version,
-    IReadOnlyDictionary<string, string>? Labels, IReadOnlyList<DriveView>? Drives, IReadOnlyList<CachedImageView>? Cache,
+    IReadOnlyDictionary<string, string> Labels, IReadOnlyList<DriveView>? Drives, IReadOnlyList<CachedImageView>? Cache,
     IReadOnlyList<TransferView>? Transfers, long? FreeBytes, long? TotalBytes, long? AppliedGeneration, string? LastError,
-    DesiredView? Desired);
+    DesiredView? Desired, string? Site, IReadOnlyDictionary<string, string>? ReportedLabels, IReadOnlyDictionary<string, string> CentralLabels);
 
 public sealed record DriveView(int Index, string? Image, string? Mode, bool ReadOnly, bool Connected, string? HostState, string? Error,
     string? Function, int Lun, bool CdromCapable, bool WritableCapable, WorkingCopyView? WorkingCopy, HostReadView? HostRead, SnapshotView? Snapshot)

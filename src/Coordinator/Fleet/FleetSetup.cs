@@ -8,6 +8,9 @@ public static class FleetSetup
         ArgumentNullException.ThrowIfNull(builder);
         builder.Services.AddSingleton<FleetRegistry>();
         builder.Services.AddSingleton<DesiredStateStore>();
+        builder.Services.AddSingleton<AgentLabelStore>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<AgentLabelStore>()); // loads them at start, after the state database
+        builder.Services.AddSingleton<FleetView>();
         builder.Services.AddSingleton<DriveAssignment>();
         return builder;
     }

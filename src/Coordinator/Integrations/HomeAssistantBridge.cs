@@ -45,13 +45,15 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
     private IReadOnlyList<CatalogEntry> _images = [];
     private readonly State.LeaderLease _leader;
     private readonly DriveAssignment _assignment;
+    private readonly FleetView _fleet;
 
     public HomeAssistantBridge(IOptions<HomeAssistantOptions> options, TopicNames topics, FleetRegistry registry, DesiredStateStore desired,
-        ImageCatalog catalog, AgentCredentialStore credentials, State.LeaderLease leader, DriveAssignment assignment, IServiceProvider services,
+        ImageCatalog catalog, AgentCredentialStore credentials, State.LeaderLease leader, DriveAssignment assignment, FleetView fleet, IServiceProvider services,
         ILogger<HomeAssistantBridge> logger)
     {
         ArgumentNullException.ThrowIfNull(options);
         _assignment = assignment;
+        _fleet = fleet;
         _leader = leader;
         _options = options.Value;
         _topics = topics;
@@ -161,7 +163,7 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
 
     private async Task PublishAgentAsync(string agentId, CancellationToken ct)
     {
-        var view = FleetEndpoints.View(agentId, _registry, _desired);
+        var view = _fleet.View(agentId);
         var node = "msdfleet_" + new string(agentId.Select(c => char.IsAsciiLetterOrDigit(c) || c is '_' or '-' ? c : '_').ToArray());
         var device = new JsonObject
         {

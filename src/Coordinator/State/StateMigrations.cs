@@ -169,6 +169,19 @@ public static class StateMigrations
                 first_at_ms BIGINT NOT NULL
             );
             """),
+        new(12, "central agent labels", _ => """
+            CREATE TABLE agent_labels (
+                agent_id TEXT PRIMARY KEY,
+                labels TEXT NOT NULL,
+                updated_at_ms BIGINT NOT NULL
+            );
+            """),
+        // Fleet tokens enroll up to max_devices; a one-device token is max 1. `used` is counted in the
+        // claiming UPDATE, so devices racing on any replicas never exceed it.
+        new(13, "enrollment tokens for many devices", _ => """
+            ALTER TABLE enrollment_tokens ADD COLUMN max_devices BIGINT NOT NULL DEFAULT 1;
+            ALTER TABLE enrollment_tokens ADD COLUMN used BIGINT NOT NULL DEFAULT 0;
+            """),
     ];
 
     public static int LatestVersion => All[^1].Version;

@@ -21,7 +21,10 @@ public sealed partial class StateNotifications(StateDatabase db, ILogger<StateNo
     /// <summary>Payload: the newest live-event sequence number committed.</summary>
     public const string EventsChannel = "msdfleet_events";
 
-    private static readonly string[] Channels = [DesiredChannel, CatalogChannel, EventsChannel];
+    /// <summary>Payload: an agent id whose central labels changed.</summary>
+    public const string LabelsChannel = "msdfleet_labels";
+
+    private static readonly string[] Channels = [DesiredChannel, CatalogChannel, EventsChannel, LabelsChannel];
 
     /// <summary>Raised for each notification (channel, payload), on the listener's thread: keep it short.</summary>
     public event Action<string, string>? Received;

@@ -24,10 +24,12 @@ public static class EnrollCommand
     private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     private const string Usage = """
-        usage: msdfleet-agent enroll --coordinator URL --token TOKEN [--ca-sha256 FP | --ca FILE]
+        usage: msdfleet-agent enroll --coordinator URL --token TOKEN [--id AGENT_ID] [--ca-sha256 FP | --ca FILE]
                                      [--config FILE] [--force] [--allow-http]
           --coordinator URL  the Coordinator, e.g. https://fleet.example.net/
-          --token TOKEN      the one-time enrollment token (or set MSDFLEET_ENROLL_TOKEN)
+          --token TOKEN      the enrollment token (or set MSDFLEET_ENROLL_TOKEN)
+          --id AGENT_ID      this device's agent id, for a fleet token (default: the host name);
+                             a one-device token names the id itself
           --ca-sha256 FP     fingerprint of the Coordinator's CA, as printed with the token
           --ca FILE          a PEM CA bundle to trust instead
           --config FILE      where to write the configuration (default /etc/msdfleet/agent.json,
@@ -42,7 +44,7 @@ public static class EnrollCommand
         ArgumentNullException.ThrowIfNull(args);
         ArgumentNullException.ThrowIfNull(output);
         ArgumentNullException.ThrowIfNull(error);
-        string? coordinator = null, token = Environment.GetEnvironmentVariable("MSDFLEET_ENROLL_TOKEN"), caSha256 = null, caFile = null;
+        string? coordinator = null, token = Environment.GetEnvironmentVariable("MSDFLEET_ENROLL_TOKEN"), caSha256 = null, caFile = null, agentId = null;
         var configPath = Environment.GetEnvironmentVariable("MSDFLEET_AGENT_CONFIG") is { Length: > 0 } env ? env : DefaultConfigPath;
         bool force = false, allowHttp = false;
         for (var i = 0; i < args.Count; i++)
@@ -52,6 +54,7 @@ public static class EnrollCommand
             {
                 case "--coordinator": coordinator = Next(); break;
                 case "--token": token = Next(); break;
+                case "--id": agentId = Next(); break;
                 case "--ca-sha256": caSha256 = Next(); break;
                 case "--ca": caFile = Next(); break;
                 case "--config": configPath = Next() ?? configPath; break;
@@ -67,6 +70,14 @@ public static class EnrollCommand
             return await UsageErrorAsync(error, "--token is required (or set MSDFLEET_ENROLL_TOKEN)");
         if (caSha256 is not null && caFile is not null)
             return await UsageErrorAsync(error, "give --ca-sha256 or --ca, not both");
+        if (agentId is not null && !NameRules.TryValidateAgentId(agentId, out var badId))
+            return await UsageErrorAsync(error, $"--id: {badId}");
+        // Before the token is spent: a fleet token's device slot is not given back if the file cannot be written.
+        if (!force && await HoldsEnrollmentAsync(configPath, cancellationToken) is { } enrolledAs)
+        {
+            await error.WriteLineAsync($"enroll: {configPath} already holds an enrollment (agent {enrolledAs}); pass --force to replace it.");
+            return 5;
+        }
         if (baseUri.Scheme == "http" && !baseUri.IsLoopback && !allowHttp)
             return await UsageErrorAsync(error, "refusing to send the enrollment token and receive a secret over plain HTTP; use https:// (or --allow-http on a trusted network)");
         if (!baseUri.AbsoluteUri.EndsWith('/'))
@@ -117,6 +128,11 @@ public static class EnrollCommand
         {
             using var request = new HttpRequestMessage(HttpMethod.Post, "api/v1/enroll");
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token.Trim());
+            // Which id this device wants (a fleet token lets it choose; a one-device token checks it), and its host name.
+            JsonObject wanted = new() { ["hostName"] = Environment.MachineName };
+            if (agentId is not null)
+                wanted["agentId"] = agentId;
+            request.Content = new StringContent(wanted.ToJsonString(), Encoding.UTF8, "application/json");
             HttpResponseMessage response;
             try
             {
@@ -136,9 +152,13 @@ public static class EnrollCommand
             using (response)
             {
                 var body = await response.Content.ReadAsStringAsync(cancellationToken);
-                if (response.StatusCode is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden)
+                if (response.StatusCode is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden or HttpStatusCode.BadRequest or HttpStatusCode.Conflict)
                 {
-                    await error.WriteLineAsync("enroll: the Coordinator refused the token: it is unknown, was already used, was revoked or has expired. Ask an admin for a new one.");
+                    // The Coordinator says why (a problem's detail): a used-up token, an id the token does not allow, an id taken …
+                    var detail = ProblemDetail(body);
+                    await error.WriteLineAsync(detail is not null
+                        ? $"enroll: the Coordinator refused: {detail}"
+                        : "enroll: the Coordinator refused the token: it is unknown, was already used, was revoked or has expired. Ask an admin for a new one.");
                     return 3;
                 }
                 if (!response.IsSuccessStatusCode)
@@ -175,6 +195,34 @@ public static class EnrollCommand
         {
             await error.WriteLineAsync($"enroll: cannot write {configPath}: {ex.Message}. The token is used up; ask an admin for a new one (with \"replace\": true).");
             return 5;
+        }
+    }
+
+    private static string? ProblemDetail(string body)
+    {
+        try
+        {
+            return JsonNode.Parse(body)?["detail"]?.GetValue<string>();
+        }
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The agent id the file at <paramref name="configPath"/> is enrolled as, if it holds an enrollment.</summary>
+    private static async Task<string?> HoldsEnrollmentAsync(string configPath, CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (!File.Exists(configPath))
+                return null;
+            var root = JsonNode.Parse(await File.ReadAllTextAsync(configPath, cancellationToken)) as JsonObject;
+            return root?["Agent"]?["Secret"] is not null ? root["Agent"]?["Id"]?.ToString() ?? "?" : null;
+        }
+        catch (Exception ex) when (ex is JsonException or IOException or UnauthorizedAccessException)
+        {
+            return null; // written over (or refused) by the same check after the exchange
         }
     }
 

@@ -25,6 +25,20 @@ public sealed class AgentCredentialStore(StateDatabase db, TimeProvider time)
         return secret;
     }
 
+    /// <summary>
+    /// New credentials for an agent id no one has yet, inside the caller's transaction; null when the id is taken
+    /// (one INSERT … ON CONFLICT DO NOTHING, so two devices claiming one id on any replicas never both get it).
+    /// </summary>
+    public async Task<string?> TryCreateAsync(DbConnection c, DbTransaction t, string agentId, CancellationToken cancellationToken)
+    {
+        var secret = SecretHash.NewSecret("msda_");
+        var record = new AgentCredentialRecord(agentId, SecretHash.HashHex(secret), time.GetUtcNow())
+        {
+            MosquittoHash = MosquittoPasswordHash.Create(secret),
+        };
+        return await UpsertAsync(c, t, record, cancellationToken, overwrite: false) == 1 ? secret : null;
+    }
+
     public async Task<AgentCredentialRecord?> FindAsync(string agentId, CancellationToken cancellationToken)
     {
         var json = await db.ReadAsync(c => c.QuerySingleOrDefaultAsync<string>(new CommandDefinition(

@@ -23,7 +23,7 @@ namespace MsdFleet.Coordinator.Web;
 /// </para>
 /// </summary>
 public sealed partial class LiveEventPublisher(LiveEventLog log, EventHub hub, LeaderLease leader, FleetRegistry registry, DesiredStateStore desired,
-    ImageCatalog catalog, CoordinatorMqttService mqtt, ILogger<LiveEventPublisher> logger) : BackgroundService
+    AgentLabelStore labels, FleetView fleet, ImageCatalog catalog, CoordinatorMqttService mqtt, ILogger<LiveEventPublisher> logger) : BackgroundService
 {
     public const int MaxBatch = 500;
     private const int MaxQueued = 50_000;
@@ -42,6 +42,7 @@ public sealed partial class LiveEventPublisher(LiveEventLog log, EventHub hub, L
     {
         registry.Changed += OnAgentChanged;
         desired.Changed += OnAgentChanged;
+        labels.Changed += OnAgentChanged;
         catalog.Changed += OnImageChanged;
         mqtt.AgentEventReceived += OnAgentEvent;
         return base.StartAsync(cancellationToken);
@@ -51,6 +52,7 @@ public sealed partial class LiveEventPublisher(LiveEventLog log, EventHub hub, L
     {
         registry.Changed -= OnAgentChanged;
         desired.Changed -= OnAgentChanged;
+        labels.Changed -= OnAgentChanged;
         catalog.Changed -= OnImageChanged;
         mqtt.AgentEventReceived -= OnAgentEvent;
         return base.StopAsync(cancellationToken);
@@ -64,7 +66,7 @@ public sealed partial class LiveEventPublisher(LiveEventLog log, EventHub hub, L
             _overflowed = true;
     }
 
-    private void OnAgentChanged(string agentId) => Enqueue("agent", FleetEndpoints.View(agentId, registry, desired));
+    private void OnAgentChanged(string agentId) => Enqueue("agent", fleet.View(agentId));
 
     private void OnImageChanged(string name, string action) => Enqueue("image", new { name, action });
 
