@@ -3,6 +3,7 @@ using MsdFleet.Coordinator.Catalog;
 using MsdFleet.Coordinator.Fleet;
 using MsdFleet.Coordinator.Integrations;
 using MsdFleet.Coordinator.Messaging;
+using MsdFleet.Coordinator.Rollouts;
 using MsdFleet.Coordinator.Security;
 using MsdFleet.Coordinator.State;
 using MsdFleet.Coordinator.Storage;
@@ -30,6 +31,7 @@ public static class CoordinatorApp
         builder.AddCatalog();
         builder.AddFleet();
         builder.AddLiveEvents();
+        builder.AddRollouts();
         builder.AddHomeAssistant();
         builder.AddWebErrors();
         Observability.MetricsSetup.AddMetrics(builder);
@@ -63,6 +65,7 @@ public static class CoordinatorApp
         app.MapCatalogApi();
         app.MapPushApi();
         app.MapFleetApi();
+        app.MapRolloutApi();
         app.MapTokenApi();
         app.MapEnrollmentApi();
         app.MapSessionApi();

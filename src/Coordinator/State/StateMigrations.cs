@@ -182,6 +182,33 @@ public static class StateMigrations
             ALTER TABLE enrollment_tokens ADD COLUMN max_devices BIGINT NOT NULL DEFAULT 1;
             ALTER TABLE enrollment_tokens ADD COLUMN used BIGINT NOT NULL DEFAULT 0;
             """),
+        new(14, "rollouts", _ => """
+            CREATE TABLE rollouts (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                spec TEXT NOT NULL,
+                state TEXT NOT NULL,
+                reason TEXT,
+                revert INTEGER NOT NULL DEFAULT 0,
+                created_by TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                updated_at_ms BIGINT NOT NULL
+            );
+            CREATE INDEX rollouts_state ON rollouts (state);
+            CREATE TABLE rollout_executions (
+                rollout_id TEXT NOT NULL,
+                agent_id TEXT NOT NULL,
+                wave INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                error TEXT,
+                generation BIGINT,
+                previous TEXT,
+                started_at_ms BIGINT,
+                updated_at_ms BIGINT NOT NULL,
+                PRIMARY KEY (rollout_id, agent_id)
+            );
+            CREATE INDEX rollout_executions_agent ON rollout_executions (agent_id, state);
+            """),
     ];
 
     public static int LatestVersion => All[^1].Version;

@@ -58,6 +58,9 @@ public sealed partial class LiveEventPublisher(LiveEventLog log, EventHub hub, L
         return base.StopAsync(cancellationToken);
     }
 
+    /// <summary>An event from the leader's own work (rollouts); dropped on a replica that does not lead.</summary>
+    public void Publish(string type, object data) => Enqueue(type, data);
+
     private void Enqueue(string type, object data)
     {
         if (!leader.IsLeader)

@@ -9,7 +9,8 @@ public static class LiveEventsSetup
         builder.Services.AddSingleton<LiveEventLog>();
         builder.Services.AddSingleton<EventHub>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<EventHub>());
-        builder.Services.AddHostedService<LiveEventPublisher>();
+        builder.Services.AddSingleton<LiveEventPublisher>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<LiveEventPublisher>());
         return builder;
     }
 }

@@ -1,0 +1,265 @@
+using System.Security.Claims;
+using System.Text.Json;
+using System.Threading.Channels;
+using MsdFleet.Coordinator.Auth;
+using MsdFleet.Coordinator.Catalog;
+using MsdFleet.Coordinator.Fleet;
+using MsdFleet.Coordinator.State;
+using MsdFleet.Coordinator.Web;
+using MsdFleet.Protocol.Messages;
+
+namespace MsdFleet.Coordinator.Rollouts;
+
+/// <summary>
+/// Runs rollouts, on the elected leader only. Each round (every second, and at once when an agent reports)
+/// it takes every active rollout one step: agents assigned are checked against what they report
+/// (<c>pulling → succeeded | failed | timed-out</c>); the failure threshold is applied; the next agents of the
+/// current wave are assigned — only online ones, at most <c>maxConcurrentPulls</c> at a time — through the same
+/// <see cref="DriveAssignment"/> use case as a person's PUT; a wave starts only when the one before has ended;
+/// offline agents wait for their turn until the rollout's deadline, then are skipped.
+/// <para>
+/// Exactly once: an execution is claimed (<c>queued → starting</c>) by a conditional UPDATE before its drive is
+/// assigned, and recorded as <c>pulling</c> with the generation after. A leader killed in between leaves it
+/// <c>starting</c>; the next leader finds the assignment in the desired state (then it only records it) or
+/// makes it — the assignment is the same either way, so no agent is commanded twice with different content.
+/// State lives in the database, so a restart or a change of leader carries on where it stopped.
+/// </para>
+/// </summary>
+public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader, FleetRegistry registry, DesiredStateStore desired, ImageCatalog catalog,
+    DriveAssignment assignment, LiveEventPublisher events, TimeProvider time, ILogger<RolloutEngine> logger) : BackgroundService
+{
+    private static readonly TimeSpan Round = TimeSpan.FromSeconds(1);
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+
+    /// <summary>Asks for a round now (a rollout was created or changed, an agent reported).</summary>
+    public void Wake() => _wake.Writer.TryWrite(true);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        registry.Changed += _ => Wake();
+        await leader.FirstRound.WaitAsync(stoppingToken);
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            if (leader.IsLeader)
+            {
+                try
+                {
+                    foreach (var rollout in await store.ActiveAsync(stoppingToken))
+                        await StepAsync(rollout, stoppingToken);
+                }
+                catch (Exception ex) when (StateDatabase.IsUnavailable(ex))
+                {
+                    Log.RoundFailed(logger, ex.Message);
+                }
+            }
+            using var tick = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+            tick.CancelAfter(Round);
+            try
+            {
+                await _wake.Reader.ReadAsync(tick.Token);
+            }
+            catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
+            {
+            }
+        }
+    }
+
+    private static ClaimsPrincipal Actor(RolloutRow rollout) => new(new ClaimsIdentity(
+        [new Claim(ClaimTypes.Name, $"rollout:{rollout.Id}"), new Claim(ClaimTypes.Role, Roles.Operator)], "rollout"));
+
+    /// <summary>One step of one rollout; publishes a live event when anything changed.</summary>
+    public async Task StepAsync(RolloutRow rollout, CancellationToken ct)
+    {
+        var spec = RolloutStore.Spec(rollout);
+        var executions = await store.ExecutionsAsync(rollout.Id, ct);
+        var now = time.GetUtcNow();
+        var changed = false;
+        switch (rollout.State)
+        {
+            case RolloutStates.Scheduled:
+                if (spec.StartAt is null || spec.StartAt <= now)
+                    changed = await store.SetStateAsync(rollout.Id, [RolloutStates.Scheduled], RolloutStates.Running, null, ct);
+                break;
+            case RolloutStates.Cancelling:
+                changed = await CancelStepAsync(rollout, spec, executions, ct);
+                break;
+            default:
+                changed = await ObserveAsync(rollout, spec, executions, now, ct);
+                if (rollout.State == RolloutStates.Running)
+                    changed |= await AdvanceAsync(rollout, spec, await store.ExecutionsAsync(rollout.Id, ct), now, ct);
+                break;
+        }
+        if (changed && await store.GetAsync(rollout.Id, ct) is { } after)
+            events.Publish("rollout", RolloutView.From(after, await store.ExecutionsAsync(rollout.Id, ct)));
+    }
+
+    /// <summary>Assigned agents against their reports; executions a dead leader left half-started.</summary>
+    private async Task<bool> ObserveAsync(RolloutRow rollout, RolloutSpec spec, IReadOnlyList<ExecutionRow> executions, DateTimeOffset now, CancellationToken ct)
+    {
+        var changed = false;
+        foreach (var e in executions)
+        {
+            if (e.State == ExecutionStates.Starting)
+            {
+                changed |= await RecoverStartAsync(rollout, spec, e, ct);
+                continue;
+            }
+            if (e.State != ExecutionStates.Pulling || e.Generation is not { } generation)
+                continue;
+            var (outcome, error) = Outcome(registry.Get(e.AgentId)?.Report, spec, generation);
+            if (outcome is null && e.StartedAtMs is { } started && now - DateTimeOffset.FromUnixTimeMilliseconds(started) > TimeSpan.FromSeconds(spec.ExecutionTimeoutSeconds))
+                (outcome, error) = (ExecutionStates.TimedOut, $"the agent did not report the image attached within {spec.ExecutionTimeoutSeconds} s");
+            if (outcome is not null)
+                changed |= await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Pulling, outcome, ct, error);
+        }
+        return changed;
+    }
+
+    /// <summary>What the agent's report says about its execution: done, failed (with the agent's error), or not yet (null).</summary>
+    internal static (string? State, string? Error) Outcome(AgentReport? report, RolloutSpec spec, long generation)
+    {
+        if (report is null)
+            return (null, null);
+        if (report.Transfers.FirstOrDefault(t => t.ImageDigest == spec.Digest && t.State == TransferState.Failed) is { } failed)
+            return (ExecutionStates.Failed, failed.Error ?? "the pull failed");
+        if (report.AppliedGeneration < generation)
+            return (null, null);
+        var drive = report.Drives.FirstOrDefault(d => d.Index == spec.Drive);
+        if (drive?.Error is { } driveError)
+            return (ExecutionStates.Failed, driveError);
+        if (drive?.ImageDigest == spec.Digest && drive.Connected == spec.Connect)
+            return (ExecutionStates.Succeeded, null);
+        if (report.LastError is { } lastError)
+            return (ExecutionStates.Failed, lastError);
+        return (null, null);
+    }
+
+    private async Task<bool> RecoverStartAsync(RolloutRow rollout, RolloutSpec spec, ExecutionRow e, CancellationToken ct)
+    {
+        var current = await desired.GetFreshAsync(e.AgentId, ct);
+        if (current?.Drives.FirstOrDefault(d => d.Index == spec.Drive) is { } drive && drive.ImageDigest == spec.Digest)
+            return await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Pulling, ct, generation: current.Generation, started: true);
+        return await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Queued, ct);
+    }
+
+    /// <summary>The failure threshold, the deadline, the end, and the next agents of the current wave.</summary>
+    private async Task<bool> AdvanceAsync(RolloutRow rollout, RolloutSpec spec, IReadOnlyList<ExecutionRow> executions, DateTimeOffset now, CancellationToken ct)
+    {
+        var ended = executions.Where(e => e.State is ExecutionStates.Succeeded or ExecutionStates.Failed or ExecutionStates.TimedOut).ToList();
+        var failures = ended.Count(e => ExecutionStates.IsFailure(e.State));
+        if (ended.Count >= spec.FailureThreshold.MinExecuted && failures * 100 > spec.FailureThreshold.Percent * ended.Count)
+        {
+            var reason = $"failure threshold: {failures} of {ended.Count} executions failed ({failures * 100 / ended.Count}% > {spec.FailureThreshold.Percent}%); " +
+                "no more agents are assigned. Fix the cause and retry the failed ones (retry-failed), or cancel.";
+            if (await store.SetStateAsync(rollout.Id, [RolloutStates.Running], RolloutStates.Failed, reason, ct))
+                Log.Stopped(logger, rollout.Id, reason);
+            return true;
+        }
+        var changed = false;
+        if (now > spec.Deadline)
+        {
+            foreach (var e in executions.Where(e => e.State == ExecutionStates.Queued))
+                changed |= await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Queued, ExecutionStates.Skipped, ct,
+                    registry.Get(e.AgentId)?.Online == true ? "the rollout's deadline passed" : "offline until the rollout's deadline");
+            if (changed)
+                executions = await store.ExecutionsAsync(rollout.Id, ct);
+        }
+        var open = executions.Where(e => !ExecutionStates.IsTerminal(e.State)).ToList();
+        if (open.Count == 0)
+        {
+            var counts = executions.GroupBy(e => e.State).ToDictionary(g => g.Key, g => g.Count());
+            var clean = executions.All(e => e.State == ExecutionStates.Succeeded);
+            var summary = string.Join(", ", counts.OrderBy(c => c.Key, StringComparer.Ordinal).Select(c => $"{c.Value} {c.Key}"));
+            return await store.SetStateAsync(rollout.Id, [RolloutStates.Running], clean ? RolloutStates.Succeeded : RolloutStates.Finished, summary, ct) | changed;
+        }
+        var wave = open.Min(e => e.Wave);
+        var inFlight = open.Count(e => e.State is ExecutionStates.Starting or ExecutionStates.Pulling);
+        var room = spec.MaxConcurrentPulls is { } max ? Math.Max(0, max - inFlight) : int.MaxValue;
+        var ready = open.Where(e => e.Wave == wave && e.State == ExecutionStates.Queued && registry.Get(e.AgentId)?.Online == true).Take(room).ToList();
+        if (ready.Count == 0)
+            return changed;
+        var entry = await catalog.GetAsync(spec.Image, ct);
+        if (entry?.Digest != spec.Digest)
+        {
+            var reason = entry is null
+                ? $"the image '{spec.Image}' was deleted; no more agents are assigned."
+                : $"the image name '{spec.Image}' now points to {entry.Digest}, not the {spec.Digest} this rollout was created for; no more agents are assigned. Create a new rollout.";
+            return await store.SetStateAsync(rollout.Id, [RolloutStates.Running], RolloutStates.Failed, reason, ct);
+        }
+        var actor = Actor(rollout);
+        foreach (var e in ready)
+        {
+            if (!await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Queued, ExecutionStates.Starting, ct))
+                continue;
+            changed = true;
+            var previous = desired.Get(e.AgentId)?.Drives.FirstOrDefault(d => d.Index == spec.Drive);
+            var previousJson = JsonSerializer.Serialize(previous is null || previous.ImageName is null
+                ? new DriveRequest(null, null, null, null)
+                : new DriveRequest(previous.ImageName, FleetEndpoints.ModeName(previous.Mode), previous.ReadOnly, previous.Connected), Json);
+            try
+            {
+                var state = await assignment.AssignAsync(e.AgentId, spec.Drive, new DriveRequest(spec.Image, spec.Mode, spec.ReadOnly, spec.Connect), actor, ct);
+                await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Pulling, ct, generation: state.Generation,
+                    previous: previousJson, started: true);
+            }
+            catch (ApiException ex)
+            {
+                // Refused like a person's request would be (unsaved writes on the drive, the agent deleted …): that agent failed.
+                await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Failed, ct, ex.Message);
+            }
+        }
+        return changed;
+    }
+
+    /// <summary>A cancel: queued agents are dropped; with revert, assigned agents get back the drive they had (unless someone changed it since).</summary>
+    private async Task<bool> CancelStepAsync(RolloutRow rollout, RolloutSpec spec, IReadOnlyList<ExecutionRow> executions, CancellationToken ct)
+    {
+        var changed = await store.CancelQueuedAsync(rollout.Id, ct) > 0;
+        var actor = Actor(rollout);
+        foreach (var e in executions.Where(e => e.State is ExecutionStates.Starting or ExecutionStates.Pulling or ExecutionStates.Succeeded
+            or ExecutionStates.Failed or ExecutionStates.TimedOut))
+        {
+            if (e.State == ExecutionStates.Starting)
+            {
+                changed |= await RecoverStartAsync(rollout, spec, e, ct);
+                continue; // the next step reverts it, now that it is recorded
+            }
+            if (rollout.Revert == 0 || e.Previous is null)
+            {
+                if (e.State == ExecutionStates.Pulling)
+                    changed |= await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Pulling, ExecutionStates.Cancelled, ct, "cancelled; the drive was left as assigned");
+                continue;
+            }
+            var current = await desired.GetFreshAsync(e.AgentId, ct);
+            if (current?.Drives.FirstOrDefault(d => d.Index == spec.Drive)?.ImageDigest != spec.Digest)
+            {
+                changed |= await store.TransitionAsync(rollout.Id, e.AgentId, e.State, ExecutionStates.Cancelled, ct, "the drive was changed since; left as it is");
+                continue;
+            }
+            try
+            {
+                await assignment.AssignAsync(e.AgentId, spec.Drive, JsonSerializer.Deserialize<DriveRequest>(e.Previous, Json), actor, ct);
+                changed |= await store.TransitionAsync(rollout.Id, e.AgentId, e.State, ExecutionStates.Reverted, ct);
+            }
+            catch (ApiException ex)
+            {
+                changed |= await store.TransitionAsync(rollout.Id, e.AgentId, e.State, ExecutionStates.Cancelled, ct, $"could not revert: {ex.Message}");
+            }
+        }
+        var left = (await store.ExecutionsAsync(rollout.Id, ct)).Count(e => e.State is ExecutionStates.Queued or ExecutionStates.Starting or ExecutionStates.Pulling
+            || (rollout.Revert == 1 && e.Previous is not null && e.State is ExecutionStates.Succeeded or ExecutionStates.Failed or ExecutionStates.TimedOut));
+        if (left == 0)
+            changed |= await store.SetStateAsync(rollout.Id, [RolloutStates.Cancelling], RolloutStates.Cancelled, rollout.Reason, ct);
+        return changed;
+    }
+
+    private static partial class Log
+    {
+        [LoggerMessage(1, LogLevel.Warning, "Rollout round failed ({Reason}); retrying")]
+        public static partial void RoundFailed(ILogger logger, string reason);
+
+        [LoggerMessage(2, LogLevel.Warning, "Rollout {Id} stopped: {Reason}")]
+        public static partial void Stopped(ILogger logger, string id, string reason);
+    }
+}
