@@ -32,6 +32,19 @@ app.Configure(config =>
         drive.SetDescription("A drive of an agent.");
         drive.AddCommand<DriveSnapshotCommand>("snapshot").WithDescription("Save what the server wrote to a writable drive as a new image (progress bar; only missing chunks are sent).");
     });
+    config.AddBranch("rollout", rollout =>
+    {
+        rollout.SetDescription("Put an image on many agents: in waves, stopping when too many fail.");
+        rollout.AddCommand<RolloutCreateCommand>("create").WithDescription("Start a rollout to the agents a selector matches.")
+            .WithExample("rollout", "create", "debian-13", "debian-13.iso", "-l", "site=ams1,!maintenance", "--cdrom", "--waves", "1,10%,100%", "--watch");
+        rollout.AddCommand<RolloutListCommand>("ls").WithDescription("List rollouts.");
+        rollout.AddCommand<RolloutShowCommand>("show").WithDescription("One rollout: progress per wave and its failures.");
+        rollout.AddCommand<RolloutWatchCommand>("watch").WithDescription("Follow a rollout with a progress bar per wave until it ends.");
+        rollout.AddCommand<RolloutPauseCommand>("pause").WithDescription("Assign no more agents until resumed.");
+        rollout.AddCommand<RolloutResumeCommand>("resume").WithDescription("Carry on after a pause.");
+        rollout.AddCommand<RolloutRetryCommand>("retry-failed").WithDescription("Queue the failed agents again (and carry on after the failure threshold stopped it).");
+        rollout.AddCommand<RolloutCancelCommand>("cancel").WithDescription("Stop it; --revert puts back what each drive it changed had.");
+    });
     config.AddCommand<MountCommand>("mount").WithDescription("Present an image on an agent's drive.")
         .WithExample("mount", "rack1-a", "debian-13.iso", "--cdrom", "--wait");
     config.AddCommand<EjectCommand>("eject").WithDescription("Empty an agent's drive.");

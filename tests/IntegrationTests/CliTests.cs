@@ -168,6 +168,54 @@ public sealed class CliTests : IAsyncLifetime
         Assert.Equal(2, badLabel.Code);
     }
 
+    [Fact]
+    public async Task Rollout_CreateWatchToTheEnd_ListShow_PauseResumeCancel_WrongStateIsAnError()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        var env = new Dictionary<string, string> { ["MSDCTL_SERVER"] = coordinator.BaseUrl.ToString(), ["MSDCTL_TOKEN"] = CoordinatorInstance.AdminToken };
+        var image = new byte[200_000];
+        new Random(77).NextBytes(image);
+        var digest = (await (await coordinator.Http.PutAsync("api/v1/images/cli-roll.iso", new ByteArrayContent(image))).Content.ReadFromJsonAsync<JsonObject>())!["digest"]!.GetValue<string>();
+        var key = System.Security.Cryptography.ECDsa.Create();
+        key.ImportSubjectPublicKeyInfo(Convert.FromBase64String((await coordinator.Http.GetFromJsonAsync<JsonObject>("api/v1/signing-key"))!["publicKey"]!.GetValue<string>()), out _);
+        var agents = new List<(string, string, IReadOnlyDictionary<string, string>?)>();
+        foreach (var id in new[] { "cli-r1", "cli-r2", "cli-r3" })
+        {
+            agents.Add((id, await coordinator.CreateAgentSecretAsync(id), null));
+            Assert.True((await RunAsync(["agent", "label", id, "site=cli"], env)).Code == 0);
+        }
+        await using var fleet = new MsdFleet.FleetSimulator.SimulatedFleet(agents, coordinator.BrokerUrl, new MsdFleet.Protocol.Naming.TopicNames(coordinator.TopicPrefix), key);
+        await fleet.ConnectAsync();
+        foreach (var agent in fleet.Agents)
+            agent.Cache(digest);
+        await Eventually.WaitAsync(async () => (await coordinator.Http.GetFromJsonAsync<JsonObject>("api/v1/fleet/summary"))!["counts"]!["online"]!.GetValue<long>() == 3,
+            TimeSpan.FromSeconds(30), "three simulated agents online");
+
+        var watched = await RunAsync(["rollout", "create", "cli install", "cli-roll.iso", "-l", "site=cli", "--cdrom", "--waves", "1,100%", "--watch", "--json"], env);
+        Assert.True(watched.Code == 0, watched.ToString());
+        var done = JsonNode.Parse(watched.Output)!;
+        Assert.Equal("succeeded", done["state"]!.GetValue<string>());
+        Assert.Equal(3, done["counts"]!["succeeded"]!.GetValue<int>());
+        var id1 = done["id"]!.GetValue<string>();
+        var list = await RunAsync(["rollout", "ls", "--json"], env);
+        Assert.Equal("cli install", JsonNode.Parse(list.Output)!.AsArray().Single()!["name"]!.GetValue<string>());
+        Assert.True((await RunAsync(["rollout", "ls"], env)).Code == 0);
+        var show = await RunAsync(["rollout", "show", id1], env);
+        Assert.Contains("wave", show.Output, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(5, (await RunAsync(["rollout", "pause", id1, "--json"], env)).Code); // succeeded: nothing to pause (409)
+
+        fleet.Agents[0].Vanish(); // the next one waits for it
+        var started = await RunAsync(["rollout", "create", "second", "cli-roll.iso", "-l", "site=cli", "--flash", "--json"], env);
+        var id2 = JsonNode.Parse(started.Output)!["id"]!.GetValue<string>();
+        Assert.Equal("paused", JsonNode.Parse((await RunAsync(["rollout", "pause", id2, "--json"], env)).Output)!["state"]!.GetValue<string>());
+        Assert.Equal("running", JsonNode.Parse((await RunAsync(["rollout", "resume", id2, "--json"], env)).Output)!["state"]!.GetValue<string>());
+        Assert.Equal(2, (await RunAsync(["rollout", "pause", id2, "--revert"], env)).Code);
+        var cancelled = await RunAsync(["rollout", "cancel", id2, "--revert", "--json"], env);
+        Assert.True(cancelled.Code == 0, cancelled.ToString());
+        var usage = await RunAsync(["rollout", "create", "x", "cli-roll.iso", "-l", "site in cli", "--cdrom"], env);
+        Assert.Equal(2, usage.Code);
+    }
+
     private static long StoredBytes(string folder) =>
         Directory.Exists(folder) ? Directory.EnumerateFiles(folder, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length) : 0;
 
