@@ -80,10 +80,31 @@ public sealed class SimulatedAgent : IAsyncDisposable
             _failWith = error;
     }
 
+    /// <summary>Reconnect (every second) when the broker drops the session, as the real agent does; off after <see cref="Vanish"/>.</summary>
+    public bool AutoReconnect { get; set; } = true;
+
     public async Task ConnectAsync(CancellationToken cancellationToken)
     {
+        AutoReconnect = true;
         _client?.Dispose();
         _client = new MqttClientFactory().CreateMqttClient();
+        var mine = _client;
+        _client.DisconnectedAsync += async e =>
+        {
+            while (AutoReconnect && ReferenceEquals(_client, mine) && !mine.IsConnected)
+            {
+                await Task.Delay(TimeSpan.FromSeconds(1));
+                try
+                {
+                    if (AutoReconnect && ReferenceEquals(_client, mine))
+                        await ConnectSessionAsync(mine, CancellationToken.None);
+                    return;
+                }
+                catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException or OperationCanceledException)
+                {
+                }
+            }
+        };
         // MQTTnet handles a client's packets one at a time: a handler that awaited its own QoS 1 publish would wait
         // for an acknowledgement that cannot be read. So messages are handed to this agent's own loop, as the real agent does.
         _client.ApplicationMessageReceivedAsync += e =>
@@ -105,6 +126,11 @@ public sealed class SimulatedAgent : IAsyncDisposable
                 }
             }
         }, CancellationToken.None);
+        await ConnectSessionAsync(_client, cancellationToken);
+    }
+
+    private async Task ConnectSessionAsync(IMqttClient client, CancellationToken cancellationToken)
+    {
         var options = new MqttClientOptionsBuilder()
             .WithTcpServer(_broker.Host, _broker.Port)
             .WithClientId(Id)
@@ -116,11 +142,11 @@ public sealed class SimulatedAgent : IAsyncDisposable
             .WithWillTopic(_topics.Status(Id)).WithWillPayload(Encoding.UTF8.GetBytes(AgentStatus.Offline)).WithWillRetain()
             .WithWillQualityOfServiceLevel(MqttQualityOfServiceLevel.AtLeastOnce)
             .Build();
-        var result = await _client.ConnectAsync(options, cancellationToken);
+        var result = await client.ConnectAsync(options, cancellationToken);
         if (result.ResultCode != MqttClientConnectResultCode.Success)
             throw new InvalidOperationException($"{Id}: the broker refused the session ({result.ResultCode} {result.ReasonString})");
         await PublishAsync(_topics.Status(Id), Encoding.UTF8.GetBytes(AgentStatus.Online), retain: true, cancellationToken);
-        var subscribed = await _client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
+        var subscribed = await client.SubscribeAsync(new MqttClientSubscribeOptionsBuilder()
             .WithTopicFilter(_topics.Desired(Id), MqttQualityOfServiceLevel.AtLeastOnce).Build(), cancellationToken);
         if (subscribed.Items.Single().ResultCode > MqttClientSubscribeResultCode.GrantedQoS2)
             throw new InvalidOperationException($"{Id}: the broker refused the desired-state subscription ({subscribed.Items.Single().ResultCode})");
@@ -130,6 +156,7 @@ public sealed class SimulatedAgent : IAsyncDisposable
     /// <summary>Drops off the network without a clean disconnect, as a Pi that loses power: the broker sends its will.</summary>
     public void Vanish()
     {
+        AutoReconnect = false;
         var client = _client;
         _client = null;
         client?.Dispose();

@@ -438,6 +438,77 @@ public sealed class ReplicaTests(PostgresServer postgres, SwiftServer swift) : I
     }
 
     [Fact]
+    public async Task Rollout_To200AgentsIn4Sites_SurvivesABrokerRestart_TheLeaderStopping_And10PercentGoingAway_EachAgentOnceNeverBackwards()
+    {
+        MsdFleet.Coordinator.State.LeaderLease Lease(CoordinatorInstance c) => c.Services.GetRequiredService<MsdFleet.Coordinator.State.LeaderLease>();
+        await Eventually.WaitAsync(() => Lease(A).IsLeader ^ Lease(B).IsLeader, TimeSpan.FromSeconds(10), "exactly one leader");
+        var (leader, follower) = Lease(A).IsLeader ? (A, B) : (B, A);
+        var key = System.Security.Cryptography.ECDsa.Create();
+        key.ImportSubjectPublicKeyInfo(Convert.FromBase64String((await follower.Http.GetFromJsonAsync<JsonObject>("api/v1/signing-key"))!["publicKey"]!.GetValue<string>()), out _);
+        string[] sites = ["ams1", "fra2", "lon3", "par4"];
+        var agents = new List<(string, string, IReadOnlyDictionary<string, string>?)>();
+        await Parallel.ForEachAsync(Enumerable.Range(0, 200), new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (i, _) =>
+        {
+            var id = $"fleet-{i:D3}";
+            var secret = await (i % 2 == 0 ? A : B).CreateAgentSecretAsync(id);
+            using var put = await (i % 2 == 0 ? B : A).Http.PutAsJsonAsync($"api/v1/agents/{id}/labels", new { labels = new Dictionary<string, string> { ["site"] = sites[i % 4] } }, CancellationToken.None);
+            put.EnsureSuccessStatusCode();
+            lock (agents)
+                agents.Add((id, secret, null));
+        });
+        var (path, _) = await TestImages.CreateAsync(_work, "fleet.iso", 512 * 1024, seed: 93);
+        var digest = (await A.UploadAsync("fleet.iso", path))["digest"]!.GetValue<string>();
+        await using var fleet = new MsdFleet.FleetSimulator.SimulatedFleet(agents, _mosquitto!.Url, new MsdFleet.Protocol.Naming.TopicNames(A.TopicPrefix), key);
+        foreach (var agent in fleet.Agents)
+            agent.PullTime = TimeSpan.FromMilliseconds(100);
+        await fleet.ConnectAsync();
+        await Eventually.WaitAsync(async () => (await B.Http.GetFromJsonAsync<JsonObject>("api/v1/fleet/summary"))!["counts"]!["online"]!.GetValue<long>() == 200,
+            TimeSpan.FromSeconds(60), "200 simulated agents online");
+
+        using var create = await follower.Http.PostAsJsonAsync("api/v1/rollouts", new
+        {
+            name = "fleet", image = "fleet.iso", mode = "cdrom", selector = "site in (ams1,fra2,lon3,par4)", waves = new object[] { "10%", "50%", "100%" },
+            maxConcurrentPulls = 25, failureThreshold = new { percent = 5, minExecuted = 10 }, executionTimeoutSeconds = 300,
+        });
+        Assert.True(create.IsSuccessStatusCode, await create.Content.ReadAsStringAsync());
+        var id = (await create.Content.ReadFromJsonAsync<JsonObject>())!["id"]!.GetValue<string>();
+        async Task<int> SucceededAsync(CoordinatorInstance on) =>
+            (await on.Http.GetFromJsonAsync<JsonObject>($"api/v1/rollouts/{id}"))!["counts"]!["succeeded"]!.GetValue<int>();
+
+        await Eventually.WaitAsync(async () => await SucceededAsync(follower) >= 30, TimeSpan.FromSeconds(60), "30 agents done");
+        await _mosquitto.RestartAsync(); // every session and retained message gone; agents and replicas reconnect
+        var away = fleet.Agents.Where((_, i) => i % 10 == 7).ToList(); // 10 %, in every wave
+        foreach (var agent in away)
+            agent.Vanish();
+        // The second wave cannot end while they are away (it waits for them): 60 of its others are done meanwhile.
+        await Eventually.WaitAsync(async () => await SucceededAsync(follower) >= 60, TimeSpan.FromSeconds(90), "60 agents done");
+        await leader.StopAsync(); // the other replica takes the lease over and carries on
+        foreach (var agent in away)
+            await agent.ConnectAsync(CancellationToken.None);
+        var done = await Eventually.WaitAsync(async () =>
+        {
+            var view = (await follower.Http.GetFromJsonAsync<JsonObject>($"api/v1/rollouts/{id}"))!;
+            return view["state"]!.GetValue<string>() is "succeeded" or "finished" or "failed" ? view : null;
+        }, TimeSpan.FromSeconds(120), "the rollout to end on the surviving replica", () => follower.Http.GetStringAsync($"api/v1/rollouts/{id}").GetAwaiter().GetResult());
+
+        Assert.Equal("succeeded", done["state"]!.GetValue<string>());
+        Assert.Equal(200, done["counts"]!["succeeded"]!.GetValue<int>());
+        Assert.True(Lease(follower).IsLeader);
+        // Waves in order; no agent ever took an older generation; every agent was assigned exactly once.
+        Assert.All(fleet.Agents, a => Assert.Empty(a.Rejected));
+        Assert.All(fleet.Agents, a => Assert.Equal(a.AppliedGenerations.Order(), a.AppliedGenerations));
+        var mounts = new List<JsonNode?>();
+        for (string? url = $"api/v1/audit?actor=rollout:{id}&action=drive.mount&limit=500"; url is not null;)
+        {
+            using var page = await follower.Http.GetAsync(url);
+            mounts.AddRange((await page.Content.ReadFromJsonAsync<JsonArray>())!);
+            url = page.Headers.TryGetValues("Link", out var link) ? link.Single().Split('<', '>')[1].TrimStart('/') : null;
+        }
+        Assert.Equal(200, mounts.Count);
+        Assert.Equal(200, mounts.Select(m => m!["target"]!.GetValue<string>()).Distinct().Count());
+    }
+
+    [Fact]
     public async Task TokenRevokedOnA_RefusedByB_AtOnce_AndEnrollmentRedeemedOnce()
     {
         using var create = await A.Http.PostAsJsonAsync("api/v1/tokens", new { name = "ci", role = "operator" });

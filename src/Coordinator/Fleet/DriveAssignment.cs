@@ -64,13 +64,15 @@ public sealed class DriveAssignment(ImageCatalog catalog, DesiredStateStore desi
                 Connected = digest is not null && (request.Connected ?? true),
                 DiscardWrites = discardWrites,
             };
+            // Audited in the same transaction: an assignment is never without its record, nor a record without it
+            // (a rollout's leader stopped between the two would otherwise leave the one without the other).
+            var generation = (change.Current?.Generation ?? 0) + 1;
+            await audit.RecordAsync(change.Connection, change.Transaction, actor, drive.Connected ? "drive.mount" : "drive.eject", $"{agentId}/{index}",
+                drive.ImageDigest is null ? "empty"
+                    : $"{drive.ImageName} {drive.ImageDigest} {FleetEndpoints.ModeName(drive.Mode)}{(drive.ReadOnly ? " ro" : " rw")} (generation {generation})", ct);
             return DesiredStateStore.WithDrive(change.Current, drive);
         }, ct);
         await publisher.PublishDesiredAsync(agentId, ct);
-        var assigned = state.Drives.First(d => d.Index == index);
-        await audit.RecordAsync(actor, assigned.Connected ? "drive.mount" : "drive.eject", $"{agentId}/{index}",
-            assigned.ImageDigest is null ? "empty"
-                : $"{assigned.ImageName} {assigned.ImageDigest} {FleetEndpoints.ModeName(assigned.Mode)}{(assigned.ReadOnly ? " ro" : " rw")} (generation {state.Generation})", ct);
         return state;
     }
 
@@ -81,9 +83,13 @@ public sealed class DriveAssignment(ImageCatalog catalog, DesiredStateStore desi
         if (bytesPerSecond is < 0)
             throw ApiException.BadRequest("invalid-bandwidth", "Send {\"maxBytesPerSecond\": N} with N >= 0 (0 = unlimited), or null to use the agent's own setting.");
         await RequireAgentAsync(agentId, ct);
-        var state = await desired.SetBandwidthAsync(agentId, bytesPerSecond, ct);
+        var state = await desired.ChangeAsync(agentId, async change =>
+        {
+            await audit.RecordAsync(change.Connection, change.Transaction, actor, "agent.bandwidth", agentId,
+                bytesPerSecond?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "agent default", ct);
+            return (change.Current?.Drives ?? [], bytesPerSecond);
+        }, ct);
         await publisher.PublishDesiredAsync(agentId, ct);
-        await audit.RecordAsync(actor, "agent.bandwidth", agentId, bytesPerSecond?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "agent default", ct);
         return state;
     }
 

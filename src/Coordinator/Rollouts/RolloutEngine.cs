@@ -46,7 +46,17 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
                 try
                 {
                     foreach (var rollout in await store.ActiveAsync(stoppingToken))
-                        await StepAsync(rollout, stoppingToken);
+                    {
+                        try
+                        {
+                            await StepAsync(rollout, stoppingToken);
+                        }
+                        catch (Exception ex) when (ex is not OperationCanceledException && !StateDatabase.IsUnavailable(ex))
+                        {
+                            // One rollout's fault must not stop the others, or the Coordinator: said, and tried again next round.
+                            Log.StepFailed(logger, rollout.Id, ex);
+                        }
+                    }
                 }
                 catch (Exception ex) when (StateDatabase.IsUnavailable(ex))
                 {
@@ -258,6 +268,9 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
     {
         [LoggerMessage(1, LogLevel.Warning, "Rollout round failed ({Reason}); retrying")]
         public static partial void RoundFailed(ILogger logger, string reason);
+
+        [LoggerMessage(3, LogLevel.Error, "Rollout {Id}: a step failed; it is tried again next round")]
+        public static partial void StepFailed(ILogger logger, string id, Exception exception);
 
         [LoggerMessage(2, LogLevel.Warning, "Rollout {Id} stopped: {Reason}")]
         public static partial void Stopped(ILogger logger, string id, string reason);

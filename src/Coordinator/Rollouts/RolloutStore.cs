@@ -79,7 +79,7 @@ public sealed class RolloutStore(StateDatabase db, TimeProvider time)
     public Task<bool> SetStateAsync(string id, IReadOnlyCollection<string> from, string to, string? reason, CancellationToken ct, bool? revert = null) =>
         db.WriteAsync(async (c, t) => await c.ExecuteAsync(new CommandDefinition($"""
             UPDATE rollouts SET state = @to, reason = @reason, updated_at_ms = @now{(revert is null ? "" : ", revert = @revert")}
-            WHERE id = @id AND state IN @from
+            WHERE id = @id AND {(db.IsPostgres ? "state = ANY(@from)" : "state IN @from")}
             """, new { id, to, reason, now = Now, from = from.ToArray(), revert = revert == true ? 1L : 0L }, t, cancellationToken: ct)) == 1, ct);
 
     /// <summary>One execution from <paramref name="from"/> to <paramref name="to"/>, with what the step learned; false when another got there first.</summary>

@@ -487,6 +487,35 @@ public abstract class StateContractTests : IAsyncLifetime
         Assert.Equal(1, await a.PruneAsync(clock.Now, default)); // 198.51.100.1's ran out; 192.0.2.7's is new
     }
 
+    [Fact]
+    public async Task Rollouts_AnExecutionIsClaimedOnce_StateChangesOnlyFromTheStatesGiven_ConflictsRefused()
+    {
+        var a = new MsdFleet.Coordinator.Rollouts.RolloutStore((await StartReplicaAsync()).Db, TimeProvider.System);
+        var b = new MsdFleet.Coordinator.Rollouts.RolloutStore((await StartReplicaAsync()).Db, TimeProvider.System);
+        var spec = new MsdFleet.Coordinator.Rollouts.RolloutSpec { Image = "x.iso", Digest = "sha256:" + new string('1', 64), Mode = "cdrom", Deadline = DateTimeOffset.UtcNow.AddHours(1) };
+        Assert.Empty(await a.CreateAsync("r1", "first", spec, "running", "ada", [("ag-1", 0), ("ag-2", 1)], default));
+        // The same drive of ag-2 in another active rollout: refused, nothing written.
+        Assert.Equal(["ag-2"], await b.CreateAsync("r2", "second", spec, "running", "ada", [("ag-2", 0), ("ag-3", 0)], default));
+        Assert.Null(await a.GetAsync("r2", default));
+        Assert.Empty(await b.CreateAsync("r3", "other drive", spec with { Drive = 1 }, "running", "ada", [("ag-2", 0)], default));
+
+        // Eight claims of one execution from two replicas at once: exactly one wins.
+        var claims = await Task.WhenAll(Enumerable.Range(0, 8).Select(i => (i % 2 == 0 ? a : b).TransitionAsync("r1", "ag-1", "queued", "starting", default)));
+        Assert.Single(claims, c => c);
+        Assert.True(await b.TransitionAsync("r1", "ag-1", "starting", "pulling", default, generation: 7, started: true));
+        var execution = (await a.ExecutionsAsync("r1", default)).Single(e => e.AgentId == "ag-1");
+        Assert.Equal(("pulling", 7L), (execution.State, execution.Generation));
+        Assert.NotNull(execution.StartedAtMs);
+
+        Assert.False(await a.SetStateAsync("r1", ["paused"], "running", null, default)); // not paused
+        Assert.True(await b.SetStateAsync("r1", ["running", "scheduled"], "paused", null, default));
+        Assert.Equal("paused", (await a.GetAsync("r1", default))!.State);
+        Assert.True(await a.SetStateAsync("r1", MsdFleet.Coordinator.Rollouts.RolloutStates.Active, "cancelling", "cancelled", default, revert: true));
+        Assert.Equal((1L, "cancelled"), ((await b.GetAsync("r1", default))!.Revert, (await b.GetAsync("r1", default))!.Reason));
+        Assert.Equal(1, await a.CancelQueuedAsync("r1", default));
+        Assert.Equal(["r3", "r1"], (await b.ActiveAsync(default)).Select(r => r.Id).Reverse());
+    }
+
     private sealed class ManualClock(DateTimeOffset now) : TimeProvider
     {
         public DateTimeOffset Now { get; set; } = now;

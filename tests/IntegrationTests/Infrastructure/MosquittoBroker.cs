@@ -9,7 +9,7 @@ namespace MsdFleet.IntegrationTests.Infrastructure;
 /// </summary>
 public sealed class MosquittoBroker : IAsyncDisposable
 {
-    private readonly Process _process;
+    private Process _process;
     private readonly string _dir;
 
     private MosquittoBroker(Process process, string dir, int port)
@@ -63,6 +63,33 @@ public sealed class MosquittoBroker : IAsyncDisposable
             }
         }, TimeSpan.FromSeconds(10), "Mosquitto to accept connections");
         return broker;
+    }
+
+    /// <summary>Kills the broker (SIGKILL: sessions and, with persistence off, retained messages are gone) and starts it again on the same port.</summary>
+    public async Task RestartAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill();
+            await _process.WaitForExitAsync();
+        }
+        _process.Dispose();
+        var binary = _process.StartInfo.FileName;
+        _process = Process.Start(new ProcessStartInfo(binary, ["-c", Path.Combine(_dir, "mosquitto.conf")])
+            { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true })!;
+        await Eventually.WaitAsync(async () =>
+        {
+            using var client = new TcpClient();
+            try
+            {
+                await client.ConnectAsync("127.0.0.1", Port);
+                return true;
+            }
+            catch (SocketException)
+            {
+                return false;
+            }
+        }, TimeSpan.FromSeconds(10), "Mosquitto to accept connections again");
     }
 
     public async ValueTask DisposeAsync()

@@ -21,6 +21,15 @@ public sealed class AuditLog(StateDatabase db, TimeProvider time)
         return db.WriteAsync((c, t) => InsertAsync(c, t, entry, cancellationToken), cancellationToken);
     }
 
+    /// <summary>Records inside the caller's transaction: the entry commits with the change it describes, or neither does.</summary>
+    public Task RecordAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction t, ClaimsPrincipal actor, string action, string target, string? detail,
+        CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(actor);
+        return InsertAsync(c, t, new AuditEntry(time.GetUtcNow(), actor.Identity?.Name ?? "unknown", actor.FindFirstValue(ClaimTypes.Role) ?? "unknown", action, target, detail),
+            cancellationToken);
+    }
+
     internal static Task<int> InsertAsync(System.Data.Common.DbConnection c, System.Data.Common.DbTransaction t, AuditEntry entry, CancellationToken cancellationToken) =>
         c.ExecuteAsync(new CommandDefinition(
             "INSERT INTO audit_log (at_ms, actor, role, action, target, detail) VALUES (@at, @actor, @role, @action, @target, @detail)",
