@@ -45,11 +45,11 @@ public static class FleetEndpoints
     /// it, one page, and a <c>Link: rel="next"</c> header (<c>after</c> = the last id) while there are more.
     /// </summary>
     private static async Task<IResult> ListAsync(string? selector, string? q, string? state, int? limit, string? after, HttpContext http,
-        FleetRegistry registry, FleetView fleet, AgentCredentialStore credentials, CancellationToken ct)
+        FleetView fleet, CancellationToken ct)
     {
         if (limit is < 1 or > MaxPage)
             throw ApiException.BadRequest("invalid-limit", $"limit must be between 1 and {MaxPage}.");
-        var matching = await FilterAsync(selector, q, state, registry, fleet, credentials, ct);
+        var matching = await FilterAsync(selector, q, state, fleet, ct);
         if (after is not null)
             matching = matching.Where(id => string.CompareOrdinal(id, after) > 0);
         if (limit is not { } pageSize)
@@ -68,12 +68,10 @@ public static class FleetEndpoints
     }
 
     /// <summary><c>GET /api/v1/fleet/summary?selector=&amp;q=</c>: how many agents are online, offline, drifted, failing, pulling — overall and per site.</summary>
-    private static async Task<IResult> SummaryAsync(string? selector, string? q, FleetRegistry registry, FleetView fleet, AgentCredentialStore credentials,
-        CancellationToken ct) =>
-        Results.Ok(fleet.Summarize(await FilterAsync(selector, q, null, registry, fleet, credentials, ct)));
+    private static async Task<IResult> SummaryAsync(string? selector, string? q, FleetView fleet, CancellationToken ct) =>
+        Results.Ok(fleet.Summarize(await FilterAsync(selector, q, null, fleet, ct)));
 
-    private static async Task<IEnumerable<string>> FilterAsync(string? selector, string? q, string? state, FleetRegistry registry, FleetView fleet,
-        AgentCredentialStore credentials, CancellationToken ct)
+    private static async Task<IEnumerable<string>> FilterAsync(string? selector, string? q, string? state, FleetView fleet, CancellationToken ct)
     {
         if (!LabelSelector.TryParse(selector, out var parsed, out var error))
             throw ApiException.BadRequest("invalid-selector", error);
@@ -82,7 +80,7 @@ public static class FleetEndpoints
             throw ApiException.BadRequest("invalid-state", $"Unknown state '{unknown}'; filter on {string.Join(", ", FleetView.States)} (comma-separated: any of them).");
         if (q is { Length: > 256 })
             throw ApiException.BadRequest("invalid-query", "q is at most 256 characters.");
-        var ids = (await credentials.ListAgentIdsAsync(ct)).Concat(registry.All.Select(a => a.AgentId)).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal);
+        var ids = await fleet.KnownAgentIdsAsync(ct);
         return ids.Where(id => parsed.Matches(fleet.LabelsOf(id))
             && (string.IsNullOrWhiteSpace(q) || fleet.Contains(id, q.Trim()))
             && (states.Length == 0 || states.Any(s => fleet.Is(id, s))));

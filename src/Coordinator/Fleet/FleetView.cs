@@ -7,8 +7,12 @@ namespace MsdFleet.Coordinator.Fleet;
 /// One agent as the API, the web UI, live events and Home Assistant show it: what it reports, what it should
 /// present, and its labels (reported, overridden by central ones).
 /// </summary>
-public sealed class FleetView(FleetRegistry registry, DesiredStateStore desired, AgentLabelStore labels)
+public sealed class FleetView(FleetRegistry registry, DesiredStateStore desired, AgentLabelStore labels, Auth.AgentCredentialStore credentials)
 {
+    /// <summary>Every agent the Coordinator knows: those with credentials, and those only heard of over MQTT; by id.</summary>
+    public async Task<IReadOnlyList<string>> KnownAgentIdsAsync(CancellationToken ct) =>
+        (await credentials.ListAgentIdsAsync(ct)).Concat(registry.All.Select(a => a.AgentId)).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+
     /// <summary>The states the fleet list filters on and the summary counts.</summary>
     public static readonly IReadOnlyList<string> States = ["online", "offline", "drifted", "failing", "pulling"];
 

@@ -156,7 +156,7 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
     {
         _images = await _catalog.ListAsync(ct);
         await PublishAsync(BridgeTopic, "online", ct);
-        var ids = (await _credentials.ListAgentIdsAsync(ct)).Concat(_registry.All.Select(a => a.AgentId)).Distinct(StringComparer.Ordinal);
+        var ids = await _fleet.KnownAgentIdsAsync(ct);
         foreach (var id in ids)
             await PublishAgentAsync(id, ct);
     }

@@ -91,7 +91,7 @@ public static class RolloutEndpoints
     }
 
     private static async Task<IResult> CreateAsync(RolloutRequest? request, RolloutStore store, RolloutEngine engine, ImageCatalog catalog, FleetView fleet,
-        FleetRegistry registry, AgentCredentialStore credentials, AuditLog audit, TimeProvider time, ClaimsPrincipal user, CancellationToken ct)
+        AuditLog audit, TimeProvider time, ClaimsPrincipal user, CancellationToken ct)
     {
         if (request is null)
             throw ApiException.BadRequest("invalid-body", "Send {\"name\", \"image\", \"mode\", \"selector\", \"waves\" …} as JSON.");
@@ -135,8 +135,7 @@ public static class RolloutEndpoints
         var waves = ParseWaves(request.Waves);
 
         var entry = await catalog.GetAsync(request.Image, ct) ?? throw CatalogEndpoints.ImageNotFound(request.Image);
-        var ids = (await credentials.ListAgentIdsAsync(ct)).Concat(registry.All.Select(a => a.AgentId)).Distinct(StringComparer.Ordinal)
-            .Where(id => selector.Matches(fleet.LabelsOf(id))).Order(StringComparer.Ordinal).ToList();
+        var ids = (await fleet.KnownAgentIdsAsync(ct)).Where(id => selector.Matches(fleet.LabelsOf(id))).ToList();
         if (ids.Count == 0)
             throw ApiException.Conflict("selector-matches-nothing", $"The selector '{selector}' matches no agent; nothing was started.");
         var plan = Plan(ids, waves);

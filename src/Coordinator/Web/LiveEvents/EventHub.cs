@@ -29,7 +29,7 @@ public sealed partial class EventHub(LiveEventLog log, ILogger<EventHub> logger,
     private readonly Lock _lock = new();
     private readonly List<Channel<HubEvent>> _subscribers = [];
     private readonly SemaphoreSlim _catchUp = new(1, 1);
-    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+    private readonly WakeSignal _wake = new();
     private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _sequence;
 
@@ -47,7 +47,7 @@ public sealed partial class EventHub(LiveEventLog log, ILogger<EventHub> logger,
     public long Sequence => Interlocked.Read(ref _sequence);
 
     /// <summary>Asks the tailer to read the log now (new events were committed).</summary>
-    public void Wake() => _wake.Writer.TryWrite(true);
+    public void Wake() => _wake.Wake();
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -85,15 +85,7 @@ public sealed partial class EventHub(LiveEventLog log, ILogger<EventHub> logger,
             {
                 Log.TailFailed(logger, ex.Message);
             }
-            using var poll = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-            poll.CancelAfter(PollEvery);
-            try
-            {
-                await _wake.Reader.ReadAsync(poll.Token);
-            }
-            catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
-            {
-            }
+            await _wake.WaitAsync(PollEvery, stoppingToken);
         }
     }
 
