@@ -489,7 +489,18 @@ public sealed class ReplicaTests(PostgresServer postgres, SwiftServer swift) : I
         {
             var view = (await follower.Http.GetFromJsonAsync<JsonObject>($"api/v1/rollouts/{id}"))!;
             return view["state"]!.GetValue<string>() is "succeeded" or "finished" or "failed" ? view : null;
-        }, TimeSpan.FromSeconds(120), "the rollout to end on the surviving replica", () => follower.Http.GetStringAsync($"api/v1/rollouts/{id}").GetAwaiter().GetResult());
+        }, TimeSpan.FromSeconds(120), "the rollout to end on the surviving replica", () =>
+        {
+            var stuck = follower.Http.GetFromJsonAsync<JsonArray>($"api/v1/rollouts/{id}/executions?state=pulling").GetAwaiter().GetResult()!;
+            return string.Join("\n", stuck.Select(e =>
+            {
+                var agent = fleet[e!["agentId"]!.GetValue<string>()];
+                var view = follower.GetAgentAsync(agent.Id).GetAwaiter().GetResult()!;
+                return $"{agent.Id}: execution gen {e["generation"]}; simulator connected={agent.IsConnected} applied={agent.AppliedGeneration} " +
+                    $"rejected=[{string.Join("; ", agent.Rejected)}]; coordinator sees online={view["online"]} applied={view["appliedGeneration"]} " +
+                    $"desired={view["desired"]?["generation"]} drives={view["drives"]?.ToJsonString()}";
+            }));
+        });
 
         Assert.Equal("succeeded", done["state"]!.GetValue<string>());
         Assert.Equal(200, done["counts"]!["succeeded"]!.GetValue<int>());

@@ -211,6 +211,12 @@ public sealed class DesiredStateStore
             "SELECT DISTINCT digest FROM desired_drives", cancellationToken: cancellationToken))).ToList(), cancellationToken);
 
     /// <summary>The agents that have desired state, from the database.</summary>
+    /// <summary>Agents whose newest generation was stored but never went out (a replica stopped or the broker dropped in between).</summary>
+    public Task<IReadOnlyList<string>> UnpublishedAgentIdsAsync(CancellationToken cancellationToken) =>
+        _db.ReadAsync<IReadOnlyList<string>>(async c => (await c.QueryAsync<string>(new CommandDefinition(
+            "SELECT agent_id FROM desired_states WHERE generation > 0 AND published_generation < generation ORDER BY agent_id",
+            cancellationToken: cancellationToken))).ToList(), cancellationToken);
+
     public Task<IReadOnlyList<string>> AgentIdsAsync(CancellationToken cancellationToken) =>
         _db.ReadAsync<IReadOnlyList<string>>(async c => (await c.QueryAsync<string>(new CommandDefinition(
             "SELECT agent_id FROM desired_states WHERE generation > 0 ORDER BY agent_id", cancellationToken: cancellationToken))).ToList(), cancellationToken);

@@ -22,6 +22,8 @@ namespace MsdFleet.Coordinator.Messaging;
 public sealed partial class CoordinatorMqttService : BackgroundService, IDesiredStatePublisher
 {
     private static readonly TimeSpan ReconnectDelay = TimeSpan.FromSeconds(1);
+    private const int SweepEveryRounds = 5;
+    private long _round;
     private readonly MqttOptions _options;
     private readonly TopicNames _topics;
     private readonly FleetRegistry _registry;
@@ -96,6 +98,8 @@ public sealed partial class CoordinatorMqttService : BackgroundService, IDesired
             {
                 if (!_client.IsConnected)
                     await ConnectAsync(stoppingToken);
+                else if (++_round % SweepEveryRounds == 0)
+                    await PublishUnpublishedAsync(stoppingToken);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -117,6 +121,18 @@ public sealed partial class CoordinatorMqttService : BackgroundService, IDesired
         if (_client.IsConnected)
             await _client.DisconnectAsync(new MqttClientDisconnectOptionsBuilder().Build(), CancellationToken.None);
         _client.Dispose();
+    }
+
+    /// <summary>
+    /// The transport's catch-up, every few seconds on every replica: a desired state that was stored but whose publish
+    /// never happened — its replica stopped between commit and publish, or the broker dropped the session just then —
+    /// goes out now. Without it such an agent would wait for the next reconnect of some replica. Idempotent: under the
+    /// row lock, and only while that generation is still unpublished.
+    /// </summary>
+    private async Task PublishUnpublishedAsync(CancellationToken cancellationToken)
+    {
+        foreach (var agentId in await _desired.UnpublishedAgentIdsAsync(cancellationToken))
+            await PublishDesiredAsync(agentId, cancellationToken);
     }
 
     /// <summary>Publishes a message for an extension (JSON for Home Assistant); dropped while disconnected.</summary>
@@ -181,12 +197,28 @@ public sealed partial class CoordinatorMqttService : BackgroundService, IDesired
             subscription.WithTopicFilter(filter, MqttQualityOfServiceLevel.AtLeastOnce);
         await _client.SubscribeAsync(subscription.Build(), timeout.Token);
         // Republished from the database, each under its row lock, so a reconnect never puts back an older generation.
-        var agents = await _desired.AgentIdsAsync(timeout.Token);
-        foreach (var agentId in agents)
-            await _desired.PublishLatestAsync(agentId, state => PublishTimedAsync(agentId, state, timeout.Token), force: true, timeout.Token);
+        // Not within the connect's 15 s (a large fleet takes longer): each publish has its own bound, and a republish
+        // that fails part-way ends the session, so the next round starts it over — a broker that lost its retained
+        // messages must get every agent's state back, not only the first ones.
+        IReadOnlyList<string> agents;
+        try
+        {
+            agents = await _desired.AgentIdsAsync(cancellationToken);
+            foreach (var agentId in agents)
+            {
+                using var one = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                one.CancelAfter(TimeSpan.FromSeconds(15));
+                await _desired.PublishLatestAsync(agentId, state => PublishTimedAsync(agentId, state, one.Token), force: true, one.Token);
+            }
+            foreach (var extension in Extensions)
+                await extension.OnConnectedAsync(cancellationToken);
+        }
+        catch (Exception) when (!cancellationToken.IsCancellationRequested)
+        {
+            await _client.DisconnectAsync(new MqttClientDisconnectOptionsBuilder().Build(), CancellationToken.None);
+            throw;
+        }
         Log.Connected(_logger, uri, agents.Count);
-        foreach (var extension in Extensions)
-            await extension.OnConnectedAsync(timeout.Token);
         _firstConnect.TrySetResult();
     }
 

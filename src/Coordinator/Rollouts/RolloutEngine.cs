@@ -1,6 +1,5 @@
 using System.Security.Claims;
 using System.Text.Json;
-using System.Threading.Channels;
 using MsdFleet.Coordinator.Auth;
 using MsdFleet.Coordinator.Catalog;
 using MsdFleet.Coordinator.Fleet;
@@ -26,18 +25,26 @@ namespace MsdFleet.Coordinator.Rollouts;
 /// </para>
 /// </summary>
 public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader, FleetRegistry registry, DesiredStateStore desired, ImageCatalog catalog,
-    DriveAssignment assignment, LiveEventPublisher events, TimeProvider time, ILogger<RolloutEngine> logger) : BackgroundService
+    DriveAssignment assignment, Messaging.IDesiredStatePublisher publisher, LiveEventPublisher events, TimeProvider time, ILogger<RolloutEngine> logger)
+    : BackgroundService
 {
     private static readonly TimeSpan Round = TimeSpan.FromSeconds(1);
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-    private readonly Channel<bool> _wake = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
+    private readonly WakeSignal _wake = new();
+    private volatile bool _anyActive = true;
 
-    /// <summary>Asks for a round now (a rollout was created or changed, an agent reported).</summary>
-    public void Wake() => _wake.Writer.TryWrite(true);
+    /// <summary>Asks for a round now (a rollout was created or changed).</summary>
+    public void Wake() => _wake.Wake();
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        registry.Changed += _ => Wake();
+        // An agent's report can end its execution: look at once — but only while there is a rollout to look at, so a
+        // fleet of reporting agents costs no database round trips when nothing is rolling out.
+        registry.Changed += _ =>
+        {
+            if (_anyActive)
+                Wake();
+        };
         await leader.FirstRound.WaitAsync(stoppingToken);
         while (!stoppingToken.IsCancellationRequested)
         {
@@ -45,7 +52,9 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
             {
                 try
                 {
-                    foreach (var rollout in await store.ActiveAsync(stoppingToken))
+                    var active = await store.ActiveAsync(stoppingToken);
+                    _anyActive = active.Count > 0;
+                    foreach (var rollout in active)
                     {
                         try
                         {
@@ -63,15 +72,7 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
                     Log.RoundFailed(logger, ex.Message);
                 }
             }
-            using var tick = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-            tick.CancelAfter(Round);
-            try
-            {
-                await _wake.Reader.ReadAsync(tick.Token);
-            }
-            catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
-            {
-            }
+            await _wake.WaitAsync(Round, stoppingToken);
         }
     }
 
@@ -97,7 +98,7 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
             default:
                 changed = await ObserveAsync(rollout, spec, executions, now, ct);
                 if (rollout.State == RolloutStates.Running)
-                    changed |= await AdvanceAsync(rollout, spec, await store.ExecutionsAsync(rollout.Id, ct), now, ct);
+                    changed |= await AdvanceAsync(rollout, spec, changed ? await store.ExecutionsAsync(rollout.Id, ct) : executions, now, ct);
                 break;
         }
         if (changed && await store.GetAsync(rollout.Id, ct) is { } after)
@@ -149,7 +150,12 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
     {
         var current = await desired.GetFreshAsync(e.AgentId, ct);
         if (current?.Drives.FirstOrDefault(d => d.Index == spec.Drive) is { } drive && drive.ImageDigest == spec.Digest)
+        {
+            // The dead leader may have stored the assignment and stopped before publishing it: publish (again) —
+            // the newest generation, never an older one, so a repeat is harmless.
+            await publisher.PublishDesiredAsync(e.AgentId, ct);
             return await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Pulling, ct, generation: current.Generation, started: true);
+        }
         return await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Queued, ct);
     }
 
