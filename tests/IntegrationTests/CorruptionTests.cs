@@ -7,8 +7,8 @@ using MsdFleet.IntegrationTests.Infrastructure;
 namespace MsdFleet.IntegrationTests;
 
 /// <summary>
-/// A chunk source that lies: the first pack range it serves has one byte flipped, the second is cut off
-/// halfway. The agent must reject both, fetch those chunks again, and never attach corrupted bytes.
+/// A chunk source that lies: the first pack range it serves has one byte flipped, and once the agent caught
+/// that, the next one is cut off halfway. The agent must reject both, fetch those chunks again, and never attach corrupted bytes.
 /// </summary>
 public sealed class CorruptionTests : IDisposable
 {
@@ -22,6 +22,7 @@ public sealed class CorruptionTests : IDisposable
         await using var coordinator = await CoordinatorInstance.StartAsync();
         await using var liar = await LyingProxy.StartAsync(coordinator.BaseUrl);
         await using var agent = new AgentProcess("victim2", await coordinator.CreateAgentSecretAsync("victim2"), coordinator, coordinatorUrl: liar.Url);
+        liar.FirstLieCaught = () => agent.Log.Contains("failed verification", StringComparison.Ordinal);
         agent.Start();
         var (path, sha256) = await TestImages.CreateAsync(_work, "precious.img", 24L * 1024 * 1024, seed: 77);
         var digest = (await coordinator.UploadAsync("precious.img", path))["digest"]!.GetValue<string>();
@@ -53,6 +54,14 @@ public sealed class CorruptionTests : IDisposable
         public Uri Url { get; }
         public bool Corrupted { get; private set; }
         public bool Truncated { get; private set; }
+
+        /// <summary>
+        /// The second lie waits until the agent has caught the first: the agent fetches ranges in parallel and
+        /// cancels its siblings when one fails, so a truncation racing the corruption could be cancelled unseen.
+        /// </summary>
+        public Func<bool> FirstLieCaught { get; set; } = () => true;
+
+        private int _truncations;
 
         public static async Task<LyingProxy> StartAsync(Uri upstreamBase)
         {
@@ -90,7 +99,7 @@ public sealed class CorruptionTests : IDisposable
                 body[1000] ^= 0x5A; // one flipped byte in the first chunk of the range
                 Corrupted = true;
             }
-            if (n == 2 && body.Length > 2)
+            if (n > 1 && body.Length > 2 && FirstLieCaught() && Interlocked.Exchange(ref _truncations, 1) == 0)
             {
                 await context.Response.Body.WriteAsync(body.AsMemory(0, body.Length / 2));
                 await context.Response.Body.FlushAsync();
