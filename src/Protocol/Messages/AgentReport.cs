@@ -113,6 +113,8 @@ public enum TransferState
     Verifying = 1,
     Complete = 2,
     Failed = 3,
+    /// <summary>Paused outside its download windows; <see cref="TransferReport.ResumesAtUnixMs"/> says when it goes on.</summary>
+    Waiting = 4,
 }
 
 [MessagePackObject]
@@ -123,4 +125,6 @@ public sealed record TransferReport
     [Key(2)] public long BytesTotal { get; init; }
     [Key(3)] public TransferState State { get; init; }
     [Key(4)] public string? Error { get; init; }
+    /// <summary>When a <see cref="TransferState.Waiting"/> pull's next window opens (null: none will).</summary>
+    [Key(5)] public long? ResumesAtUnixMs { get; init; }
 }

@@ -17,6 +17,8 @@ public sealed record DesiredState
     [Key(3)] public long? MaxBytesPerSecond { get; init; }
     /// <summary>The agent this state is for; signed with it, so a state cannot be replayed to another agent.</summary>
     [Key(4)] public string? AgentId { get; init; }
+    /// <summary>Images to hold in the cache without a drive (staged for a later attach); pinned like a drive's image.</summary>
+    [Key(5)] public IReadOnlyList<PrefetchImage>? Prefetch { get; init; }
 }
 
 /// <summary>One drive (LUN) of the desired state.</summary>
@@ -39,6 +41,8 @@ public sealed record DesiredDrive
     [Key(6)] public bool DiscardWrites { get; init; }
     /// <summary>Save this writable drive's working copy as a new catalog image (once per request id).</summary>
     [Key(7)] public SnapshotRequest? Snapshot { get; init; }
+    /// <summary>How this drive's image may be pulled (windows, a cap of its own); null: at once, at the agent's cap.</summary>
+    [Key(8)] public PullPolicy? Pull { get; init; }
 }
 
 /// <summary>

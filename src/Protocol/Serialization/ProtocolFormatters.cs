@@ -25,6 +25,9 @@ public sealed class ProtocolResolver : IFormatterResolver
         [typeof(DesiredState)] = new DesiredStateFormatter(),
         [typeof(DesiredDrive)] = new DesiredDriveFormatter(),
         [typeof(SnapshotRequest)] = new SnapshotRequestFormatter(),
+        [typeof(PullPolicy)] = new PullPolicyFormatter(),
+        [typeof(DownloadWindow)] = new DownloadWindowFormatter(),
+        [typeof(PrefetchImage)] = new PrefetchImageFormatter(),
         [typeof(AgentReport)] = new AgentReportFormatter(),
         [typeof(DriveReport)] = new DriveReportFormatter(),
         [typeof(SnapshotReport)] = new SnapshotReportFormatter(),
@@ -199,17 +202,18 @@ internal sealed class DesiredStateFormatter : KeyedFormatter<DesiredState>
 
     protected override void Write(ref MessagePackWriter writer, DesiredState value, MessagePackSerializerOptions options)
     {
-        writer.WriteArrayHeader(5);
+        writer.WriteArrayHeader(6);
         writer.Write(value.Generation);
         Wire.WriteList(ref writer, value.Drives, options);
         writer.Write(value.IssuedAtUnixMs);
         Wire.Write(ref writer, value.MaxBytesPerSecond);
         writer.Write(value.AgentId);
+        Wire.WriteList(ref writer, value.Prefetch, options);
     }
 
     protected override DesiredState Read(ref MessagePackReader reader, int count, MessagePackSerializerOptions options)
     {
-        var (generation, drives, issued, maxBytes, agentId) = (Defaults.Generation, (IReadOnlyList<DesiredDrive>)null!, Defaults.IssuedAtUnixMs, Defaults.MaxBytesPerSecond, Defaults.AgentId);
+        var (generation, drives, issued, maxBytes, agentId, prefetch) = (Defaults.Generation, (IReadOnlyList<DesiredDrive>)null!, Defaults.IssuedAtUnixMs, Defaults.MaxBytesPerSecond, Defaults.AgentId, Defaults.Prefetch);
         for (var i = 0; i < count; i++)
         {
             switch (i)
@@ -219,10 +223,11 @@ internal sealed class DesiredStateFormatter : KeyedFormatter<DesiredState>
                 case 2: issued = reader.ReadInt64(); break;
                 case 3: maxBytes = Wire.ReadNullableInt64(ref reader); break;
                 case 4: agentId = reader.ReadString(); break;
+                case 5: prefetch = Wire.ReadList<PrefetchImage>(ref reader, options); break;
                 default: reader.Skip(); break;
             }
         }
-        return new DesiredState { Generation = generation, Drives = drives, IssuedAtUnixMs = issued, MaxBytesPerSecond = maxBytes, AgentId = agentId };
+        return new DesiredState { Generation = generation, Drives = drives, IssuedAtUnixMs = issued, MaxBytesPerSecond = maxBytes, AgentId = agentId, Prefetch = prefetch };
     }
 }
 
@@ -232,7 +237,7 @@ internal sealed class DesiredDriveFormatter : KeyedFormatter<DesiredDrive>
 
     protected override void Write(ref MessagePackWriter writer, DesiredDrive value, MessagePackSerializerOptions options)
     {
-        writer.WriteArrayHeader(8);
+        writer.WriteArrayHeader(9);
         writer.Write(value.Index);
         writer.Write(value.ImageDigest);
         writer.Write((int)value.Mode);
@@ -241,12 +246,14 @@ internal sealed class DesiredDriveFormatter : KeyedFormatter<DesiredDrive>
         writer.Write(value.ImageName);
         writer.Write(value.DiscardWrites);
         Wire.Write(ref writer, value.Snapshot, options);
+        Wire.Write(ref writer, value.Pull, options);
     }
 
     protected override DesiredDrive Read(ref MessagePackReader reader, int count, MessagePackSerializerOptions options)
     {
         var d = Defaults;
         var (index, digest, mode, readOnly, connected, name, discard, snapshot) = (d.Index, d.ImageDigest, d.Mode, d.ReadOnly, d.Connected, d.ImageName, d.DiscardWrites, d.Snapshot);
+        var pull = d.Pull;
         for (var i = 0; i < count; i++)
         {
             switch (i)
@@ -259,10 +266,11 @@ internal sealed class DesiredDriveFormatter : KeyedFormatter<DesiredDrive>
                 case 5: name = reader.ReadString(); break;
                 case 6: discard = reader.ReadBoolean(); break;
                 case 7: snapshot = Wire.Read<SnapshotRequest>(ref reader, options); break;
+                case 8: pull = Wire.Read<PullPolicy>(ref reader, options); break;
                 default: reader.Skip(); break;
             }
         }
-        return new DesiredDrive { Index = index, ImageDigest = digest, Mode = mode, ReadOnly = readOnly, Connected = connected, ImageName = name, DiscardWrites = discard, Snapshot = snapshot };
+        return new DesiredDrive { Index = index, ImageDigest = digest, Mode = mode, ReadOnly = readOnly, Connected = connected, ImageName = name, DiscardWrites = discard, Snapshot = snapshot, Pull = pull };
     }
 }
 
@@ -288,6 +296,91 @@ internal sealed class SnapshotRequestFormatter : KeyedFormatter<SnapshotRequest>
             }
         }
         return new SnapshotRequest { Id = id!, Name = name! };
+    }
+}
+
+internal sealed class PullPolicyFormatter : KeyedFormatter<PullPolicy>
+{
+    protected override void Write(ref MessagePackWriter writer, PullPolicy value, MessagePackSerializerOptions options)
+    {
+        writer.WriteArrayHeader(2);
+        Wire.Write(ref writer, value.MaxBytesPerSecond);
+        Wire.WriteList(ref writer, value.Windows, options);
+    }
+
+    protected override PullPolicy Read(ref MessagePackReader reader, int count, MessagePackSerializerOptions options)
+    {
+        long? cap = null;
+        IReadOnlyList<DownloadWindow>? windows = null;
+        for (var i = 0; i < count; i++)
+        {
+            switch (i)
+            {
+                case 0: cap = Wire.ReadNullableInt64(ref reader); break;
+                case 1: windows = Wire.ReadList<DownloadWindow>(ref reader, options); break;
+                default: reader.Skip(); break;
+            }
+        }
+        return new PullPolicy { MaxBytesPerSecond = cap, Windows = windows };
+    }
+}
+
+internal sealed class DownloadWindowFormatter : KeyedFormatter<DownloadWindow>
+{
+    private static readonly DownloadWindow Defaults = new();
+
+    protected override void Write(ref MessagePackWriter writer, DownloadWindow value, MessagePackSerializerOptions options)
+    {
+        writer.WriteArrayHeader(4);
+        writer.Write(value.Days);
+        writer.Write(value.StartSecond);
+        writer.Write(value.EndSecond);
+        writer.Write(value.TimeZone);
+    }
+
+    protected override DownloadWindow Read(ref MessagePackReader reader, int count, MessagePackSerializerOptions options)
+    {
+        var (days, start, end, zone) = (Defaults.Days, Defaults.StartSecond, Defaults.EndSecond, Defaults.TimeZone);
+        for (var i = 0; i < count; i++)
+        {
+            switch (i)
+            {
+                case 0: days = reader.ReadInt32(); break;
+                case 1: start = reader.ReadInt32(); break;
+                case 2: end = reader.ReadInt32(); break;
+                case 3: zone = reader.ReadString(); break;
+                default: reader.Skip(); break;
+            }
+        }
+        return new DownloadWindow { Days = days, StartSecond = start, EndSecond = end, TimeZone = zone };
+    }
+}
+
+internal sealed class PrefetchImageFormatter : KeyedFormatter<PrefetchImage>
+{
+    protected override void Write(ref MessagePackWriter writer, PrefetchImage value, MessagePackSerializerOptions options)
+    {
+        writer.WriteArrayHeader(3);
+        writer.Write(value.ImageDigest);
+        writer.Write(value.ImageName);
+        Wire.Write(ref writer, value.Pull, options);
+    }
+
+    protected override PrefetchImage Read(ref MessagePackReader reader, int count, MessagePackSerializerOptions options)
+    {
+        string? digest = null, name = null;
+        PullPolicy? pull = null;
+        for (var i = 0; i < count; i++)
+        {
+            switch (i)
+            {
+                case 0: digest = reader.ReadString(); break;
+                case 1: name = reader.ReadString(); break;
+                case 2: pull = Wire.Read<PullPolicy>(ref reader, options); break;
+                default: reader.Skip(); break;
+            }
+        }
+        return new PrefetchImage { ImageDigest = digest!, ImageName = name, Pull = pull };
     }
 }
 
@@ -534,18 +627,19 @@ internal sealed class TransferReportFormatter : KeyedFormatter<TransferReport>
 
     protected override void Write(ref MessagePackWriter writer, TransferReport value, MessagePackSerializerOptions options)
     {
-        writer.WriteArrayHeader(5);
+        writer.WriteArrayHeader(6);
         writer.Write(value.ImageDigest);
         writer.Write(value.BytesDone);
         writer.Write(value.BytesTotal);
         writer.Write((int)value.State);
         writer.Write(value.Error);
+        Wire.Write(ref writer, value.ResumesAtUnixMs);
     }
 
     protected override TransferReport Read(ref MessagePackReader reader, int count, MessagePackSerializerOptions options)
     {
         string? digest = null;
-        var (done, total, state, error) = (Defaults.BytesDone, Defaults.BytesTotal, Defaults.State, Defaults.Error);
+        var (done, total, state, error, resumes) = (Defaults.BytesDone, Defaults.BytesTotal, Defaults.State, Defaults.Error, Defaults.ResumesAtUnixMs);
         for (var i = 0; i < count; i++)
         {
             switch (i)
@@ -555,10 +649,11 @@ internal sealed class TransferReportFormatter : KeyedFormatter<TransferReport>
                 case 2: total = reader.ReadInt64(); break;
                 case 3: state = (TransferState)reader.ReadInt32(); break;
                 case 4: error = reader.ReadString(); break;
+                case 5: resumes = Wire.ReadNullableInt64(ref reader); break;
                 default: reader.Skip(); break;
             }
         }
-        return new TransferReport { ImageDigest = digest!, BytesDone = done, BytesTotal = total, State = state, Error = error };
+        return new TransferReport { ImageDigest = digest!, BytesDone = done, BytesTotal = total, State = state, Error = error, ResumesAtUnixMs = resumes };
     }
 }
 

@@ -30,8 +30,13 @@ public class ProtocolFormatterTests
             [
                 new DesiredDrive { Index = 0, ImageDigest = "sha256:" + new string('a', 64), Mode = DriveMode.Cdrom, ReadOnly = true, Connected = true, ImageName = "debian.iso" },
                 new DesiredDrive { Index = 3, Mode = DriveMode.Flash, ReadOnly = false, DiscardWrites = true, Snapshot = Snapshot },
+                new DesiredDrive { Index = 4, ImageDigest = "sha256:" + new string('9', 64), Pull = new PullPolicy { MaxBytesPerSecond = 1000, Windows = [new DownloadWindow { Days = 3, StartSecond = 79200, EndSecond = 21600, TimeZone = "Europe/Amsterdam" }] } },
             ],
+            Prefetch = [new PrefetchImage { ImageDigest = "sha256:" + new string('8', 64), ImageName = "next.iso", Pull = new PullPolicy { Windows = [new DownloadWindow()] } }],
         },
+        new PullPolicy(),
+        new DownloadWindow { Days = 1, StartSecond = 1, EndSecond = 2 },
+        new PrefetchImage { ImageDigest = "d" },
         new DesiredDrive { Index = 7, ImageDigest = "sha256:" + new string('b', 64), Mode = DriveMode.Flash, ReadOnly = false, Connected = true, ImageName = "x", DiscardWrites = true, Snapshot = Snapshot },
         Snapshot,
         new AgentReport
@@ -51,7 +56,8 @@ public class ProtocolFormatterTests
                 new DriveReport { Index = 0 },
             ],
             Cache = [new CachedImageReport { ImageDigest = "sha256:" + new string('e', 64), Size = 4_294_967_296 }],
-            Transfers = [new TransferReport { ImageDigest = "sha256:" + new string('f', 64), BytesDone = 10, BytesTotal = 20, State = TransferState.Verifying, Error = "x" }],
+            Transfers = [new TransferReport { ImageDigest = "sha256:" + new string('f', 64), BytesDone = 10, BytesTotal = 20, State = TransferState.Verifying, Error = "x" },
+                new TransferReport { ImageDigest = "w", State = TransferState.Waiting, ResumesAtUnixMs = 123 }],
         },
         new HostReadReport(),
         new AgentEvent { Kind = AgentEventKind.SnapshotFailed, ImageDigest = "sha256:1", BytesDone = -1, BytesTotal = int.MaxValue + 1L, Message = "m", AtUnixMs = 5, Drive = 7 },
