@@ -62,6 +62,7 @@ public sealed class RoleMatrixTests
         ["PUT /api/v1/agents/{agentId}/drives/{index:int}"] = "operator",
         ["PUT /api/v1/agents/{agentId}/bandwidth"] = "operator",
         ["PUT /api/v1/agents/{agentId}/labels"] = "operator",
+        ["DELETE /api/v1/agents/{agentId}/staged/{image}"] = "operator",
         ["POST /api/v1/agents/{agentId}/drives/{index:int}/snapshot"] = "operator",
         ["GET /api/v1/agents/{agentId}/drives/{index:int}/snapshot"] = "viewer",
         ["PUT /api/v1/images/{**name}"] = "admin",

@@ -208,7 +208,22 @@ public sealed class RolloutTests : IAsyncLifetime
         await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", waves = new object[] { "50%", "20%", "100%" } }, HttpStatusCode.BadRequest, "overlapping-waves");
         await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", waves = new object[] { "50%" } }, HttpStatusCode.BadRequest, "invalid-waves");
         await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", failureThreshold = new { percent = 101, minExecuted = 1 } }, HttpStatusCode.BadRequest, "invalid-threshold");
-        await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", stageOnly = true }, HttpStatusCode.BadRequest, "rollout-option-unsupported");
+        await RefusedAsync(new { name = "x", image = "ok.iso", stageOnly = true, connect = true }, HttpStatusCode.BadRequest, "invalid-stage-only");
+        await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", siteMaxBytesPerSecond = 10 }, HttpStatusCode.BadRequest, "invalid-bandwidth");
+        await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", maxConcurrentPullsPerSite = 0 }, HttpStatusCode.BadRequest, "invalid-max-concurrent-pulls");
+        await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", downloadWindows = new[] { new { days = Array.Empty<string>(), start = "22:00", end = "06:00" } } },
+            HttpStatusCode.BadRequest, "window-never-opens");
+        await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", downloadWindows = new[] { new { start = "22:00", end = "22:00" } } },
+            HttpStatusCode.BadRequest, "window-never-opens");
+        await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", downloadWindows = new[] { new { start = "22:00", end = "06:00", timeZone = "Mars/Olympus" } } },
+            HttpStatusCode.BadRequest, "window-never-opens");
+        await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", downloadWindows = new[] { new { start = "25:00", end = "06:00" } } },
+            HttpStatusCode.BadRequest, "invalid-download-windows");
+        // A window that opens in three hours, but the rollout must be over within one: it would open after the deadline.
+        var later = DateTimeOffset.UtcNow.AddHours(3);
+        await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", deadlineHours = 1,
+                downloadWindows = new[] { new { start = later.ToString("HH:mm", System.Globalization.CultureInfo.InvariantCulture), end = later.AddHours(1).ToString("HH:mm", System.Globalization.CultureInfo.InvariantCulture) } } },
+            HttpStatusCode.BadRequest, "windows-after-deadline");
         await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", colour = "blue" }, HttpStatusCode.BadRequest, "unknown-field");
         await RefusedAsync(new { name = "x", image = "ok.iso", mode = "cdrom", readOnly = false }, HttpStatusCode.BadRequest, "invalid-mode");
         await RefusedAsync(new { image = "ok.iso", mode = "cdrom" }, HttpStatusCode.BadRequest, "invalid-name");

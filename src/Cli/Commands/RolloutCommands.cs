@@ -55,12 +55,29 @@ public sealed class RolloutCreateSettings : GlobalSettings
     [Description("Per agent: how long it may take to report the image attached.")]
     public int? Timeout { get; init; }
 
+    [CommandOption("--stage-only")]
+    [Description("Pull into the agents' caches and attach nothing; a later rollout of the same image attaches without moving a byte.")]
+    public bool StageOnly { get; init; }
+
+    [CommandOption("--site-bandwidth <BYTES_PER_SECOND>")]
+    [Description("Each site's download budget (label site), split among its concurrent pulls (--per-site); suffixes K, M, G.")]
+    public string? SiteBandwidth { get; init; }
+
+    [CommandOption("--per-site <N>")]
+    [Description("At most N agents of one site pulling at a time (default 1 with --site-bandwidth).")]
+    public int? PerSite { get; init; }
+
+    [CommandOption("--window <WINDOW>")]
+    [Description("A download window, repeatable: '[mon,tue,… ]HH:MM-HH:MM[ TIMEZONE]', e.g. 'mon,tue,wed,thu,fri 22:00-06:00 Europe/Amsterdam'.")]
+    public string[] Windows { get; init; } = [];
+
     [CommandOption("--watch")]
     [Description("Follow it with a progress bar per wave until it ends.")]
     public bool Watch { get; init; }
 
     public override ValidationResult Validate() =>
-        Cdrom == Flash ? ValidationResult.Error("Give --cdrom or --flash.")
+        StageOnly && (Cdrom || Flash || ReadWrite || NoConnect) ? ValidationResult.Error("--stage-only attaches nothing: leave out --cdrom, --flash, --rw and --no-connect.")
+        : !StageOnly && Cdrom == Flash ? ValidationResult.Error("Give --cdrom or --flash.")
         : Cdrom && ReadWrite ? ValidationResult.Error("A CD-ROM is always read-only; use --flash --rw.")
         : !MsdFleet.Protocol.Naming.LabelSelector.TryParse(Selector, out _, out var error) ? ValidationResult.Error(error)
         : ValidationResult.Success();
@@ -77,12 +94,25 @@ public sealed class RolloutCreateCommand : AsyncCommand<RolloutCreateSettings>
             ["name"] = settings.Name,
             ["image"] = settings.Image,
             ["drive"] = settings.Drive,
-            ["mode"] = settings.Cdrom ? "cdrom" : "flash",
-            ["readOnly"] = !settings.ReadWrite,
-            ["connect"] = !settings.NoConnect,
             ["selector"] = settings.Selector ?? "",
             ["failureThreshold"] = new JsonObject { ["percent"] = settings.FailurePercent, ["minExecuted"] = settings.MinExecuted },
         };
+        if (settings.StageOnly)
+        {
+            body["stageOnly"] = true;
+        }
+        else
+        {
+            body["mode"] = settings.Cdrom ? "cdrom" : "flash";
+            body["readOnly"] = !settings.ReadWrite;
+            body["connect"] = !settings.NoConnect;
+        }
+        if (settings.SiteBandwidth is { } budget)
+            body["siteMaxBytesPerSecond"] = ParseBytes(budget);
+        if (settings.PerSite is { } perSite)
+            body["maxConcurrentPullsPerSite"] = perSite;
+        if (settings.Windows.Length > 0)
+            body["downloadWindows"] = new JsonArray(settings.Windows.Select(w => (JsonNode)ParseWindow(w)).ToArray());
         if (settings.Waves is { } waves)
             body["waves"] = new JsonArray(waves.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Select(w => (JsonNode)w).ToArray());
         if (settings.MaxConcurrent is { } max)
@@ -97,6 +127,34 @@ public sealed class RolloutCreateCommand : AsyncCommand<RolloutCreateSettings>
         else
             RolloutShowCommand.Print(rollout);
         return ExitCodes.Ok;
+    }
+
+    /// <summary>"10M" → 10485760 (K, M, G are powers of 1024); the server checks the range.</summary>
+    internal static long ParseBytes(string text)
+    {
+        var t = text.Trim().ToUpperInvariant().TrimEnd('B', '/', 'S');
+        var (number, factor) = t.Length > 0 && "KMG".Contains(t[^1], StringComparison.Ordinal)
+            ? (t[..^1], t[^1] switch { 'K' => 1L << 10, 'M' => 1L << 20, _ => 1L << 30 })
+            : (t, 1L);
+        return long.TryParse(number, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var n) && n > 0
+            ? n * factor
+            : throw new CliException(ExitCodes.Usage, $"--site-bandwidth '{text}' is not a number of bytes per second (like 50M).");
+    }
+
+    /// <summary>"mon,tue 22:00-06:00 Europe/Amsterdam" → {days, start, end, timeZone}; the server checks the values.</summary>
+    internal static JsonObject ParseWindow(string text)
+    {
+        var parts = text.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var at = Array.FindIndex(parts, p => p.Contains('-', StringComparison.Ordinal) && p.Contains(':', StringComparison.Ordinal));
+        if (at < 0 || at > 1 || parts.Length > at + 2)
+            throw new CliException(ExitCodes.Usage, $"--window '{text}' is not '[DAYS ]HH:MM-HH:MM[ TIMEZONE]'.");
+        var times = parts[at].Split('-', 2);
+        var window = new JsonObject { ["start"] = times[0], ["end"] = times[1] };
+        if (at == 1)
+            window["days"] = new JsonArray(parts[0].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(d => (JsonNode)d).ToArray());
+        if (parts.Length == at + 2)
+            window["timeZone"] = parts[at + 1];
+        return window;
     }
 }
 
@@ -149,12 +207,14 @@ public sealed class RolloutShowCommand : AsyncCommand<RolloutIdSettings>
         AnsiConsole.MarkupLine($"[bold]{Markup.Escape(Output.Str(rollout["name"]))}[/] ({Markup.Escape(Output.Str(rollout["id"]))}): " +
             $"{Markup.Escape(Output.Str(rollout["state"]))}{(rollout["reason"] is { } reason ? " — " + Markup.Escape(Output.Str(reason)) : "")}");
         var spec = rollout["spec"]!;
-        AnsiConsole.MarkupLine(Markup.Escape($"{Output.Str(spec["image"])} on drive {spec["drive"]} ({Output.Str(spec["mode"])}) of agents matching '{Output.Str(spec["selector"])}'"));
-        var table = new Table().AddColumns("Wave", "Agents", "Queued", "Pulling", "Succeeded", "Failed", "Skipped");
+        AnsiConsole.MarkupLine(Markup.Escape(spec["stageOnly"]?.GetValue<bool>() == true
+            ? $"{Output.Str(spec["image"])} staged on agents matching '{Output.Str(spec["selector"])}'"
+            : $"{Output.Str(spec["image"])} on drive {spec["drive"]} ({Output.Str(spec["mode"])}) of agents matching '{Output.Str(spec["selector"])}'"));
+        var table = new Table().AddColumns("Wave", "Agents", "Queued", "Pulling", "Staged", "Succeeded", "Failed", "Skipped");
         foreach (var w in rollout["waves"]!.AsArray())
         {
             var c = w!["counts"]!;
-            table.AddRow($"{w["index"]!.GetValue<int>() + 1}", $"{w["size"]}", $"{c["queued"]}", $"{c["pulling"]}", $"{c["succeeded"]}",
+            table.AddRow($"{w["index"]!.GetValue<int>() + 1}", $"{w["size"]}", $"{c["queued"]}", $"{c["pulling"]}", $"{c["staged"]}", $"{c["succeeded"]}",
                 $"{c["failed"]!.GetValue<int>() + c["timed-out"]!.GetValue<int>()}", $"{c["skipped"]}");
         }
         AnsiConsole.Write(table);
@@ -230,7 +290,7 @@ public sealed class RolloutWatchCommand : AsyncCommand<RolloutIdSettings>
                         foreach (var (w, bar) in rollout["waves"]!.AsArray().Zip(bars))
                         {
                             var c = w!["counts"]!;
-                            var ended = c.AsObject().Where(kv => kv.Key is not ("queued" or "pulling")).Sum(kv => kv.Value!.GetValue<int>());
+                            var ended = c.AsObject().Where(kv => kv.Key is not ("queued" or "pulling" or "staged")).Sum(kv => kv.Value!.GetValue<int>());
                             var failed = c["failed"]!.GetValue<int>() + c["timed-out"]!.GetValue<int>();
                             bar.Value = ended;
                             bar.Description = $"wave {w["index"]!.GetValue<int>() + 1}: {c["succeeded"]} ok, {c["pulling"]} pulling{(failed > 0 ? $", [red]{failed} failed[/]" : "")}";

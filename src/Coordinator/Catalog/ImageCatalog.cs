@@ -104,7 +104,7 @@ public sealed class ImageCatalog
                 ?? throw CatalogEndpoints.ImageNotFound(name);
             var users = await Fleet.DesiredStateStore.UsersAsync(c, t, entry.Digest, cancellationToken);
             if (users.Count > 0)
-                throw ApiException.Conflict("image-in-use", $"Image '{name}' is in the desired state of {string.Join(", ", users)}; change those drives first.");
+                throw ApiException.Conflict("image-in-use", $"Image '{name}' is in the desired state of {string.Join(", ", users)} (on a drive, or staged); change those drives (or DELETE /api/v1/agents/{{id}}/staged/{name}) first.");
             await c.ExecuteAsync(new CommandDefinition("DELETE FROM catalog_images WHERE name = @name", new { name }, t, cancellationToken: cancellationToken));
             await NotifyAsync(c, t, "deleted", name, cancellationToken);
             return entry;

@@ -98,6 +98,12 @@ public sealed class DesiredStateStore
 
     public IReadOnlyDictionary<string, DesiredState> All => _states;
 
+    /// <summary>What a change produces: the drives, the agent's bandwidth override and the staged images (generation and signature are the store's).</summary>
+    public sealed record DesiredContent(IReadOnlyList<DesiredDrive> Drives, long? MaxBytesPerSecond, IReadOnlyList<PrefetchImage>? Prefetch = null)
+    {
+        public static DesiredContent Of(DesiredState? state) => new(state?.Drives ?? [], state?.MaxBytesPerSecond, state?.Prefetch);
+    }
+
     /// <summary>What <see cref="ChangeAsync"/> hands its caller: the locked current state and the open transaction.</summary>
     public sealed record Change(string AgentId, DesiredState? Current, DbConnection Connection, DbTransaction Transaction);
 
@@ -107,7 +113,7 @@ public sealed class DesiredStateStore
     /// new drives and bandwidth from the locked current state — it may read or lock other rows through the
     /// same transaction, or throw to change nothing — and the result is stored with generation + 1.
     /// </summary>
-    public async Task<DesiredState> ChangeAsync(string agentId, Func<Change, Task<(IReadOnlyList<DesiredDrive> Drives, long? MaxBytesPerSecond)>> next,
+    public async Task<DesiredState> ChangeAsync(string agentId, Func<Change, Task<DesiredContent>> next,
         CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(next);
@@ -120,22 +126,26 @@ public sealed class DesiredStateStore
             var row = await c.QuerySingleAsync<(long Generation, byte[] State)>(new CommandDefinition(
                 $"SELECT generation, state FROM desired_states WHERE agent_id = @agentId{_db.ForUpdate}", new { agentId }, t, cancellationToken: cancellationToken));
             var current = row.Generation > 0 ? ProtocolSerializer.Deserialize<DesiredState>(row.State) : null;
-            var (drives, bandwidth) = await next(new Change(agentId, current, c, t));
+            var content = await next(new Change(agentId, current, c, t));
             var state = new DesiredState
             {
                 Generation = row.Generation + 1,
-                Drives = drives.OrderBy(d => d.Index).ToList(),
+                Drives = content.Drives.OrderBy(d => d.Index).ToList(),
                 IssuedAtUnixMs = nowMs,
-                MaxBytesPerSecond = bandwidth,
+                MaxBytesPerSecond = content.MaxBytesPerSecond,
                 AgentId = agentId,
+                Prefetch = content.Prefetch is { Count: > 0 } staged ? staged.OrderBy(p => p.ImageDigest, StringComparer.Ordinal).ToList() : null,
             };
             await c.ExecuteAsync(new CommandDefinition(
                 "UPDATE desired_states SET generation = @generation, state = @bytes, updated_at_ms = @nowMs WHERE agent_id = @agentId",
                 new { agentId, generation = state.Generation, bytes = ProtocolSerializer.Serialize(state), nowMs }, t, cancellationToken: cancellationToken));
             await c.ExecuteAsync(new CommandDefinition("DELETE FROM desired_drives WHERE agent_id = @agentId", new { agentId }, t, cancellationToken: cancellationToken));
-            foreach (var drive in state.Drives.Where(d => d.ImageDigest is not null))
+            // Staged images are rows too (drive -1, -2 …), so an image an agent is told to hold cannot be deleted under it.
+            var uses = state.Drives.Where(d => d.ImageDigest is not null).Select(d => (Index: d.Index, Digest: d.ImageDigest!))
+                .Concat((state.Prefetch ?? []).Select((p, i) => (Index: -1 - i, Digest: p.ImageDigest)));
+            foreach (var (index, digest) in uses)
                 await c.ExecuteAsync(new CommandDefinition("INSERT INTO desired_drives (agent_id, drive, digest) VALUES (@agentId, @index, @digest)",
-                    new { agentId, index = drive.Index, digest = drive.ImageDigest }, t, cancellationToken: cancellationToken));
+                    new { agentId, index, digest }, t, cancellationToken: cancellationToken));
             if (_db.IsPostgres)
                 await c.ExecuteAsync(new CommandDefinition("SELECT pg_notify(@channel, @agentId)", new { channel = StateNotifications.DesiredChannel, agentId }, t,
                     cancellationToken: cancellationToken));
@@ -155,13 +165,21 @@ public sealed class DesiredStateStore
 
     /// <summary>Sets (or with null clears) the agent's pull bandwidth override; bumps the generation.</summary>
     public Task<DesiredState> SetBandwidthAsync(string agentId, long? bytesPerSecond, CancellationToken cancellationToken) =>
-        ChangeAsync(agentId, change => Task.FromResult<(IReadOnlyList<DesiredDrive>, long?)>((change.Current?.Drives ?? [], bytesPerSecond)), cancellationToken);
+        ChangeAsync(agentId, change => Task.FromResult(DesiredContent.Of(change.Current) with { MaxBytesPerSecond = bytesPerSecond }), cancellationToken);
 
-    /// <summary>The drives of <paramref name="current"/> with <paramref name="drive"/> in its slot, and its bandwidth.</summary>
-    public static (IReadOnlyList<DesiredDrive> Drives, long? MaxBytesPerSecond) WithDrive(DesiredState? current, DesiredDrive drive)
+    /// <summary>
+    /// <paramref name="current"/> with <paramref name="drive"/> in its slot, the rest unchanged — except that an image staged
+    /// before is staged no more once a drive holds it (the drive pins it now; a staged entry would pin it for ever).
+    /// </summary>
+    public static DesiredContent WithDrive(DesiredState? current, DesiredDrive drive)
     {
         ArgumentNullException.ThrowIfNull(drive);
-        return ((current?.Drives ?? []).Where(d => d.Index != drive.Index).Append(drive).ToList(), current?.MaxBytesPerSecond);
+        var content = DesiredContent.Of(current);
+        return content with
+        {
+            Drives = content.Drives.Where(d => d.Index != drive.Index).Append(drive).ToList(),
+            Prefetch = drive.ImageDigest is null ? content.Prefetch : content.Prefetch?.Where(p => p.ImageDigest != drive.ImageDigest).ToList(),
+        };
     }
 
     /// <summary>The agents whose stored desired state uses <paramref name="digest"/>, read inside the caller's transaction.</summary>

@@ -24,7 +24,8 @@ namespace MsdFleet.Coordinator.Fleet;
 public sealed class DriveAssignment(ImageCatalog catalog, DesiredStateStore desired, FleetRegistry registry, AgentCredentialStore credentials,
     IDesiredStatePublisher publisher, AuditLog audit)
 {
-    public async Task<DesiredState> AssignAsync(string agentId, int index, DriveRequest? request, ClaimsPrincipal actor, CancellationToken ct)
+    /// <param name="pull">How the image may be pulled (a rollout's download windows and its share of the site's budget); null: at once.</param>
+    public async Task<DesiredState> AssignAsync(string agentId, int index, DriveRequest? request, ClaimsPrincipal actor, CancellationToken ct, PullPolicy? pull = null)
     {
         ArgumentNullException.ThrowIfNull(actor);
         ValidAgentId(agentId);
@@ -63,6 +64,7 @@ public sealed class DriveAssignment(ImageCatalog catalog, DesiredStateStore desi
                 ReadOnly = readOnly,
                 Connected = digest is not null && (request.Connected ?? true),
                 DiscardWrites = discardWrites,
+                Pull = digest is null ? null : pull,
             };
             // Audited in the same transaction: an assignment is never without its record, nor a record without it
             // (a rollout's leader stopped between the two would otherwise leave the one without the other).
@@ -76,6 +78,52 @@ public sealed class DriveAssignment(ImageCatalog catalog, DesiredStateStore desi
         return state;
     }
 
+    /// <summary>
+    /// Stages an image on an agent — pulled into its cache and held there, on no drive (a <c>stageOnly</c> rollout) — so a
+    /// later assignment attaches it without moving a byte. Staging what is staged already replaces its pull policy.
+    /// </summary>
+    public async Task<DesiredState> StageAsync(string agentId, string image, PullPolicy? pull, ClaimsPrincipal actor, CancellationToken ct)
+    {
+        ValidAgentId(agentId);
+        if (!NameRules.TryValidateImageName(image, out var nameError))
+            throw ApiException.BadRequest("invalid-image-name", nameError);
+        await RequireAgentAsync(agentId, ct);
+        var state = await desired.ChangeAsync(agentId, async change =>
+        {
+            var entry = await catalog.GetForShareAsync(change.Connection, change.Transaction, image, ct) ?? throw CatalogEndpoints.ImageNotFound(image);
+            var content = DesiredStateStore.DesiredContent.Of(change.Current);
+            await audit.RecordAsync(change.Connection, change.Transaction, actor, "image.stage", agentId,
+                $"{image} {entry.Digest} (generation {(change.Current?.Generation ?? 0) + 1})", ct);
+            return content with
+            {
+                Prefetch = (content.Prefetch ?? []).Where(p => p.ImageDigest != entry.Digest)
+                    .Append(new PrefetchImage { ImageDigest = entry.Digest, ImageName = image, Pull = pull }).ToList(),
+            };
+        }, ct);
+        await publisher.PublishDesiredAsync(agentId, ct);
+        return state;
+    }
+
+    /// <summary>Stops holding a staged image (by catalog name or digest); the agent may evict it when it needs the room. False when it was not staged.</summary>
+    public async Task<bool> UnstageAsync(string agentId, string imageOrDigest, ClaimsPrincipal actor, CancellationToken ct)
+    {
+        ValidAgentId(agentId);
+        await RequireAgentAsync(agentId, ct);
+        var found = false;
+        await desired.ChangeAsync(agentId, async change =>
+        {
+            var content = DesiredStateStore.DesiredContent.Of(change.Current);
+            var left = (content.Prefetch ?? []).Where(p => p.ImageDigest != imageOrDigest && p.ImageName != imageOrDigest).ToList();
+            found = left.Count < (content.Prefetch?.Count ?? 0);
+            if (!found)
+                throw ApiException.NotFound("not-staged", $"'{imageOrDigest}' is not staged on '{agentId}'.");
+            await audit.RecordAsync(change.Connection, change.Transaction, actor, "image.unstage", agentId, imageOrDigest, ct);
+            return content with { Prefetch = left };
+        }, ct);
+        await publisher.PublishDesiredAsync(agentId, ct);
+        return found;
+    }
+
     /// <param name="bytesPerSecond">0 = unlimited; null = the agent's own setting.</param>
     public async Task<DesiredState> SetBandwidthAsync(string agentId, long? bytesPerSecond, ClaimsPrincipal actor, CancellationToken ct)
     {
@@ -87,7 +135,7 @@ public sealed class DriveAssignment(ImageCatalog catalog, DesiredStateStore desi
         {
             await audit.RecordAsync(change.Connection, change.Transaction, actor, "agent.bandwidth", agentId,
                 bytesPerSecond?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "agent default", ct);
-            return (change.Current?.Drives ?? [], bytesPerSecond);
+            return DesiredStateStore.DesiredContent.Of(change.Current) with { MaxBytesPerSecond = bytesPerSecond };
         }, ct);
         await publisher.PublishDesiredAsync(agentId, ct);
         return state;

@@ -20,6 +20,12 @@ public static class FleetEndpoints
         agents.MapPut("/{agentId}/drives/{index:int}", SetDriveAsync).RequireAuthorization(Policies.Operate);
         agents.MapPut("/{agentId}/bandwidth", SetBandwidthAsync).RequireAuthorization(Policies.Operate);
         agents.MapPut("/{agentId}/labels", SetLabelsAsync).RequireAuthorization(Policies.Operate);
+        agents.MapDelete("/{agentId}/staged/{image}", async (string agentId, string image, DriveAssignment assignment, System.Security.Claims.ClaimsPrincipal user,
+            CancellationToken ct) =>
+        {
+            await assignment.UnstageAsync(agentId, image, user, ct);
+            return Results.NoContent();
+        }).RequireAuthorization(Policies.Operate);
         agents.MapDriveSnapshots();
         agents.MapPost("/{agentId}/credentials", CreateCredentialsAsync).RequireAuthorization(Policies.Admin);
         agents.MapPost("/{agentId}/disable", (string agentId, AgentCredentialStore credentials, AuditLog audit, System.Security.Claims.ClaimsPrincipal user,
@@ -198,13 +204,17 @@ public sealed record HostReadView(long? BytesRead, DateTimeOffset? LastReadAt, l
 
 public sealed record CachedImageView(string Digest, long Size);
 
-public sealed record TransferView(string Digest, long BytesDone, long BytesTotal, string State, string? Error);
+/// <param name="ResumesAt">A <c>waiting</c> pull (outside its download windows): when the next window opens.</param>
+public sealed record TransferView(string Digest, long BytesDone, long BytesTotal, string State, string? Error, DateTimeOffset? ResumesAt = null);
 
-public sealed record DesiredView(long Generation, IReadOnlyList<DesiredDriveView> Drives, long? MaxBytesPerSecond)
+/// <param name="Staged">Images the agent holds in its cache for a later attach (a stageOnly rollout).</param>
+public sealed record DesiredView(long Generation, IReadOnlyList<DesiredDriveView> Drives, long? MaxBytesPerSecond, IReadOnlyList<StagedView>? Staged = null)
 {
     public static DesiredView From(DesiredState state) =>
         new(state.Generation, state.Drives.Select(d => new DesiredDriveView(d.Index, d.ImageName, d.ImageDigest, FleetEndpoints.ModeName(d.Mode), d.ReadOnly, d.Connected)).ToList(),
-            state.MaxBytesPerSecond);
+            state.MaxBytesPerSecond, state.Prefetch?.Select(p => new StagedView(p.ImageName, p.ImageDigest)).ToList());
 }
+
+public sealed record StagedView(string? Image, string Digest);
 
 public sealed record DesiredDriveView(int Index, string? Image, string? Digest, string? Mode, bool ReadOnly, bool Connected);

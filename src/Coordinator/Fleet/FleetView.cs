@@ -32,7 +32,7 @@ public sealed class FleetView(FleetRegistry registry, DesiredStateStore desired,
             "drifted" => observed is not null && Observability.CoordinatorMetrics.IsDrifted(observed, desired.Get(agentId)),
             "failing" => report is not null && (report.LastError is not null || report.Drives.Any(d => d.Error is not null)
                 || report.Transfers.Any(t => t.State == TransferState.Failed)),
-            "pulling" => observed?.Online == true && report is not null && report.Transfers.Any(t => t.State is TransferState.Pulling or TransferState.Verifying),
+            "pulling" => observed?.Online == true && report is not null && report.Transfers.Any(t => t.State is TransferState.Pulling or TransferState.Verifying or TransferState.Waiting),
             _ => throw new ArgumentOutOfRangeException(nameof(state), state, "not a fleet state"),
         };
     }
@@ -86,7 +86,8 @@ public sealed class FleetView(FleetRegistry registry, DesiredStateStore desired,
             merged,
             report?.Drives.Select(DriveView.From).ToList(),
             report?.Cache.Select(c => new CachedImageView(c.ImageDigest, c.Size)).ToList(),
-            report?.Transfers.Select(t => new TransferView(t.ImageDigest, t.BytesDone, t.BytesTotal, t.State.ToString().ToLowerInvariant(), t.Error)).ToList(),
+            report?.Transfers.Select(t => new TransferView(t.ImageDigest, t.BytesDone, t.BytesTotal, t.State.ToString().ToLowerInvariant(), t.Error,
+                t.ResumesAtUnixMs is { } resumes ? DateTimeOffset.FromUnixTimeMilliseconds(resumes) : null)).ToList(),
             report?.FreeBytes,
             report?.TotalBytes,
             report?.AppliedGeneration,

@@ -26,8 +26,10 @@ public static class ExecutionStates
     public const string Queued = "queued";
     /// <summary>Claimed by the leader, its drive being assigned (a leader that died here is picked up by the next).</summary>
     public const string Starting = "starting";
-    /// <summary>Assigned; the agent is pulling and attaching.</summary>
+    /// <summary>Assigned; the agent is pulling (or waiting for its download window).</summary>
     public const string Pulling = "pulling";
+    /// <summary>The image is in the agent's cache; attaching (a stageOnly rollout's executions succeed here).</summary>
+    public const string Staged = "staged";
     public const string Succeeded = "succeeded";
     public const string Failed = "failed";
     public const string TimedOut = "timed-out";
@@ -37,7 +39,10 @@ public static class ExecutionStates
     /// <summary>Cancelled with revert: its drive was put back to what it was before.</summary>
     public const string Reverted = "reverted";
 
-    public static bool IsTerminal(string state) => state is not (Queued or Starting or Pulling);
+    public static bool IsTerminal(string state) => state is not (Queued or Starting or Pulling or Staged);
+
+    /// <summary>Assigned and still moving bytes (what maxConcurrentPulls and the per-site limit count).</summary>
+    public static bool IsPulling(string state) => state is Starting or Pulling;
 
     public static bool IsFailure(string state) => state is Failed or TimedOut;
 }
@@ -56,12 +61,24 @@ public sealed record RolloutSpec
     public IReadOnlyList<string> Waves { get; init; } = ["100%"];
     /// <summary>Agents assigned and not yet done, at most, across the rollout (null: no limit).</summary>
     public int? MaxConcurrentPulls { get; init; }
+    /// <summary>Pull into the agents' caches and hold there, attach nothing; a later rollout with the same image attaches without moving a byte.</summary>
+    public bool StageOnly { get; init; }
+    /// <summary>Each site's download budget, split evenly among its <see cref="MaxConcurrentPullsPerSite"/> pulls (each agent enforces its share itself).</summary>
+    public long? SiteMaxBytesPerSecond { get; init; }
+    /// <summary>Agents of one site (label <c>site</c>) pulling at a time, at most (null: no per-site limit; 1 when a site budget is given).</summary>
+    public int? MaxConcurrentPullsPerSite { get; init; }
+    /// <summary>When bytes may move; travels in the signed desired state, so agents keep to it while the Coordinator is away.</summary>
+    public IReadOnlyList<WindowSpec>? DownloadWindows { get; init; }
     public FailureThreshold FailureThreshold { get; init; } = new();
+    /// <summary>Seconds from assignment to attached before an execution times out; 0: none (the default with download windows).</summary>
     public int ExecutionTimeoutSeconds { get; init; } = 1800;
     public DateTimeOffset? StartAt { get; init; }
     /// <summary>After this, agents still offline are skipped and the rollout ends.</summary>
     public DateTimeOffset Deadline { get; init; }
 }
+
+/// <summary>A download window as given and shown: days (<c>mon</c> … <c>sun</c>; none = every day), start and end as <c>HH:MM</c>, an IANA time zone (default UTC).</summary>
+public sealed record WindowSpec(IReadOnlyList<string>? Days, string? Start, string? End, string? TimeZone);
 
 /// <param name="Percent">The rollout stops when more than this share of the executions that ended failed or timed out …</param>
 /// <param name="MinExecuted">… once at least this many ended.</param>
@@ -79,6 +96,10 @@ public sealed record RolloutRequest
     public string? Selector { get; init; }
     public IReadOnlyList<System.Text.Json.JsonElement>? Waves { get; init; }
     public int? MaxConcurrentPulls { get; init; }
+    public bool? StageOnly { get; init; }
+    public long? SiteMaxBytesPerSecond { get; init; }
+    public int? MaxConcurrentPullsPerSite { get; init; }
+    public IReadOnlyList<WindowSpec>? DownloadWindows { get; init; }
     public FailureThreshold? FailureThreshold { get; init; }
     public int? ExecutionTimeoutSeconds { get; init; }
     public DateTimeOffset? StartAt { get; init; }

@@ -18,9 +18,6 @@ namespace MsdFleet.Coordinator.Rollouts;
 /// </summary>
 public static class RolloutEndpoints
 {
-    /// <summary>Options a later version supports; refused by name here rather than ignored.</summary>
-    private static readonly string[] NotYet = ["stageOnly", "siteMaxBytesPerSecond", "downloadWindows"];
-
     public static WebApplication MapRolloutApi(this WebApplication app)
     {
         ArgumentNullException.ThrowIfNull(app);
@@ -96,12 +93,7 @@ public static class RolloutEndpoints
         if (request is null)
             throw ApiException.BadRequest("invalid-body", "Send {\"name\", \"image\", \"mode\", \"selector\", \"waves\" …} as JSON.");
         if (request.Unknown is { Count: > 0 } unknown)
-        {
-            var name = unknown.Keys.First();
-            throw NotYet.Contains(name, StringComparer.Ordinal)
-                ? ApiException.BadRequest("rollout-option-unsupported", $"'{name}' is not supported by this Coordinator yet; nothing was started.")
-                : ApiException.BadRequest("unknown-field", $"Unknown field '{name}'; nothing was started.");
-        }
+            throw ApiException.BadRequest("unknown-field", $"Unknown field '{unknown.Keys.First()}'; nothing was started.");
         if (string.IsNullOrWhiteSpace(request.Name) || request.Name.Length > 100 || request.Name.Any(char.IsControl))
             throw ApiException.BadRequest("invalid-name", "name must be 1-100 characters without control characters.");
         if (!NameRules.TryValidateImageName(request.Image, out var imageError))
@@ -109,8 +101,13 @@ public static class RolloutEndpoints
         var drive = request.Drive ?? 0;
         if (drive is < 0 or >= DriveLimits.MaxDrives)
             throw ApiException.BadRequest("invalid-drive", $"drive must be 0..{DriveLimits.MaxDrives - 1}.");
-        if (request.Mode is not ("cdrom" or "flash"))
+        var stageOnly = request.StageOnly ?? false;
+        if (stageOnly && request.Connect == true)
+            throw ApiException.BadRequest("invalid-stage-only", "stageOnly pulls into the agents' caches and attaches nothing; leave out connect (a later rollout attaches).");
+        if (!stageOnly && request.Mode is not ("cdrom" or "flash"))
             throw ApiException.BadRequest("invalid-mode", "mode must be \"cdrom\" or \"flash\".");
+        if (stageOnly && request.Mode is not (null or "cdrom" or "flash"))
+            throw ApiException.BadRequest("invalid-mode", "mode must be \"cdrom\" or \"flash\" (or left out with stageOnly).");
         var readOnly = request.ReadOnly ?? true;
         if (request.Mode == "cdrom" && !readOnly)
             throw ApiException.BadRequest("invalid-mode", "A CD-ROM is always read-only; use mode \"flash\" for a writable drive.");
@@ -123,8 +120,16 @@ public static class RolloutEndpoints
             throw ApiException.BadRequest("invalid-threshold", "failureThreshold.minExecuted must be at least 1.");
         if (request.MaxConcurrentPulls is < 1)
             throw ApiException.BadRequest("invalid-max-concurrent-pulls", "maxConcurrentPulls must be at least 1 (or left out for no limit).");
-        var timeout = request.ExecutionTimeoutSeconds ?? 1800;
-        if (timeout is < 10 or > 7 * 86400)
+        if (request.MaxConcurrentPullsPerSite is < 1)
+            throw ApiException.BadRequest("invalid-max-concurrent-pulls", "maxConcurrentPullsPerSite must be at least 1 (or left out for no limit).");
+        if (request.SiteMaxBytesPerSecond is < 1024)
+            throw ApiException.BadRequest("invalid-bandwidth", "siteMaxBytesPerSecond must be at least 1024 (or left out for no budget).");
+        var perSite = request.MaxConcurrentPullsPerSite ?? (request.SiteMaxBytesPerSecond is null ? null : 1);
+        if (request.SiteMaxBytesPerSecond / perSite is < 1024)
+            throw ApiException.BadRequest("invalid-bandwidth", $"siteMaxBytesPerSecond {request.SiteMaxBytesPerSecond} split among {perSite} pulls per site leaves under 1 KiB/s each.");
+        // With download windows a pull may wait for hours: no timeout unless one is asked for (the deadline still ends the rollout).
+        var timeout = request.ExecutionTimeoutSeconds ?? (request.DownloadWindows is { Count: > 0 } ? 0 : 1800);
+        if (request.ExecutionTimeoutSeconds is < 10 or > 7 * 86400)
             throw ApiException.BadRequest("invalid-execution-timeout", "executionTimeoutSeconds must be between 10 and 604800.");
         var now = time.GetUtcNow();
         if (request.StartAt is { } startAt && startAt > now.AddDays(30))
@@ -133,6 +138,8 @@ public static class RolloutEndpoints
         if (deadlineHours is < 1 or > 720)
             throw ApiException.BadRequest("invalid-deadline", "deadlineHours must be between 1 and 720.");
         var waves = ParseWaves(request.Waves);
+        var deadline = (request.StartAt is { } begins && begins > now ? begins : now).AddHours(deadlineHours);
+        var windows = WindowSpecs.Normalize(request.DownloadWindows, request.StartAt is { } b && b > now ? b : now, deadline);
 
         var entry = await catalog.GetAsync(request.Image, ct) ?? throw CatalogEndpoints.ImageNotFound(request.Image);
         var ids = (await fleet.KnownAgentIdsAsync(ct)).Where(id => selector.Matches(fleet.LabelsOf(id))).ToList();
@@ -144,16 +151,20 @@ public static class RolloutEndpoints
             Image = request.Image,
             Digest = entry.Digest,
             Drive = drive,
-            Mode = request.Mode,
+            Mode = request.Mode ?? "cdrom",
             ReadOnly = readOnly,
-            Connect = request.Connect ?? true,
+            Connect = !stageOnly && (request.Connect ?? true),
+            StageOnly = stageOnly,
+            SiteMaxBytesPerSecond = request.SiteMaxBytesPerSecond,
+            MaxConcurrentPullsPerSite = perSite,
+            DownloadWindows = windows,
             Selector = selector.ToString(),
             Waves = waves.Select(w => w.Text).ToList(),
             MaxConcurrentPulls = request.MaxConcurrentPulls,
             FailureThreshold = threshold,
             ExecutionTimeoutSeconds = timeout,
             StartAt = request.StartAt,
-            Deadline = (request.StartAt is { } s && s > now ? s : now).AddHours(deadlineHours),
+            Deadline = deadline,
         };
         var id = Guid.NewGuid().ToString("N")[..12];
         var state = request.StartAt is { } at && at > now ? RolloutStates.Scheduled : RolloutStates.Running;
@@ -163,7 +174,7 @@ public static class RolloutEndpoints
                 $"Another active rollout is changing drive {drive} of {conflicts.Count} of these agents ({string.Join(", ", conflicts.Take(10))}{(conflicts.Count > 10 ? ", …" : "")}); " +
                 "pause or cancel it first. Nothing was started.");
         await audit.RecordAsync(user, "rollout.create", id,
-            $"{request.Name}: {request.Image} ({entry.Digest}) on drive {drive} of {ids.Count} agents matching '{selector}', waves {string.Join(" ", spec.Waves)}", ct);
+            $"{request.Name}: {request.Image} ({entry.Digest}) {(stageOnly ? "staged on" : $"on drive {drive} of")} {ids.Count} agents matching '{selector}', waves {string.Join(" ", spec.Waves)}", ct);
         engine.Wake();
         return Results.Created($"/api/v1/rollouts/{id}", RolloutView.From((await store.GetAsync(id, ct))!, await store.ExecutionsAsync(id, ct)));
     }

@@ -24,7 +24,7 @@ namespace MsdFleet.Coordinator.Rollouts;
 /// State lives in the database, so a restart or a change of leader carries on where it stopped.
 /// </para>
 /// </summary>
-public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader, FleetRegistry registry, DesiredStateStore desired, ImageCatalog catalog,
+public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader, FleetRegistry registry, FleetView fleet, DesiredStateStore desired, ImageCatalog catalog,
     DriveAssignment assignment, Messaging.IDesiredStatePublisher publisher, LiveEventPublisher events, TimeProvider time, ILogger<RolloutEngine> logger)
     : BackgroundService
 {
@@ -116,26 +116,35 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
                 changed |= await RecoverStartAsync(rollout, spec, e, ct);
                 continue;
             }
-            if (e.State != ExecutionStates.Pulling || e.Generation is not { } generation)
+            if (e.State is not (ExecutionStates.Pulling or ExecutionStates.Staged) || e.Generation is not { } generation)
                 continue;
             var (outcome, error) = Outcome(registry.Get(e.AgentId)?.Report, spec, generation);
-            if (outcome is null && e.StartedAtMs is { } started && now - DateTimeOffset.FromUnixTimeMilliseconds(started) > TimeSpan.FromSeconds(spec.ExecutionTimeoutSeconds))
-                (outcome, error) = (ExecutionStates.TimedOut, $"the agent did not report the image attached within {spec.ExecutionTimeoutSeconds} s");
-            if (outcome is not null)
-                changed |= await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Pulling, outcome, ct, error);
+            if (outcome is null && e.StartedAtMs is { } started && spec.ExecutionTimeoutSeconds > 0
+                && now - DateTimeOffset.FromUnixTimeMilliseconds(started) > TimeSpan.FromSeconds(spec.ExecutionTimeoutSeconds))
+                (outcome, error) = (ExecutionStates.TimedOut, $"the agent did not report the image {(spec.StageOnly ? "staged" : "attached")} within {spec.ExecutionTimeoutSeconds} s");
+            if (outcome is null && spec.ExecutionTimeoutSeconds == 0 && now > spec.Deadline)
+                (outcome, error) = (ExecutionStates.TimedOut, $"the rollout's deadline passed before the agent reported the image {(spec.StageOnly ? "staged" : "attached")}");
+            if (outcome is not null && outcome != e.State)
+                changed |= await store.TransitionAsync(rollout.Id, e.AgentId, e.State, outcome, ct, error);
         }
         return changed;
     }
 
-    /// <summary>What the agent's report says about its execution: done, failed (with the agent's error), or not yet (null).</summary>
+    /// <summary>
+    /// What the agent's report says about its execution: done, failed (with the agent's error), staged (in its cache, not yet
+    /// attached), or not yet (null). A stageOnly execution is done when the image is in the cache.
+    /// </summary>
     internal static (string? State, string? Error) Outcome(AgentReport? report, RolloutSpec spec, long generation)
     {
         if (report is null)
             return (null, null);
         if (report.Transfers.FirstOrDefault(t => t.ImageDigest == spec.Digest && t.State == TransferState.Failed) is { } failed)
             return (ExecutionStates.Failed, failed.Error ?? "the pull failed");
+        var cached = report.Cache.Any(c => c.ImageDigest == spec.Digest);
+        if (spec.StageOnly)
+            return cached ? (ExecutionStates.Succeeded, null) : (null, null);
         if (report.AppliedGeneration < generation)
-            return (null, null);
+            return cached ? (ExecutionStates.Staged, null) : (null, null);
         var drive = report.Drives.FirstOrDefault(d => d.Index == spec.Drive);
         if (drive?.Error is { } driveError)
             return (ExecutionStates.Failed, driveError);
@@ -143,18 +152,23 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
             return (ExecutionStates.Succeeded, null);
         if (report.LastError is { } lastError)
             return (ExecutionStates.Failed, lastError);
-        return (null, null);
+        return cached ? (ExecutionStates.Staged, null) : (null, null);
     }
+
+    /// <summary>Whether the agent's desired state already carries this rollout's assignment (staged, or on its drive).</summary>
+    private static bool Carries(DesiredState? state, RolloutSpec spec) => spec.StageOnly
+        ? state?.Prefetch?.Any(p => p.ImageDigest == spec.Digest) == true
+        : state?.Drives.FirstOrDefault(d => d.Index == spec.Drive)?.ImageDigest == spec.Digest;
 
     private async Task<bool> RecoverStartAsync(RolloutRow rollout, RolloutSpec spec, ExecutionRow e, CancellationToken ct)
     {
         var current = await desired.GetFreshAsync(e.AgentId, ct);
-        if (current?.Drives.FirstOrDefault(d => d.Index == spec.Drive) is { } drive && drive.ImageDigest == spec.Digest)
+        if (Carries(current, spec))
         {
             // The dead leader may have stored the assignment and stopped before publishing it: publish (again) —
             // the newest generation, never an older one, so a repeat is harmless.
             await publisher.PublishDesiredAsync(e.AgentId, ct);
-            return await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Pulling, ct, generation: current.Generation, started: true);
+            return await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Pulling, ct, generation: current!.Generation, started: true);
         }
         return await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Queued, ct);
     }
@@ -190,9 +204,20 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
             return await store.SetStateAsync(rollout.Id, [RolloutStates.Running], clean ? RolloutStates.Succeeded : RolloutStates.Finished, summary, ct) | changed;
         }
         var wave = open.Min(e => e.Wave);
-        var inFlight = open.Count(e => e.State is ExecutionStates.Starting or ExecutionStates.Pulling);
-        var room = spec.MaxConcurrentPulls is { } max ? Math.Max(0, max - inFlight) : int.MaxValue;
-        var ready = open.Where(e => e.Wave == wave && e.State == ExecutionStates.Queued && registry.Get(e.AgentId)?.Online == true).Take(room).ToList();
+        var pulling = open.Where(e => ExecutionStates.IsPulling(e.State)).ToList();
+        var room = spec.MaxConcurrentPulls is { } max ? Math.Max(0, max - pulling.Count) : int.MaxValue;
+        var perSite = pulling.GroupBy(e => SiteOf(e.AgentId), StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+        var ready = new List<ExecutionRow>();
+        foreach (var e in open.Where(e => e.Wave == wave && e.State == ExecutionStates.Queued && registry.Get(e.AgentId)?.Online == true))
+        {
+            if (ready.Count >= room)
+                break;
+            var site = SiteOf(e.AgentId);
+            if (spec.MaxConcurrentPullsPerSite is { } siteMax && perSite.GetValueOrDefault(site) >= siteMax)
+                continue; // this site is full; another site's agent may go
+            perSite[site] = perSite.GetValueOrDefault(site) + 1;
+            ready.Add(e);
+        }
         if (ready.Count == 0)
             return changed;
         var entry = await catalog.GetAsync(spec.Image, ct);
@@ -204,18 +229,30 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
             return await store.SetStateAsync(rollout.Id, [RolloutStates.Running], RolloutStates.Failed, reason, ct);
         }
         var actor = Actor(rollout);
+        var policy = PolicyOf(spec);
         foreach (var e in ready)
         {
             if (!await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Queued, ExecutionStates.Starting, ct))
                 continue;
             changed = true;
-            var previous = desired.Get(e.AgentId)?.Drives.FirstOrDefault(d => d.Index == spec.Drive);
-            var previousJson = JsonSerializer.Serialize(previous is null || previous.ImageName is null
-                ? new DriveRequest(null, null, null, null)
-                : new DriveRequest(previous.ImageName, FleetEndpoints.ModeName(previous.Mode), previous.ReadOnly, previous.Connected), Json);
+            var before = desired.Get(e.AgentId);
             try
             {
-                var state = await assignment.AssignAsync(e.AgentId, spec.Drive, new DriveRequest(spec.Image, spec.Mode, spec.ReadOnly, spec.Connect), actor, ct);
+                string previousJson;
+                DesiredState state;
+                if (spec.StageOnly)
+                {
+                    previousJson = Carries(before, spec) ? StagedBefore : NotStagedBefore;
+                    state = await assignment.StageAsync(e.AgentId, spec.Image, policy, actor, ct);
+                }
+                else
+                {
+                    var previous = before?.Drives.FirstOrDefault(d => d.Index == spec.Drive);
+                    previousJson = JsonSerializer.Serialize(previous is null || previous.ImageName is null
+                        ? new DriveRequest(null, null, null, null)
+                        : new DriveRequest(previous.ImageName, FleetEndpoints.ModeName(previous.Mode), previous.ReadOnly, previous.Connected), Json);
+                    state = await assignment.AssignAsync(e.AgentId, spec.Drive, new DriveRequest(spec.Image, spec.Mode, spec.ReadOnly, spec.Connect), actor, ct, policy);
+                }
                 await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Pulling, ct, generation: state.Generation,
                     previous: previousJson, started: true);
             }
@@ -228,12 +265,30 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
         return changed;
     }
 
+    private const string StagedBefore = "{\"staged\":true}";
+    private const string NotStagedBefore = "{\"staged\":false}";
+
+    /// <summary>The agent's site (label <c>site</c>; "" without one — those share one budget too).</summary>
+    private string SiteOf(string agentId) => fleet.LabelsOf(agentId).GetValueOrDefault("site") ?? "";
+
+    /// <summary>
+    /// What travels with each assignment in the signed desired state: the download windows, and the pull's share of its
+    /// site's budget — the budget split evenly among the site's concurrent pulls, so the site's pulls together never exceed
+    /// it, even while the Coordinator is away and nobody could re-divide it.
+    /// </summary>
+    internal static PullPolicy? PolicyOf(RolloutSpec spec)
+    {
+        long? share = spec.SiteMaxBytesPerSecond is { } budget ? budget / Math.Max(1, spec.MaxConcurrentPullsPerSite ?? 1) : null;
+        var windows = WindowSpecs.ToWire(spec.DownloadWindows);
+        return share is null && windows is null ? null : new PullPolicy { MaxBytesPerSecond = share, Windows = windows };
+    }
+
     /// <summary>A cancel: queued agents are dropped; with revert, assigned agents get back the drive they had (unless someone changed it since).</summary>
     private async Task<bool> CancelStepAsync(RolloutRow rollout, RolloutSpec spec, IReadOnlyList<ExecutionRow> executions, CancellationToken ct)
     {
         var changed = await store.CancelQueuedAsync(rollout.Id, ct) > 0;
         var actor = Actor(rollout);
-        foreach (var e in executions.Where(e => e.State is ExecutionStates.Starting or ExecutionStates.Pulling or ExecutionStates.Succeeded
+        foreach (var e in executions.Where(e => e.State is ExecutionStates.Starting or ExecutionStates.Pulling or ExecutionStates.Staged or ExecutionStates.Succeeded
             or ExecutionStates.Failed or ExecutionStates.TimedOut))
         {
             if (e.State == ExecutionStates.Starting)
@@ -243,19 +298,22 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
             }
             if (rollout.Revert == 0 || e.Previous is null)
             {
-                if (e.State == ExecutionStates.Pulling)
-                    changed |= await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Pulling, ExecutionStates.Cancelled, ct, "cancelled; the drive was left as assigned");
+                if (e.State is ExecutionStates.Pulling or ExecutionStates.Staged)
+                    changed |= await store.TransitionAsync(rollout.Id, e.AgentId, e.State, ExecutionStates.Cancelled, ct, "cancelled; the drive was left as assigned");
                 continue;
             }
             var current = await desired.GetFreshAsync(e.AgentId, ct);
-            if (current?.Drives.FirstOrDefault(d => d.Index == spec.Drive)?.ImageDigest != spec.Digest)
+            if (!Carries(current, spec))
             {
                 changed |= await store.TransitionAsync(rollout.Id, e.AgentId, e.State, ExecutionStates.Cancelled, ct, "the drive was changed since; left as it is");
                 continue;
             }
             try
             {
-                await assignment.AssignAsync(e.AgentId, spec.Drive, JsonSerializer.Deserialize<DriveRequest>(e.Previous, Json), actor, ct);
+                if (!spec.StageOnly)
+                    await assignment.AssignAsync(e.AgentId, spec.Drive, JsonSerializer.Deserialize<DriveRequest>(e.Previous, Json), actor, ct);
+                else if (e.Previous == NotStagedBefore)
+                    await assignment.UnstageAsync(e.AgentId, spec.Digest, actor, ct);
                 changed |= await store.TransitionAsync(rollout.Id, e.AgentId, e.State, ExecutionStates.Reverted, ct);
             }
             catch (ApiException ex)
@@ -264,7 +322,7 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
             }
         }
         var left = (await store.ExecutionsAsync(rollout.Id, ct)).Count(e => e.State is ExecutionStates.Queued or ExecutionStates.Starting or ExecutionStates.Pulling
-            || (rollout.Revert == 1 && e.Previous is not null && e.State is ExecutionStates.Succeeded or ExecutionStates.Failed or ExecutionStates.TimedOut));
+            or ExecutionStates.Staged || (rollout.Revert == 1 && e.Previous is not null && e.State is ExecutionStates.Succeeded or ExecutionStates.Failed or ExecutionStates.TimedOut));
         if (left == 0)
             changed |= await store.SetStateAsync(rollout.Id, [RolloutStates.Cancelling], RolloutStates.Cancelled, rollout.Reason, ct);
         return changed;

@@ -34,10 +34,12 @@ public sealed class RolloutStore(StateDatabase db, TimeProvider time)
                 await c.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_xact_lock(@key)", new { key = CreateLockKey }, t, cancellationToken: ct));
             var busy = await c.QueryAsync<(string Spec, string AgentId)>(new CommandDefinition("""
                 SELECT r.spec, e.agent_id FROM rollouts r JOIN rollout_executions e ON e.rollout_id = r.id
-                WHERE r.state IN ('scheduled', 'running', 'paused', 'cancelling') AND e.state IN ('queued', 'starting', 'pulling')
+                WHERE r.state IN ('scheduled', 'running', 'paused', 'cancelling') AND e.state IN ('queued', 'starting', 'pulling', 'staged')
                 """, transaction: t, cancellationToken: ct));
             var wanted = executions.Select(e => e.AgentId).ToHashSet(StringComparer.Ordinal);
-            var conflicts = busy.Where(b => wanted.Contains(b.AgentId) && JsonSerializer.Deserialize<RolloutSpec>(b.Spec, Json)!.Drive == spec.Drive)
+            // Two rollouts conflict on one agent's drive; staging holds no drive and conflicts with nothing.
+            var conflicts = busy.Where(b => wanted.Contains(b.AgentId) && !spec.StageOnly && JsonSerializer.Deserialize<RolloutSpec>(b.Spec, Json) is { StageOnly: false } other
+                    && other.Drive == spec.Drive)
                 .Select(b => b.AgentId).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
             if (conflicts.Count > 0)
                 return conflicts;

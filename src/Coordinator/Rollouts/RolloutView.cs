@@ -20,7 +20,7 @@ public sealed record RolloutView(string Id, string Name, string State, string? R
     private static Dictionary<string, int> Count(IReadOnlyCollection<ExecutionRow> executions)
     {
         var counts = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var state in (string[])[ExecutionStates.Queued, ExecutionStates.Pulling, ExecutionStates.Succeeded, ExecutionStates.Failed,
+        foreach (var state in (string[])[ExecutionStates.Queued, ExecutionStates.Pulling, ExecutionStates.Staged, ExecutionStates.Succeeded, ExecutionStates.Failed,
             ExecutionStates.TimedOut, ExecutionStates.Skipped, ExecutionStates.Cancelled, ExecutionStates.Reverted])
             counts[state] = 0;
         foreach (var e in executions)

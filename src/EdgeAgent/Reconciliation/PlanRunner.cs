@@ -26,12 +26,15 @@ public sealed partial class PlanRunner(
     StepScheduler scheduler,
     DriveSnapshotter snapshots,
     BandwidthThrottle throttle,
+    TransferTracker tracker,
     IAgentPublisher publisher,
     IOptions<AgentOptions> options,
     TimeProvider time,
     ILogger<PlanRunner> logger)
 {
     private readonly System.Collections.Concurrent.ConcurrentDictionary<int, string> _driveErrors = new();
+    // Per image being pulled: its live policy (windows, own cap), updated every pass; only the reconcile loop adds or removes.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, PullControl> _pulls = new(StringComparer.Ordinal);
     private volatile string? _lastError;
 
     public IReadOnlyDictionary<int, string> DriveErrors => _driveErrors;
@@ -65,6 +68,10 @@ public sealed partial class PlanRunner(
             if (drive.Snapshot is not null)
                 wanted.Add(SnapshotKey(drive.Index));
         scheduler.CancelExcept(wanted);
+        foreach (var key in _pulls.Keys.Where(k => !wanted.Contains(k)))
+            _pulls.TryRemove(key, out _);
+        foreach (var pull in plan.OfType<PullStep>())
+            _pulls.GetOrAdd(PullKey(pull.Digest), _ => new PullControl(time)).Set(pull.Policy);
         // A drive the plan leaves alone has converged: whatever went wrong with it before is history.
         var touched = plan.Select(DriveOf).ToHashSet();
         foreach (var drive in _driveErrors.Keys.Where(d => !touched.Contains(d)))
@@ -127,7 +134,7 @@ public sealed partial class PlanRunner(
                     Message = $"Working copy of drive {discard.Lun} discarded" }, cancellationToken);
                 return false;
             case PullStep pull:
-                StartPull(pull.Digest);
+                StartPull(pull.Digest, _pulls[PullKey(pull.Digest)]);
                 return true;
             case CreateWorkingCopyStep create:
                 StartWorkingCopy(create.Lun, create.BaseDigest);
@@ -175,18 +182,69 @@ public sealed partial class PlanRunner(
         return false;
     }
 
-    private void StartPull(ImageDigest digest)
+    private void StartPull(ImageDigest digest, PullControl control)
     {
         var key = digest.ToString();
         scheduler.Start(PullKey(digest), string.Empty, async ct =>
         {
-            await puller.PullAsync(digest, ct);
+            try
+            {
+                await PullInWindowsAsync(digest, control, ct);
+            }
+            finally
+            {
+                if (ct.IsCancellationRequested)
+                    tracker.Remove(key); // nobody wants it any more: no transfer, waiting or not
+            }
             await EventAsync(new AgentEvent { Kind = AgentEventKind.PullCompleted, ImageDigest = key }, ct);
         }, async ex =>
         {
             LastError = $"Pull of {key} failed: {ex.Message}";
             await EventAsync(new AgentEvent { Kind = AgentEventKind.PullFailed, ImageDigest = key, Message = ex.Message }, CancellationToken.None);
         });
+    }
+
+    /// <summary>
+    /// Pulls while the image's download windows are open: outside them it waits (reported <c>Waiting</c>, with when the
+    /// next opens); a pull running when its window closes is stopped — no more bytes move — and resumes from its journal
+    /// in the next window. A change of windows in a newer desired state is looked at at once. Without windows: one pull.
+    /// </summary>
+    private async Task PullInWindowsAsync(ImageDigest digest, PullControl control, CancellationToken ct)
+    {
+        var key = digest.ToString();
+        while (true)
+        {
+            var changed = control.Changed;
+            var now = time.GetUtcNow();
+            if (!DownloadSchedule.IsOpen(control.Policy?.Windows, now, out var change))
+            {
+                tracker.Waiting(key, change);
+                Log.PullWaiting(logger, key, change);
+                using var wake = CancellationTokenSource.CreateLinkedTokenSource(ct, changed);
+                try
+                {
+                    // Re-read at least every minute: the wall clock may be set (NTP) while we wait.
+                    var wait = change is { } opens ? opens - now : TimeSpan.FromMinutes(1);
+                    await Task.Delay(wait < TimeSpan.FromMinutes(1) ? wait + TimeSpan.FromMilliseconds(20) : TimeSpan.FromMinutes(1), time, wake.Token);
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                    // the windows changed: look again
+                }
+                continue;
+            }
+            using var closes = change is { } end ? new CancellationTokenSource(end - now > TimeSpan.Zero ? end - now : TimeSpan.Zero, time) : new CancellationTokenSource();
+            using var run = CancellationTokenSource.CreateLinkedTokenSource(ct, changed, closes.Token);
+            try
+            {
+                await puller.PullAsync(digest, run.Token, control.Throttle);
+                return;
+            }
+            catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+            {
+                Log.PullPaused(logger, key);
+            }
+        }
     }
 
     private void StartWorkingCopy(int drive, ImageDigest baseDigest)
@@ -252,6 +310,12 @@ public sealed partial class PlanRunner(
 
         [LoggerMessage(7, LogLevel.Warning, "Working copy of drive {Lun} (made from {Digest}) discarded")]
         public static partial void Discarded(ILogger logger, int lun, string digest);
+
+        [LoggerMessage(9, LogLevel.Information, "Pull of {Digest} waits for its download window (opens {Opens})")]
+        public static partial void PullWaiting(ILogger logger, string digest, DateTimeOffset? opens);
+
+        [LoggerMessage(10, LogLevel.Information, "Pull of {Digest} paused: its download window closed (or changed)")]
+        public static partial void PullPaused(ILogger logger, string digest);
 
         [LoggerMessage(8, LogLevel.Information, "Working copy of drive {Lun} made from {Digest} ({How})")]
         public static partial void WorkingCopyCreated(ILogger logger, int lun, string digest, string how);

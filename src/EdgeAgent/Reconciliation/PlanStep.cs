@@ -8,7 +8,11 @@ public abstract record PlanStep;
 
 public sealed record DetachStep(int Lun) : PlanStep;
 
-public sealed record PullStep(ImageDigest Digest) : PlanStep;
+/// <summary>Pull an image into the cache; <see cref="Policy"/> (windows, a cap of its own) as the desired state says.</summary>
+public sealed record PullStep(ImageDigest Digest) : PlanStep
+{
+    public PullPolicy? Policy { get; init; }
+}
 
 /// <summary>Attach a verified cached image, or (<see cref="WorkingCopy"/>) the drive's own working copy of it.</summary>
 public sealed record AttachStep(int Lun, ImageDigest Digest, DriveMode Mode, bool ReadOnly) : PlanStep

@@ -6,7 +6,7 @@ namespace MsdFleet.EdgeAgent.Reconciliation;
 /// <summary>
 /// Pure: compares desired with observed state and returns the steps that close the gap, in a safe
 /// order: detaches first (a server never keeps a medium the Coordinator no longer wants), then discards of
-/// working copies nobody needs, then pulls (including pre-staging images of disconnected drives), then
+/// working copies nobody needs, then pulls (including pre-staging images of disconnected drives and the staged images of <see cref="DesiredState.Prefetch"/>, each with its pull policy), then
 /// working copies to make, then attaches of what is ready. Only drives the desired state names are touched.
 /// An empty plan means converged.
 /// <para>Writable drives: a read-write flash drive presents its own working copy of the image, never the
@@ -28,11 +28,19 @@ public static class ReconcilePlanner
         var pulls = new List<PlanStep>();
         var copies = new List<PlanStep>();
         var attaches = new List<PlanStep>();
-        var pulling = new HashSet<string>(StringComparer.Ordinal);
-        void Pull(ImageDigest digest)
+        var pulling = new Dictionary<string, int>(StringComparer.Ordinal);
+        // Two wants of one image make one pull, under the looser of their policies.
+        void Pull(ImageDigest digest, PullPolicy? policy)
         {
-            if (!observed.CachedDigests.Contains(digest.ToString()) && pulling.Add(digest.ToString()))
-                pulls.Add(new PullStep(digest));
+            if (observed.CachedDigests.Contains(digest.ToString()))
+                return;
+            if (pulling.TryGetValue(digest.ToString(), out var at))
+                pulls[at] = new PullStep(digest) { Policy = PullPolicy.Loosest(((PullStep)pulls[at]).Policy, policy) };
+            else
+            {
+                pulling[digest.ToString()] = pulls.Count;
+                pulls.Add(new PullStep(digest) { Policy = policy });
+            }
         }
 
         foreach (var drive in desired.Drives.OrderBy(d => d.Index))
@@ -76,7 +84,7 @@ public static class ReconcilePlanner
                         $"Drive {drive.Index} has unsaved writes on its working copy of {copy.BaseDigest}; save them with a snapshot, or change the drive with discardWrites."));
                     if (!wantsAttached && lun.HasMedium)
                         detaches.Add(new DetachStep(drive.Index));
-                    Pull(digest.Value); // staging the next image loses nothing
+                    Pull(digest.Value, drive.Pull); // staging the next image loses nothing
                     continue;
                 }
                 if (lun.HasMedium && lun.IsWorkingCopy)
@@ -87,7 +95,7 @@ public static class ReconcilePlanner
 
             var cached = digest is { } c && observed.CachedDigests.Contains(c.ToString());
             if (digest is { } wanted && !copyMatches)
-                Pull(wanted);
+                Pull(wanted, drive.Pull);
 
             var matches = lun.HasMedium && lun.ImageDigest == digest && lun.Mode == drive.Mode && lun.ReadOnly == drive.ReadOnly
                           && lun.IsWorkingCopy == writable;
@@ -109,6 +117,10 @@ public static class ReconcilePlanner
                 attaches.Add(new AttachStep(drive.Index, digest!.Value, drive.Mode, drive.ReadOnly));
             }
         }
+        // Staged images: into the cache, onto no drive (an invalid digest is the Coordinator's bug, never a pull).
+        foreach (var staged in desired.Prefetch ?? [])
+            if (ImageDigest.TryParse(staged.ImageDigest, out var stagedDigest))
+                Pull(stagedDigest, staged.Pull);
         return [.. detaches, .. discards, .. pulls, .. copies, .. attaches];
     }
 }

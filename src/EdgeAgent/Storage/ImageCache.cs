@@ -11,7 +11,7 @@ namespace MsdFleet.EdgeAgent.Storage;
 /// <summary>
 /// Keeps the local image cache within its byte quota and trustworthy. Space is reserved before a pull
 /// starts; when it does not fit, least-recently-used images that are neither attached to a LUN nor named
-/// by the desired state are evicted; if that is still not enough the pull fails with the numbers an
+/// by the desired state (a drive's or a staged image) are evicted; if that is still not enough the pull fails with the numbers an
 /// operator needs. Before an image is attached it is checked against its manifest (full or sampled); a
 /// corrupt file is moved to <c>quarantine/</c> so the next pass pulls it again. An attached image is never
 /// modified, moved or evicted.
@@ -149,6 +149,8 @@ public sealed partial class ImageCache(
         foreach (var drive in desired.Current?.Drives ?? [])
             if (drive.ImageDigest is not null)
                 protectedDigests.Add(drive.ImageDigest);
+        foreach (var staged in desired.Current?.Prefetch ?? [])
+            protectedDigests.Add(staged.ImageDigest);
         var evictable = images.Where(i => !protectedDigests.Contains(i.Digest.ToString()))
             .OrderBy(i => LastUsed(i.Digest)).ToList();
         return (free, evictable);

@@ -27,7 +27,8 @@ public sealed partial class ImagePuller(
     private const long CommitEveryBytes = 64 * 1024 * 1024;
     private const int MaxAttempts = 5;
 
-    public async Task PullAsync(ImageDigest digest, CancellationToken cancellationToken)
+    /// <param name="own">This pull's own cap (a rollout's share of its site's budget), applied on top of the agent's; null for none.</param>
+    public async Task PullAsync(ImageDigest digest, CancellationToken cancellationToken, BandwidthThrottle? own = null)
     {
         if (store.HasImage(digest))
             return;
@@ -38,7 +39,7 @@ public sealed partial class ImagePuller(
             // A resumed pull already holds part of its bytes on disk.
             var present = File.Exists(store.PartialPath(digest)) ? SparseRegions.DataBytes(store.PartialPath(digest), manifest.Size) : 0;
             using var reservation = await cache.ReserveAsync(digest, manifest.Size - present, cancellationToken);
-            await PullChunksAsync(digest, manifest, progress, cancellationToken);
+            await PullChunksAsync(digest, manifest, progress, own, cancellationToken);
             cache.Touch(digest);
             tracker.Remove(digest.ToString());
         }
@@ -50,13 +51,13 @@ public sealed partial class ImagePuller(
         }
         finally
         {
-            // A pull nobody wants any more was cancelled: it is no transfer to report.
+            // A pull nobody wants any more was cancelled: it is no transfer to report (one paused by its window says so itself, from where it got).
             if (cancellationToken.IsCancellationRequested)
-                tracker.Remove(digest.ToString());
+                tracker.Remove(digest.ToString(), keepLast: true);
         }
     }
 
-    private async Task PullChunksAsync(ImageDigest digest, ImageManifest manifest, TransferProgress progress, CancellationToken cancellationToken)
+    private async Task PullChunksAsync(ImageDigest digest, ImageManifest manifest, TransferProgress progress, BandwidthThrottle? own, CancellationToken cancellationToken)
     {
         var partPath = store.PartialPath(digest);
         var journalPath = store.JournalPath(digest);
@@ -74,7 +75,7 @@ public sealed partial class ImagePuller(
             if (resuming)
                 recovery.Recover(manifest, offsets, handle, journal);
             progress.Add(journal.Done.Sum(i => (long)manifest.Chunks[i].Length));
-            var pull = new PullSession(digest, manifest, offsets, handle, new JournalCommitter(handle, journal, CommitEveryBytes), progress);
+            var pull = new PullSession(digest, manifest, offsets, handle, new JournalCommitter(handle, journal, CommitEveryBytes), progress) { Throttle = own };
             try
             {
                 await seeder.SeedAsync(pull, cancellationToken);
@@ -107,12 +108,15 @@ public sealed partial class ImagePuller(
             // Layout URLs are short-lived and packs may be repacked by GC: a 403/404 from a source
             // means "ask again", and what was already written is not fetched twice.
             var layout = await blobs.GetLayoutAsync(pull.Digest, pull.Manifest, cancellationToken);
-            var ranges = RangePlanner.Plan(pull.Manifest, layout, pull.Committer.WrittenSnapshot());
+            // Capped (the agent's cap or this pull's own): one stream of about a second's worth per request is as fast as several,
+            // and a stop wastes at most one range.
+            var cap = new[] { throttle.BytesPerSecond, pull.Throttle?.BytesPerSecond ?? 0 }.Where(r => r > 0).DefaultIfEmpty(0).Min();
+            var ranges = RangePlanner.Plan(pull.Manifest, layout, pull.Committer.WrittenSnapshot(), RangePlanner.RangeBytesFor(cap));
             Log.PullStarting(logger, pull.Digest.ToString(), pull.Manifest.Size, pull.Progress.BytesDone, ranges.Count);
             try
             {
                 await Parallel.ForEachAsync(ranges,
-                    new ParallelOptions { MaxDegreeOfParallelism = options.Value.ParallelRequests, CancellationToken = cancellationToken },
+                    new ParallelOptions { MaxDegreeOfParallelism = cap > 0 ? 1 : options.Value.ParallelRequests, CancellationToken = cancellationToken },
                     async (range, ct) => await FetchRangeWithRetryAsync(pull, layout, range, ct));
                 return;
             }
@@ -197,6 +201,8 @@ public sealed partial class ImagePuller(
                 pull.Committer.Written(i, chunk.Length);
                 pull.Progress.Add(chunk.Length);
                 await throttle.WaitAsync(chunk.Length, cancellationToken);
+                if (pull.Throttle is { } ownCap)
+                    await ownCap.WaitAsync(chunk.Length, cancellationToken);
             }
         }
         finally

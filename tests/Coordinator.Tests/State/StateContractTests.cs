@@ -93,7 +93,7 @@ public abstract class StateContractTests : IAsyncLifetime
         {
             var replica = i % 2 == 0 ? a : b;
             var state = await replica.Desired.ChangeAsync("rack1-01",
-                change => Task.FromResult<(IReadOnlyList<DesiredDrive>, long?)>((change.Current?.Drives ?? [], (change.Current?.MaxBytesPerSecond ?? 0) + 1)), ct);
+                change => Task.FromResult(DesiredStateStore.DesiredContent.Of(change.Current) with { MaxBytesPerSecond = (change.Current?.MaxBytesPerSecond ?? 0) + 1 }), ct);
             generations.Add(state.Generation);
         });
 

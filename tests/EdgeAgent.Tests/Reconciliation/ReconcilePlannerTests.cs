@@ -24,6 +24,31 @@ public class ReconcilePlannerTests
         new() { Index = i, ImageDigest = d?.ToString(), Mode = mode, ReadOnly = ro, Connected = connected };
 
     [Fact]
+    public void StagedImage_IsPulledWithItsPolicy_AndTouchesNoDrive()
+    {
+        var policy = new PullPolicy { MaxBytesPerSecond = 1000, Windows = [new DownloadWindow { StartSecond = 0, EndSecond = 60 }] };
+        var desired = Desired(Drive(0, null, DriveMode.None, connected: false)) with { Prefetch = [new PrefetchImage { ImageDigest = B.ToString(), Pull = policy }] };
+        var plan = ReconcilePlanner.Plan(desired, Observed([], Empty(0)));
+        var pull = Assert.IsType<PullStep>(Assert.Single(plan));
+        Assert.Equal(B, pull.Digest);
+        Assert.Same(policy, pull.Policy);
+        Assert.Empty(ReconcilePlanner.Plan(desired, Observed([B], Empty(0)))); // cached: nothing to do
+        var invalid = desired with { Prefetch = [new PrefetchImage { ImageDigest = "sha256:nope" }] };
+        Assert.Empty(ReconcilePlanner.Plan(invalid, Observed([], Empty(0))));
+    }
+
+    [Fact]
+    public void OneImageWantedTwice_IsOnePull_UnderTheLooserPolicy()
+    {
+        var windowed = new PullPolicy { Windows = [new DownloadWindow { StartSecond = 0, EndSecond = 60 }] };
+        var desired = Desired(Drive(0, A) with { Pull = windowed }) with { Prefetch = [new PrefetchImage { ImageDigest = A.ToString() }] };
+        var pull = Assert.IsType<PullStep>(Assert.Single(ReconcilePlanner.Plan(desired, Observed([], Empty(0)))));
+        Assert.Null(pull.Policy); // the staged want has no window: the pull may run now
+        var both = Desired(Drive(0, A) with { Pull = windowed }) with { Prefetch = [new PrefetchImage { ImageDigest = A.ToString(), Pull = windowed }] };
+        Assert.Equal(2, Assert.IsType<PullStep>(Assert.Single(ReconcilePlanner.Plan(both, Observed([], Empty(0))))).Policy!.Windows!.Count);
+    }
+
+    [Fact]
     public void Plan_NoDesiredState_TouchesNothing()
     {
         Assert.Empty(ReconcilePlanner.Plan(null, Observed([], With(0, null, DriveMode.Flash, false))));
