@@ -191,7 +191,8 @@ public sealed class SimulatedAgent : IAsyncDisposable
             }
             _desired = state;
         }
-        var missing = state.Drives.Where(d => d.ImageDigest is not null).Select(d => d.ImageDigest!).Where(d => !IsCached(d)).Distinct().ToList();
+        var missing = state.Drives.Where(d => d.ImageDigest is not null).Select(d => d.ImageDigest!).Concat(state.Prefetch?.Select(p => p.ImageDigest) ?? [])
+            .Where(d => !IsCached(d)).Distinct().ToList();
         if (missing.Count > 0 && PullTime > TimeSpan.Zero && _failWith is null)
         {
             lock (_lock)

@@ -438,7 +438,7 @@ public sealed class ReplicaTests(PostgresServer postgres, SwiftServer swift) : I
     }
 
     [Fact]
-    public async Task Rollout_To200AgentsIn4Sites_SurvivesABrokerRestart_TheLeaderStopping_And10PercentGoingAway_EachAgentOnceNeverBackwards()
+    public async Task Rollout_To200AgentsIn4Sites_NeverOverThePerSiteCap_SurvivesABrokerRestart_TheLeaderStopping_And10PercentGoingAway_EachAgentOnceNeverBackwards()
     {
         MsdFleet.Coordinator.State.LeaderLease Lease(CoordinatorInstance c) => c.Services.GetRequiredService<MsdFleet.Coordinator.State.LeaderLease>();
         await Eventually.WaitAsync(() => Lease(A).IsLeader ^ Lease(B).IsLeader, TimeSpan.FromSeconds(10), "exactly one leader");
@@ -459,8 +459,27 @@ public sealed class ReplicaTests(PostgresServer postgres, SwiftServer swift) : I
         var (path, _) = await TestImages.CreateAsync(_work, "fleet.iso", 512 * 1024, seed: 93);
         var digest = (await A.UploadAsync("fleet.iso", path))["digest"]!.GetValue<string>();
         await using var fleet = new MsdFleet.FleetSimulator.SimulatedFleet(agents, _mosquitto!.Url, new MsdFleet.Protocol.Naming.TopicNames(A.TopicPrefix), key);
+        // Pulls per site, as the simulated agents see them (a pull from the first report with a transfer to the report without):
+        // never more than the per-site cap, whatever happens to the broker or the leader. (Without the cap the first wave alone
+        // would pull 5 per site at once: its 20 agents are 5 of each site, and 25 may pull.)
+        var pullingBySite = sites.ToDictionary(s => s, _ => new HashSet<string>());
+        var maxBySite = sites.ToDictionary(s => s, _ => 0);
         foreach (var agent in fleet.Agents)
+        {
             agent.PullTime = TimeSpan.FromMilliseconds(100);
+            var site = sites[int.Parse(agent.Id[^3..], System.Globalization.CultureInfo.InvariantCulture) % 4];
+            agent.Reported += (a, report) =>
+            {
+                lock (pullingBySite)
+                {
+                    if (report.Transfers.Count > 0)
+                        pullingBySite[site].Add(a.Id);
+                    else
+                        pullingBySite[site].Remove(a.Id);
+                    maxBySite[site] = Math.Max(maxBySite[site], pullingBySite[site].Count);
+                }
+            };
+        }
         await fleet.ConnectAsync();
         await Eventually.WaitAsync(async () => (await B.Http.GetFromJsonAsync<JsonObject>("api/v1/fleet/summary"))!["counts"]!["online"]!.GetValue<long>() == 200,
             TimeSpan.FromSeconds(60), "200 simulated agents online");
@@ -468,7 +487,7 @@ public sealed class ReplicaTests(PostgresServer postgres, SwiftServer swift) : I
         using var create = await follower.Http.PostAsJsonAsync("api/v1/rollouts", new
         {
             name = "fleet", image = "fleet.iso", mode = "cdrom", selector = "site in (ams1,fra2,lon3,par4)", waves = new object[] { "10%", "50%", "100%" },
-            maxConcurrentPulls = 25, failureThreshold = new { percent = 5, minExecuted = 10 }, executionTimeoutSeconds = 300,
+            maxConcurrentPulls = 25, maxConcurrentPullsPerSite = 3, failureThreshold = new { percent = 5, minExecuted = 10 }, executionTimeoutSeconds = 300,
         });
         Assert.True(create.IsSuccessStatusCode, await create.Content.ReadAsStringAsync());
         var id = (await create.Content.ReadFromJsonAsync<JsonObject>())!["id"]!.GetValue<string>();
@@ -517,6 +536,10 @@ public sealed class ReplicaTests(PostgresServer postgres, SwiftServer swift) : I
         }
         Assert.Equal(200, mounts.Count);
         Assert.Equal(200, mounts.Select(m => m!["target"]!.GetValue<string>()).Distinct().Count());
+        lock (pullingBySite)
+        {
+            Assert.All(maxBySite, m => Assert.InRange(m.Value, 1, 3));
+        }
     }
 
     [Fact]
