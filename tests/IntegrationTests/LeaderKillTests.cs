@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Security.Cryptography;
 using Dapper;
 using MsdFleet.Coordinator.Tests.State;
@@ -95,6 +96,82 @@ public sealed class LeaderKillTests(PostgresServer postgres, SwiftServer swift)
         using var viaThird = third.NewClient();
         await AssertImagesAsync(viaThird, kept, other);
         Directory.Delete(work, true);
+    }
+
+    /// <summary>
+    /// A rollout to 60 simulated agents; the leader process is killed with SIGKILL while it assigns them. The survivor takes
+    /// the lease over and finishes the rollout from the database: every agent attached, each assigned exactly once (one audit
+    /// record each), none ever offered an older generation.
+    /// </summary>
+    [Fact]
+    public async Task LeaderKilledMidRollout_TheOtherFinishesIt_EachAgentAssignedOnce_NeverBackwards()
+    {
+        await using var mosquitto = await MosquittoBroker.StartAsync();
+        var database = await postgres.CreateDatabaseAsync();
+        var prefix = $"roll{Guid.NewGuid():N}"[..12] + "/v1";
+        string[] shared =
+        [
+            "--State:Provider=postgres", $"--State:ConnectionString={database}", .. CoordinatorInstance.StorageArgs(swift.Options()),
+            $"--Mqtt:Broker={mosquitto.Url}", $"--Mqtt:TopicPrefix={prefix}",
+        ];
+        await using var first = await CoordinatorProcess.StartAsync(shared);
+        await using var second = await CoordinatorProcess.StartAsync(shared);
+        await using var sql = new NpgsqlConnection(database);
+        await sql.OpenAsync();
+        async Task<CoordinatorProcess?> LeaderAsync(params CoordinatorProcess[] candidates)
+        {
+            var holder = await sql.QuerySingleOrDefaultAsync<string>("SELECT holder FROM leases WHERE name = 'leader' AND expires_at_ms > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT");
+            return candidates.SingleOrDefault(c => holder?.Split("/")[1] == c.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+        var leader = await Eventually.WaitAsync(() => LeaderAsync(first, second), TimeSpan.FromSeconds(20), "a leader");
+        var survivor = leader == first ? second : first;
+        using var viaSurvivor = survivor.NewClient();
+
+        var agents = new List<(string, string, IReadOnlyDictionary<string, string>?)>();
+        for (var i = 0; i < 60; i++)
+        {
+            var agentId = $"kill-{i:D2}";
+            using var created = await viaSurvivor.PostAsync($"api/v1/agents/{agentId}/credentials", null);
+            created.EnsureSuccessStatusCode();
+            var secret = (await created.Content.ReadFromJsonAsync<System.Text.Json.Nodes.JsonObject>())!["secret"]!.GetValue<string>();
+            using var labelled = await viaSurvivor.PutAsJsonAsync($"api/v1/agents/{agentId}/labels", new { labels = new Dictionary<string, string> { ["site"] = i % 2 == 0 ? "ams1" : "fra2" } });
+            labelled.EnsureSuccessStatusCode();
+            agents.Add((agentId, secret, null));
+        }
+        using var key = ECDsa.Create();
+        key.ImportSubjectPublicKeyInfo(Convert.FromBase64String((await viaSurvivor.GetFromJsonAsync<System.Text.Json.Nodes.JsonObject>("api/v1/signing-key"))!["publicKey"]!.GetValue<string>()), out _);
+        await using var fleet = new MsdFleet.FleetSimulator.SimulatedFleet(agents, mosquitto.Url, new MsdFleet.Protocol.Naming.TopicNames(prefix), key);
+        foreach (var agent in fleet.Agents)
+            agent.PullTime = TimeSpan.FromMilliseconds(300);
+        await fleet.ConnectAsync();
+        await Eventually.WaitAsync(async () => (await viaSurvivor.GetFromJsonAsync<System.Text.Json.Nodes.JsonObject>("api/v1/fleet/summary"))!["counts"]!["online"]!.GetValue<long>() == 60,
+            TimeSpan.FromSeconds(30), "60 simulated agents online");
+        (await viaSurvivor.PutAsync("api/v1/images/rollout.iso", new ByteArrayContent(RandomBytes(400_000, 23)))).EnsureSuccessStatusCode();
+
+        using var create = await viaSurvivor.PostAsJsonAsync("api/v1/rollouts", new
+        {
+            name = "kill", image = "rollout.iso", mode = "cdrom", selector = "site in (ams1,fra2)", waves = new object[] { "10%", "100%" }, maxConcurrentPulls = 4,
+            executionTimeoutSeconds = 120,
+        });
+        Assert.True(create.IsSuccessStatusCode, await create.Content.ReadAsStringAsync());
+        var id = (await create.Content.ReadFromJsonAsync<System.Text.Json.Nodes.JsonObject>())!["id"]!.GetValue<string>();
+        async Task<System.Text.Json.Nodes.JsonObject> ViewAsync() => (await viaSurvivor.GetFromJsonAsync<System.Text.Json.Nodes.JsonObject>($"api/v1/rollouts/{id}"))!;
+        // In the middle: some done, some pulling, most queued.
+        await Eventually.WaitAsync(async () => (await ViewAsync())["counts"]!["succeeded"]!.GetValue<int>() >= 12, TimeSpan.FromSeconds(60), "12 agents done");
+        var atKill = await ViewAsync();
+        Assert.True(atKill["counts"]!["queued"]!.GetValue<int>() > 0, atKill.ToJsonString());
+        await leader.KillAsync();
+
+        await Eventually.WaitAsync(async () => await LeaderAsync(survivor) is not null, TimeSpan.FromSeconds(30), "the survivor to become leader", () => survivor.Log);
+        var done = await Eventually.WaitAsync(async () => (await ViewAsync()) is var v && v["state"]!.GetValue<string>() is "succeeded" or "finished" or "failed" ? v : null,
+            TimeSpan.FromSeconds(90), "the rollout to end on the survivor", () => survivor.Log);
+        Assert.Equal("succeeded", done["state"]!.GetValue<string>());
+        Assert.Equal(60, done["counts"]!["succeeded"]!.GetValue<int>());
+        Assert.All(fleet.Agents, a => Assert.Empty(a.Rejected));
+        Assert.All(fleet.Agents, a => Assert.Equal(a.AppliedGenerations.Order(), a.AppliedGenerations));
+        var mounts = await sql.QueryAsync<string>("SELECT target FROM audit_log WHERE actor = @actor AND action = 'drive.mount'", new { actor = $"rollout:{id}" });
+        Assert.Equal(60, mounts.Count());
+        Assert.Equal(60, mounts.Distinct().Count());
     }
 
     private static async Task AssertImagesAsync(HttpClient client, byte[] kept, byte[] other)
