@@ -94,6 +94,7 @@ public sealed class StagedRolloutTests : IDisposable
 
         // Open now for 5 s, closed for 7 s, open again: at the site's 2 MiB/s the 24 MiB pull cannot finish in the first window.
         var now = DateTimeOffset.UtcNow;
+        now = now.AddTicks(-(now.Ticks % TimeSpan.TicksPerSecond)); // windows are given to the second
         static string T(DateTimeOffset t) => t.ToString("HH:mm:ss", CultureInfo.InvariantCulture);
         var firstCloses = now.AddSeconds(5);
         var secondOpens = now.AddSeconds(12);

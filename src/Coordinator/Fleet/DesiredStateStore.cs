@@ -117,42 +117,83 @@ public sealed class DesiredStateStore
         CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(next);
-        var state = await _db.WriteAsync(async (c, t) =>
-        {
-            var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
-            await c.ExecuteAsync(new CommandDefinition(
-                "INSERT INTO desired_states (agent_id, generation, state, updated_at_ms) VALUES (@agentId, 0, @empty, @nowMs) ON CONFLICT (agent_id) DO NOTHING",
-                new { agentId, empty = Array.Empty<byte>(), nowMs }, t, cancellationToken: cancellationToken));
-            var row = await c.QuerySingleAsync<(long Generation, byte[] State)>(new CommandDefinition(
-                $"SELECT generation, state FROM desired_states WHERE agent_id = @agentId{_db.ForUpdate}", new { agentId }, t, cancellationToken: cancellationToken));
-            var current = row.Generation > 0 ? ProtocolSerializer.Deserialize<DesiredState>(row.State) : null;
-            var content = await next(new Change(agentId, current, c, t));
-            var state = new DesiredState
-            {
-                Generation = row.Generation + 1,
-                Drives = content.Drives.OrderBy(d => d.Index).ToList(),
-                IssuedAtUnixMs = nowMs,
-                MaxBytesPerSecond = content.MaxBytesPerSecond,
-                AgentId = agentId,
-                Prefetch = content.Prefetch is { Count: > 0 } staged ? staged.OrderBy(p => p.ImageDigest, StringComparer.Ordinal).ToList() : null,
-            };
-            await c.ExecuteAsync(new CommandDefinition(
-                "UPDATE desired_states SET generation = @generation, state = @bytes, updated_at_ms = @nowMs WHERE agent_id = @agentId",
-                new { agentId, generation = state.Generation, bytes = ProtocolSerializer.Serialize(state), nowMs }, t, cancellationToken: cancellationToken));
-            await c.ExecuteAsync(new CommandDefinition("DELETE FROM desired_drives WHERE agent_id = @agentId", new { agentId }, t, cancellationToken: cancellationToken));
-            // Staged images are rows too (drive -1, -2 …), so an image an agent is told to hold cannot be deleted under it.
-            var uses = state.Drives.Where(d => d.ImageDigest is not null).Select(d => (Index: d.Index, Digest: d.ImageDigest!))
-                .Concat((state.Prefetch ?? []).Select((p, i) => (Index: -1 - i, Digest: p.ImageDigest)));
-            foreach (var (index, digest) in uses)
-                await c.ExecuteAsync(new CommandDefinition("INSERT INTO desired_drives (agent_id, drive, digest) VALUES (@agentId, @index, @digest)",
-                    new { agentId, index, digest }, t, cancellationToken: cancellationToken));
-            if (_db.IsPostgres)
-                await c.ExecuteAsync(new CommandDefinition("SELECT pg_notify(@channel, @agentId)", new { channel = StateNotifications.DesiredChannel, agentId }, t,
-                    cancellationToken: cancellationToken));
-            return state;
-        }, cancellationToken);
+        var state = await _db.WriteAsync((c, t) => ChangeInAsync(c, t, agentId, next, cancellationToken), cancellationToken);
         Remember(agentId, state);
         Changed?.Invoke(agentId);
+        return state;
+    }
+
+    /// <summary>
+    /// <see cref="ChangeAsync"/> for many agents in one transaction (a rollout's batch): each agent's row is locked and
+    /// changed as there, in id order (so two batches over the same agents cannot deadlock). An agent whose
+    /// <paramref name="next"/> throws an <see cref="Web.ApiException"/> is left unchanged and returned with the error; the
+    /// others commit together.
+    /// </summary>
+    public async Task<IReadOnlyDictionary<string, (DesiredState? State, Web.ApiException? Error)>> ChangeManyAsync(IReadOnlyCollection<string> agentIds,
+        Func<Change, Task<DesiredContent>> next, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(agentIds);
+        ArgumentNullException.ThrowIfNull(next);
+        var results = await _db.WriteAsync(async (c, t) =>
+        {
+            var results = new Dictionary<string, (DesiredState?, Web.ApiException?)>(agentIds.Count, StringComparer.Ordinal);
+            foreach (var agentId in agentIds.Order(StringComparer.Ordinal))
+            {
+                try
+                {
+                    results[agentId] = (await ChangeInAsync(c, t, agentId, next, cancellationToken), null);
+                }
+                catch (Web.ApiException ex)
+                {
+                    results[agentId] = (null, ex); // refused before anything of this agent's was written (see ChangeInAsync)
+                }
+            }
+            return results;
+        }, cancellationToken);
+        foreach (var (agentId, (state, _)) in results)
+        {
+            if (state is null)
+                continue;
+            Remember(agentId, state);
+            Changed?.Invoke(agentId);
+        }
+        return results;
+    }
+
+    /// <summary>One agent's change inside the caller's transaction. <paramref name="next"/> runs before anything but the
+    /// (harmless, empty) placeholder row is written, so a refusal from it leaves the agent as it was.</summary>
+    private async Task<DesiredState> ChangeInAsync(DbConnection c, DbTransaction t, string agentId, Func<Change, Task<DesiredContent>> next, CancellationToken cancellationToken)
+    {
+        var nowMs = _time.GetUtcNow().ToUnixTimeMilliseconds();
+        await c.ExecuteAsync(new CommandDefinition(
+            "INSERT INTO desired_states (agent_id, generation, state, updated_at_ms) VALUES (@agentId, 0, @empty, @nowMs) ON CONFLICT (agent_id) DO NOTHING",
+            new { agentId, empty = Array.Empty<byte>(), nowMs }, t, cancellationToken: cancellationToken));
+        var row = await c.QuerySingleAsync<(long Generation, byte[] State)>(new CommandDefinition(
+            $"SELECT generation, state FROM desired_states WHERE agent_id = @agentId{_db.ForUpdate}", new { agentId }, t, cancellationToken: cancellationToken));
+        var current = row.Generation > 0 ? ProtocolSerializer.Deserialize<DesiredState>(row.State) : null;
+        var content = await next(new Change(agentId, current, c, t));
+        var state = new DesiredState
+        {
+            Generation = row.Generation + 1,
+            Drives = content.Drives.OrderBy(d => d.Index).ToList(),
+            IssuedAtUnixMs = nowMs,
+            MaxBytesPerSecond = content.MaxBytesPerSecond,
+            AgentId = agentId,
+            Prefetch = content.Prefetch is { Count: > 0 } staged ? staged.OrderBy(p => p.ImageDigest, StringComparer.Ordinal).ToList() : null,
+        };
+        await c.ExecuteAsync(new CommandDefinition(
+            "UPDATE desired_states SET generation = @generation, state = @bytes, updated_at_ms = @nowMs WHERE agent_id = @agentId",
+            new { agentId, generation = state.Generation, bytes = ProtocolSerializer.Serialize(state), nowMs }, t, cancellationToken: cancellationToken));
+        await c.ExecuteAsync(new CommandDefinition("DELETE FROM desired_drives WHERE agent_id = @agentId", new { agentId }, t, cancellationToken: cancellationToken));
+        // Staged images are rows too (drive -1, -2 …), so an image an agent is told to hold cannot be deleted under it.
+        var uses = state.Drives.Where(d => d.ImageDigest is not null).Select(d => new { agentId, index = d.Index, digest = d.ImageDigest! })
+            .Concat((state.Prefetch ?? []).Select((p, i) => new { agentId, index = -1 - i, digest = p.ImageDigest })).ToList();
+        if (uses.Count > 0)
+            await c.ExecuteAsync(new CommandDefinition("INSERT INTO desired_drives (agent_id, drive, digest) VALUES (@agentId, @index, @digest)",
+                uses, t, cancellationToken: cancellationToken));
+        if (_db.IsPostgres)
+            await c.ExecuteAsync(new CommandDefinition("SELECT pg_notify(@channel, @agentId)", new { channel = StateNotifications.DesiredChannel, agentId }, t,
+                cancellationToken: cancellationToken));
         return state;
     }
 
@@ -212,6 +253,40 @@ public sealed class DesiredStateStore
         if (published is not null)
             Remember(agentId, published);
         return published;
+    }
+
+    /// <summary>
+    /// <see cref="PublishLatestAsync"/> for many agents in one transaction: their rows locked (in id order), every newest
+    /// unpublished state handed to <paramref name="publish"/> at once (so the broker pipelines them instead of one round trip
+    /// each), then recorded as published. The same rule holds — sent under the row lock, so never an older generation after a
+    /// newer one. Returns the states sent.
+    /// </summary>
+    public async Task<IReadOnlyList<DesiredState>> PublishLatestManyAsync(IReadOnlyCollection<string> agentIds, Func<IReadOnlyList<DesiredState>, Task> publish,
+        CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(agentIds);
+        ArgumentNullException.ThrowIfNull(publish);
+        var sent = await _db.WriteAsync<IReadOnlyList<DesiredState>>(async (c, t) =>
+        {
+            var states = new List<DesiredState>(agentIds.Count);
+            foreach (var agentId in agentIds.Order(StringComparer.Ordinal))
+            {
+                var row = await c.QuerySingleOrDefaultAsync<(long Generation, byte[] State, long Published)?>(new CommandDefinition(
+                    $"SELECT generation, state, published_generation FROM desired_states WHERE agent_id = @agentId{_db.ForUpdate}",
+                    new { agentId }, t, cancellationToken: cancellationToken));
+                if (row is { Generation: > 0 } r && r.Published < r.Generation)
+                    states.Add(ProtocolSerializer.Deserialize<DesiredState>(r.State));
+            }
+            if (states.Count == 0)
+                return states;
+            await publish(states);
+            await c.ExecuteAsync(new CommandDefinition("UPDATE desired_states SET published_generation = @Generation WHERE agent_id = @AgentId",
+                states.Select(s => new { s.Generation, s.AgentId }), t, cancellationToken: cancellationToken));
+            return states;
+        }, cancellationToken);
+        foreach (var state in sent)
+            Remember(state.AgentId!, state);
+        return sent;
     }
 
     /// <summary>

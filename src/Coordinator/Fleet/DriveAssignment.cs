@@ -24,8 +24,7 @@ namespace MsdFleet.Coordinator.Fleet;
 public sealed class DriveAssignment(ImageCatalog catalog, DesiredStateStore desired, FleetRegistry registry, AgentCredentialStore credentials,
     IDesiredStatePublisher publisher, AuditLog audit)
 {
-    /// <param name="pull">How the image may be pulled (a rollout's download windows and its share of the site's budget); null: at once.</param>
-    public async Task<DesiredState> AssignAsync(string agentId, int index, DriveRequest? request, ClaimsPrincipal actor, CancellationToken ct, PullPolicy? pull = null)
+    public async Task<DesiredState> AssignAsync(string agentId, int index, DriveRequest? request, ClaimsPrincipal actor, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(actor);
         ValidAgentId(agentId);
@@ -64,7 +63,6 @@ public sealed class DriveAssignment(ImageCatalog catalog, DesiredStateStore desi
                 ReadOnly = readOnly,
                 Connected = digest is not null && (request.Connected ?? true),
                 DiscardWrites = discardWrites,
-                Pull = digest is null ? null : pull,
             };
             // Audited in the same transaction: an assignment is never without its record, nor a record without it
             // (a rollout's leader stopped between the two would otherwise leave the one without the other).
@@ -79,29 +77,60 @@ public sealed class DriveAssignment(ImageCatalog catalog, DesiredStateStore desi
     }
 
     /// <summary>
-    /// Stages an image on an agent — pulled into its cache and held there, on no drive (a <c>stageOnly</c> rollout) — so a
-    /// later assignment attaches it without moving a byte. Staging what is staged already replaces its pull policy.
+    /// A rollout's batch: the same drive given the same image on many agents, in one transaction and one pipelined
+    /// publication (<see cref="DesiredStateStore.ChangeManyAsync"/>, <see cref="IDesiredStatePublisher.PublishDesiredManyAsync"/>),
+    /// with every check and audit record of <see cref="AssignAsync"/> per agent. An agent refused (unknown, unsaved writes)
+    /// gets its error back; the others are assigned. <paramref name="stage"/>: stage the image instead — pulled into the cache and held there, on no drive, so a later assignment attaches it without moving a byte.
     /// </summary>
-    public async Task<DesiredState> StageAsync(string agentId, string image, PullPolicy? pull, ClaimsPrincipal actor, CancellationToken ct)
+    /// <param name="pull">How the image may be pulled (a rollout's download windows and its share of the site's budget); null: at once.</param>
+    public async Task<IReadOnlyDictionary<string, (DesiredState? State, ApiException? Error)>> AssignManyAsync(IReadOnlyCollection<string> agentIds, int index,
+        DriveRequest request, ClaimsPrincipal actor, CancellationToken ct, PullPolicy? pull = null, bool stage = false)
     {
-        ValidAgentId(agentId);
-        if (!NameRules.TryValidateImageName(image, out var nameError))
-            throw ApiException.BadRequest("invalid-image-name", nameError);
-        await RequireAgentAsync(agentId, ct);
-        var state = await desired.ChangeAsync(agentId, async change =>
+        ArgumentNullException.ThrowIfNull(agentIds);
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(actor);
+        if (request.Image is null || !NameRules.TryValidateImageName(request.Image, out var nameError))
+            throw ApiException.BadRequest("invalid-image-name", "A batch assignment needs a valid image name.");
+        var mode = stage ? DriveMode.None : request.Mode?.ToLowerInvariant() switch
         {
-            var entry = await catalog.GetForShareAsync(change.Connection, change.Transaction, image, ct) ?? throw CatalogEndpoints.ImageNotFound(image);
+            "cdrom" => DriveMode.Cdrom,
+            "flash" => DriveMode.Flash,
+            _ => throw ApiException.BadRequest("invalid-mode", $"Mode '{request.Mode}' is not \"cdrom\" or \"flash\"."),
+        };
+        var readOnly = request.ReadOnly ?? true;
+        var known = (await credentials.ListAgentIdsAsync(ct)).ToHashSet(StringComparer.Ordinal);
+        string? digest = null;
+        var results = await desired.ChangeManyAsync(agentIds, async change =>
+        {
+            var agentId = change.AgentId;
+            if (!NameRules.TryValidateAgentId(agentId, out var idError))
+                throw ApiException.BadRequest("invalid-agent-id", idError);
+            if (!known.Contains(agentId))
+                throw FleetEndpoints.UnknownAgent(agentId);
+            // The image under a share lock, once per transaction: a concurrent delete waits for the commit.
+            digest ??= (await catalog.GetForShareAsync(change.Connection, change.Transaction, request.Image, ct) ?? throw CatalogEndpoints.ImageNotFound(request.Image)).Digest;
+            var generation = (change.Current?.Generation ?? 0) + 1;
             var content = DesiredStateStore.DesiredContent.Of(change.Current);
-            await audit.RecordAsync(change.Connection, change.Transaction, actor, "image.stage", agentId,
-                $"{image} {entry.Digest} (generation {(change.Current?.Generation ?? 0) + 1})", ct);
-            return content with
+            if (stage)
             {
-                Prefetch = (content.Prefetch ?? []).Where(p => p.ImageDigest != entry.Digest)
-                    .Append(new PrefetchImage { ImageDigest = entry.Digest, ImageName = image, Pull = pull }).ToList(),
+                await audit.RecordAsync(change.Connection, change.Transaction, actor, "image.stage", agentId, $"{request.Image} {digest} (generation {generation})", ct);
+                return content with
+                {
+                    Prefetch = (content.Prefetch ?? []).Where(p => p.ImageDigest != digest)
+                        .Append(new PrefetchImage { ImageDigest = digest, ImageName = request.Image, Pull = pull }).ToList(),
+                };
+            }
+            RefuseLosingWrites(agentId, index, digest, mode, readOnly);
+            var drive = new DesiredDrive
+            {
+                Index = index, ImageDigest = digest, ImageName = request.Image, Mode = mode, ReadOnly = readOnly, Connected = request.Connected ?? true, Pull = pull,
             };
+            await audit.RecordAsync(change.Connection, change.Transaction, actor, drive.Connected ? "drive.mount" : "drive.eject", $"{agentId}/{index}",
+                $"{drive.ImageName} {drive.ImageDigest} {FleetEndpoints.ModeName(drive.Mode)}{(drive.ReadOnly ? " ro" : " rw")} (generation {generation})", ct);
+            return DesiredStateStore.WithDrive(change.Current, drive);
         }, ct);
-        await publisher.PublishDesiredAsync(agentId, ct);
-        return state;
+        await publisher.PublishDesiredManyAsync(results.Where(r => r.Value.State is not null).Select(r => r.Key).ToList(), ct);
+        return results;
     }
 
     /// <summary>Stops holding a staged image (by catalog name or digest); the agent may evict it when it needs the room. False when it was not staged.</summary>

@@ -90,6 +90,37 @@ public sealed partial class CoordinatorMqttService : BackgroundService, IDesired
         }
     }
 
+    public async Task PublishDesiredManyAsync(IReadOnlyCollection<string> agentIds, CancellationToken cancellationToken)
+    {
+        if (!_client.IsConnected)
+            return;
+        try
+        {
+            await _desired.PublishLatestManyAsync(agentIds, async states =>
+            {
+                // Signing is CPU (ECDSA P-256): on every core; the QoS 1 publishes are in flight together, acknowledged in any order.
+                var messages = new MqttApplicationMessage[states.Count];
+                var key = await _signing.GetAsync(cancellationToken);
+                var parameters = key.ExportParameters(includePrivateParameters: true);
+                // One key object per worker: an ECDsa instance is not documented as safe to share across threads.
+                Parallel.For(0, states.Count, () => System.Security.Cryptography.ECDsa.Create(parameters), (i, _, own) =>
+                {
+                    messages[i] = Message(states[i].AgentId!, states[i], own);
+                    return own;
+                }, own => own.Dispose());
+                System.Security.Cryptography.CryptographicOperations.ZeroMemory(parameters.D);
+                var started = System.Diagnostics.Stopwatch.GetTimestamp();
+                await Task.WhenAll(messages.Select(m => _client.PublishAsync(m, cancellationToken)));
+                _metrics.PublishDuration.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds / states.Count);
+            }, cancellationToken);
+        }
+        catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or InvalidOperationException)
+        {
+            // Nothing was recorded as published: the sweep (every replica, every few seconds) or the reconnect sends them.
+            Log.PublishFailed(_logger, $"{agentIds.Count} agents", ex);
+        }
+    }
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         while (!stoppingToken.IsCancellationRequested)
@@ -229,9 +260,11 @@ public sealed partial class CoordinatorMqttService : BackgroundService, IDesired
         _metrics.PublishDuration.Record(System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
     }
 
-    private async Task<MqttApplicationMessage> SignedMessageAsync(string agentId, DesiredState state, CancellationToken cancellationToken)
+    private async Task<MqttApplicationMessage> SignedMessageAsync(string agentId, DesiredState state, CancellationToken cancellationToken) =>
+        Message(agentId, state, await _signing.GetAsync(cancellationToken));
+
+    private MqttApplicationMessage Message(string agentId, DesiredState state, System.Security.Cryptography.ECDsa key)
     {
-        var key = await _signing.GetAsync(cancellationToken);
         var bytes = Protocol.Signing.DesiredStateSigning.Sign(state with { AgentId = agentId }, key);
         return new MqttApplicationMessageBuilder()
             .WithTopic(_topics.Desired(agentId))

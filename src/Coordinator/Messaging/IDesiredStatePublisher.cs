@@ -9,6 +9,9 @@ public interface IDesiredStatePublisher
 {
     /// <summary>Publishes now if the transport is up; otherwise the durable state goes out when it reconnects.</summary>
     Task PublishDesiredAsync(string agentId, CancellationToken cancellationToken);
+
+    /// <summary>The same for many agents at once (a rollout's batch): one transaction, the messages pipelined.</summary>
+    Task PublishDesiredManyAsync(IReadOnlyCollection<string> agentIds, CancellationToken cancellationToken);
 }
 
 /// <summary>

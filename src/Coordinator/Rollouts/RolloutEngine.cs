@@ -230,39 +230,37 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
         }
         var actor = Actor(rollout);
         var policy = PolicyOf(spec);
-        foreach (var e in ready)
+        // A batch at a time: claimed in one statement, assigned in one transaction, published pipelined, recorded in one
+        // transaction — so 10,000 agents cost a few round trips, not 40,000. A leader killed anywhere in between leaves
+        // them 'starting'; the next leader's RecoverStartAsync finishes each from the desired state.
+        foreach (var batch in ready.Chunk(BatchSize))
         {
-            if (!await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Queued, ExecutionStates.Starting, ct))
+            var claimed = await store.ClaimAsync(rollout.Id, batch.Select(e => e.AgentId).ToList(), ct);
+            if (claimed.Count == 0)
                 continue;
             changed = true;
-            var before = desired.Get(e.AgentId);
-            try
-            {
-                string previousJson;
-                DesiredState state;
-                if (spec.StageOnly)
-                {
-                    previousJson = Carries(before, spec) ? StagedBefore : NotStagedBefore;
-                    state = await assignment.StageAsync(e.AgentId, spec.Image, policy, actor, ct);
-                }
-                else
-                {
-                    var previous = before?.Drives.FirstOrDefault(d => d.Index == spec.Drive);
-                    previousJson = JsonSerializer.Serialize(previous is null || previous.ImageName is null
-                        ? new DriveRequest(null, null, null, null)
-                        : new DriveRequest(previous.ImageName, FleetEndpoints.ModeName(previous.Mode), previous.ReadOnly, previous.Connected), Json);
-                    state = await assignment.AssignAsync(e.AgentId, spec.Drive, new DriveRequest(spec.Image, spec.Mode, spec.ReadOnly, spec.Connect), actor, ct, policy);
-                }
-                await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Pulling, ct, generation: state.Generation,
-                    previous: previousJson, started: true);
-            }
-            catch (ApiException ex)
-            {
+            var previous = claimed.ToDictionary(id => id, id => PreviousOf(desired.Get(id), spec), StringComparer.Ordinal);
+            var results = await assignment.AssignManyAsync(claimed, spec.Drive, new DriveRequest(spec.Image, spec.Mode, spec.ReadOnly, spec.Connect), actor, ct, policy,
+                stage: spec.StageOnly);
+            await store.TransitionManyAsync(rollout.Id, results.Select(r => r.Value.State is { } state
+                ? new ExecutionChange(r.Key, ExecutionStates.Starting, ExecutionStates.Pulling, Generation: state.Generation, Previous: previous[r.Key], Started: true)
                 // Refused like a person's request would be (unsaved writes on the drive, the agent deleted …): that agent failed.
-                await store.TransitionAsync(rollout.Id, e.AgentId, ExecutionStates.Starting, ExecutionStates.Failed, ct, ex.Message);
-            }
+                : new ExecutionChange(r.Key, ExecutionStates.Starting, ExecutionStates.Failed, r.Value.Error!.Message)).ToList(), ct);
         }
         return changed;
+    }
+
+    private const int BatchSize = 500;
+
+    /// <summary>What a revert puts back: the drive as it was (JSON of a <see cref="DriveRequest"/>), or whether the image was staged before.</summary>
+    private static string PreviousOf(DesiredState? before, RolloutSpec spec)
+    {
+        if (spec.StageOnly)
+            return Carries(before, spec) ? StagedBefore : NotStagedBefore;
+        var previous = before?.Drives.FirstOrDefault(d => d.Index == spec.Drive);
+        return JsonSerializer.Serialize(previous is null || previous.ImageName is null
+            ? new DriveRequest(null, null, null, null)
+            : new DriveRequest(previous.ImageName, FleetEndpoints.ModeName(previous.Mode), previous.ReadOnly, previous.Connected), Json);
     }
 
     private const string StagedBefore = "{\"staged\":true}";

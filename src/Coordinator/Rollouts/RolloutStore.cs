@@ -93,6 +93,24 @@ public sealed class RolloutStore(StateDatabase db, TimeProvider time)
             WHERE rollout_id = @rolloutId AND agent_id = @agentId AND state = @from
             """, new { rolloutId, agentId, from, to, error, generation, previous, now = Now }, t, cancellationToken: ct)) == 1, ct);
 
+    /// <summary>Claims queued executions (<c>queued → starting</c>) in one statement; returns the agents whose claim this was.</summary>
+    public Task<IReadOnlyList<string>> ClaimAsync(string rolloutId, IReadOnlyCollection<string> agentIds, CancellationToken ct) =>
+        db.WriteAsync<IReadOnlyList<string>>(async (c, t) => (await c.QueryAsync<string>(new CommandDefinition($"""
+            UPDATE rollout_executions SET state = 'starting', updated_at_ms = @now
+            WHERE rollout_id = @rolloutId AND state = 'queued' AND {(db.IsPostgres ? "agent_id = ANY(@ids)" : "agent_id IN @ids")}
+            RETURNING agent_id
+            """, new { rolloutId, ids = agentIds.ToArray(), now = Now }, t, cancellationToken: ct))).ToList(), ct);
+
+    /// <summary>Many executions moved at once (a batch's outcome), each conditional on its state as in <see cref="TransitionAsync"/>.</summary>
+    public Task TransitionManyAsync(string rolloutId, IReadOnlyCollection<ExecutionChange> changes, CancellationToken ct) =>
+        changes.Count == 0 ? Task.CompletedTask : db.WriteAsync(async (c, t) => await c.ExecuteAsync(new CommandDefinition("""
+            UPDATE rollout_executions SET state = @To, error = @Error, updated_at_ms = @Now,
+                generation = COALESCE(@Generation, generation), previous = COALESCE(@Previous, previous),
+                started_at_ms = CASE WHEN @Started = 1 THEN @Now ELSE started_at_ms END
+            WHERE rollout_id = @RolloutId AND agent_id = @AgentId AND state = @From
+            """, changes.Select(x => new { RolloutId = rolloutId, x.AgentId, x.From, x.To, x.Error, x.Generation, x.Previous, Started = x.Started ? 1L : 0L, Now }),
+            t, cancellationToken: ct)), ct);
+
     /// <summary>Failed and timed-out executions back to queued (retry-failed); returns how many.</summary>
     public Task<int> RequeueFailedAsync(string rolloutId, CancellationToken ct) =>
         db.WriteAsync((c, t) => c.ExecuteAsync(new CommandDefinition("""
@@ -106,3 +124,6 @@ public sealed class RolloutStore(StateDatabase db, TimeProvider time)
             UPDATE rollout_executions SET state = 'cancelled', updated_at_ms = @now WHERE rollout_id = @rolloutId AND state = 'queued'
             """, new { rolloutId, now = Now }, t, cancellationToken: ct)), ct);
 }
+
+/// <summary>One execution's move in <see cref="RolloutStore.TransitionManyAsync"/>.</summary>
+public sealed record ExecutionChange(string AgentId, string From, string To, string? Error = null, long? Generation = null, string? Previous = null, bool Started = false);
