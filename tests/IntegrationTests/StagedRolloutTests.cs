@@ -134,4 +134,34 @@ public sealed class StagedRolloutTests : IDisposable
         Assert.True(second <= size - written + 1024 * 1024, $"the second window served {second} bytes; {written} of {size} were written in the first");
         Assert.Contains("paused: its download window closed", agent.Log, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task SiteBudget_IsSharedByTheSitesConcurrentPulls()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        await using var a = new AgentProcess("budget-a", await coordinator.CreateAgentSecretAsync("budget-a"), coordinator);
+        await using var b = new AgentProcess("budget-b", await coordinator.CreateAgentSecretAsync("budget-b"), coordinator);
+        foreach (var id in (string[])["budget-a", "budget-b"])
+            (await coordinator.Http.PutAsJsonAsync($"api/v1/agents/{id}/labels", new { labels = new Dictionary<string, string> { ["site"] = "thin" } })).EnsureSuccessStatusCode();
+        a.Start();
+        b.Start();
+        const long size = 6L * 1024 * 1024;
+        var (path, _) = await TestImages.CreateAsync(_work, "shared.img", size, seed: 13);
+        await coordinator.UploadAsync("shared.img", path);
+        string Logs() => a.Log + "\n" + b.Log;
+        foreach (var id in (string[])["budget-a", "budget-b"])
+            await coordinator.WaitForAgentAsync(id, x => x["online"]!.GetValue<bool>(), "online", diagnostics: Logs);
+
+        // 2 MiB/s for the site, two pulls at a time: 1 MiB/s each, so 6 MiB each cannot take much under 6 s (3 s if each had the whole budget).
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var rollout = await CreateAsync(coordinator, new
+        {
+            name = "thin", image = "shared.img", mode = "cdrom", selector = "site=thin", siteMaxBytesPerSecond = 2 * 1024 * 1024, maxConcurrentPullsPerSite = 2,
+        });
+        var done = await WaitForStateAsync(coordinator, rollout["id"]!.GetValue<string>(), TimeSpan.FromSeconds(60), Logs, "succeeded");
+        Assert.Equal(2, done["counts"]!["succeeded"]!.GetValue<int>());
+        Assert.True(clock.Elapsed >= TimeSpan.FromSeconds(5.5), $"two 6 MiB pulls sharing 2 MiB/s took only {clock.Elapsed.TotalSeconds:F1} s");
+        var desired = (await coordinator.GetAgentAsync("budget-a"))!["desired"]!["drives"]![0]!;
+        Assert.Equal(1024 * 1024, desired["pull"]!["maxBytesPerSecond"]!.GetValue<long>());
+    }
 }

@@ -211,10 +211,17 @@ public sealed record TransferView(string Digest, long BytesDone, long BytesTotal
 public sealed record DesiredView(long Generation, IReadOnlyList<DesiredDriveView> Drives, long? MaxBytesPerSecond, IReadOnlyList<StagedView>? Staged = null)
 {
     public static DesiredView From(DesiredState state) =>
-        new(state.Generation, state.Drives.Select(d => new DesiredDriveView(d.Index, d.ImageName, d.ImageDigest, FleetEndpoints.ModeName(d.Mode), d.ReadOnly, d.Connected)).ToList(),
-            state.MaxBytesPerSecond, state.Prefetch?.Select(p => new StagedView(p.ImageName, p.ImageDigest)).ToList());
+        new(state.Generation, state.Drives.Select(d => new DesiredDriveView(d.Index, d.ImageName, d.ImageDigest, FleetEndpoints.ModeName(d.Mode), d.ReadOnly, d.Connected,
+            d.Pull is { } pull ? PullView.From(pull) : null)).ToList(),
+            state.MaxBytesPerSecond, state.Prefetch?.Select(p => new StagedView(p.ImageName, p.ImageDigest, p.Pull is { } pull ? PullView.From(pull) : null)).ToList());
 }
 
-public sealed record StagedView(string? Image, string Digest);
+public sealed record StagedView(string? Image, string Digest, PullView? Pull = null);
 
-public sealed record DesiredDriveView(int Index, string? Image, string? Digest, string? Mode, bool ReadOnly, bool Connected);
+/// <param name="Pull">How the agent may pull this drive's image (a rollout's download windows and share of its site's budget).</param>
+public sealed record DesiredDriveView(int Index, string? Image, string? Digest, string? Mode, bool ReadOnly, bool Connected, PullView? Pull = null);
+
+public sealed record PullView(long? MaxBytesPerSecond, IReadOnlyList<MsdFleet.Coordinator.Rollouts.WindowSpec>? Windows)
+{
+    public static PullView From(PullPolicy pull) => new(pull.MaxBytesPerSecond, MsdFleet.Coordinator.Rollouts.WindowSpecs.FromWire(pull.Windows));
+}

@@ -36,6 +36,10 @@ public static class WindowSpecs
     public static IReadOnlyList<DownloadWindow>? ToWire(IReadOnlyList<WindowSpec>? windows) =>
         windows is { Count: > 0 } ? windows.Select((w, i) => ToWire(w, i)).ToList() : null;
 
+    /// <summary>The wire form back as people read it (for views of desired state).</summary>
+    public static IReadOnlyList<WindowSpec>? FromWire(IReadOnlyList<DownloadWindow>? windows) =>
+        windows is { Count: > 0 } ? windows.Select(w => new WindowSpec(Days(w.Days), Time(w.StartSecond), Time(w.EndSecond), w.TimeZone)).ToList() : null;
+
     private static DownloadWindow ToWire(WindowSpec w, int i)
     {
         var days = 0;
