@@ -109,6 +109,7 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
     private async Task<bool> ObserveAsync(RolloutRow rollout, RolloutSpec spec, IReadOnlyList<ExecutionRow> executions, DateTimeOffset now, CancellationToken ct)
     {
         var changed = false;
+        var outcomes = new List<ExecutionChange>();
         foreach (var e in executions)
         {
             if (e.State == ExecutionStates.Starting)
@@ -125,9 +126,11 @@ public sealed partial class RolloutEngine(RolloutStore store, LeaderLease leader
             if (outcome is null && spec.ExecutionTimeoutSeconds == 0 && now > spec.Deadline)
                 (outcome, error) = (ExecutionStates.TimedOut, $"the rollout's deadline passed before the agent reported the image {(spec.StageOnly ? "staged" : "attached")}");
             if (outcome is not null && outcome != e.State)
-                changed |= await store.TransitionAsync(rollout.Id, e.AgentId, e.State, outcome, ct, error);
+                outcomes.Add(new ExecutionChange(e.AgentId, e.State, outcome, error));
         }
-        return changed;
+        // All of this round's outcomes in one transaction (10,000 agents reporting attached are one write, not 10,000).
+        await store.TransitionManyAsync(rollout.Id, outcomes, ct);
+        return changed || outcomes.Count > 0;
     }
 
     /// <summary>
