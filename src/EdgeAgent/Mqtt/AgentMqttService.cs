@@ -222,7 +222,30 @@ public sealed partial class AgentMqttService : BackgroundService
                 throw new ProtocolFormatException($"Desired drive {drive.Index} names an invalid digest.");
             if (!Enum.IsDefined(drive.Mode))
                 throw new ProtocolFormatException($"Desired drive {drive.Index} has an unknown mode {(int)drive.Mode}.");
+            ValidatePull(drive.Pull, $"drive {drive.Index}");
         }
+        if (state.Prefetch is { } staged)
+        {
+            if (staged.Count > 64)
+                throw new ProtocolFormatException("Desired state stages at most 64 images.");
+            foreach (var image in staged)
+            {
+                if (image is null || !Protocol.Manifests.ImageDigest.TryParse(image.ImageDigest, out _))
+                    throw new ProtocolFormatException("A staged image names an invalid digest.");
+                ValidatePull(image.Pull, $"staged image {image.ImageDigest}");
+            }
+        }
+    }
+
+    /// <summary>A pull policy's shape (a window that can never open is kept to as written: the pull waits, reported so).</summary>
+    private static void ValidatePull(PullPolicy? pull, string what)
+    {
+        if (pull is null)
+            return;
+        if (pull.MaxBytesPerSecond is < 0)
+            throw new ProtocolFormatException($"The pull policy of {what} has a negative cap.");
+        if (pull.Windows is { Count: > 64 } || pull.Windows?.Any(w => w is null) == true)
+            throw new ProtocolFormatException($"The pull policy of {what} has more than 64 windows, or an empty one.");
     }
 
     private static partial class Log

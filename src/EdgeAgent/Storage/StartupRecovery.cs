@@ -24,7 +24,9 @@ public sealed partial class StartupRecovery(LocalImageStore store, WorkingCopySt
         foreach (var name in workingCopies.RemoveLeftovers(path => drives.Any(d => d.File == path)))
             Log.Removed(logger, "working/" + name);
 
-        var wanted = (desired?.Drives ?? []).Select(d => d.ImageDigest).OfType<string>().ToHashSet(StringComparer.Ordinal);
+        // A pull of a drive's or a staged image resumes; anything else half-pulled is dropped.
+        var wanted = (desired?.Drives ?? []).Select(d => d.ImageDigest).OfType<string>().Concat((desired?.Prefetch ?? []).Select(p => p.ImageDigest))
+            .ToHashSet(StringComparer.Ordinal);
         foreach (var file in Directory.EnumerateFiles(store.IncomingPath))
         {
             var name = Path.GetFileName(file);
