@@ -1,5 +1,6 @@
 // The MsdFleet web UI: one page, no framework, talking to the same REST API as msdctl, with live
-// updates over Server-Sent Events. State is reloaded whenever the event sequence shows a gap.
+// updates over Server-Sent Events. State is reloaded whenever the event sequence shows a gap; otherwise an
+// event changes only the rows and counters it is about.
 import { chunkFile, frame } from './push.js';
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -10,7 +11,7 @@ class ApiError extends Error {
   constructor(status, problem) { super(problem?.detail || problem?.title || `HTTP ${status}`); this.status = status; this.code = problem?.code; }
 }
 
-async function api(method, url, body, { raw = false, contentType, signal } = {}) {
+async function api(method, url, body, { raw = false, contentType, signal, full = false } = {}) {
   const headers = {};
   if (method !== 'GET' && state.csrf) headers['X-CSRF-Token'] = state.csrf;
   let payload = body;
@@ -21,7 +22,7 @@ async function api(method, url, body, { raw = false, contentType, signal } = {})
   const text = await res.text();
   const json = text ? (() => { try { return JSON.parse(text); } catch { return null; } })() : null;
   if (!res.ok) throw new ApiError(res.status, json);
-  return json;
+  return full ? { json, headers: res.headers } : json;
 }
 
 // ---- formatting ---------------------------------------------------------------------------------
@@ -72,12 +73,15 @@ $('#login-form').addEventListener('submit', async (ev) => {
 $('#logout').addEventListener('click', async () => { try { await api('POST', '/api/v1/session/logout'); } finally { state.csrf = null; showLogin(); } });
 
 // ---- live events --------------------------------------------------------------------------------
+// An event changes only what it is about: an agent's row where it is shown, a rollout's row and page; the
+// counters (one summary request) and the image list's "Used by" are refreshed at most every SUMMARY_MS.
 function setLive(on, text) { const l = $('#live'); l.className = `live ${on ? 'on' : 'off'}`; l.textContent = text ?? (on ? 'live' : 'offline'); }
 function connectEvents() {
   state.source?.close();
   // The browser resends Last-Event-ID by itself when it reconnects; the server then sends what we missed.
   const source = new EventSource('/api/v1/events');
   state.source = source;
+  state.lastSeq = null; // a new stream (after a log-in) starts at the server's present; the caller reloads
   source.addEventListener('hello', (e) => {
     const hello = JSON.parse(e.data);
     setLive(true);
@@ -92,30 +96,38 @@ function connectEvents() {
     handler(JSON.parse(e.data));
   };
   source.addEventListener('reset', onEvent(() => reloadAll()));
-  source.addEventListener('agent', onEvent((agent) => { state.agents.set(agent.id, agent); renderAgents(); renderImages(); }));
+  source.addEventListener('agent', onEvent((agent) => {
+    state.agents.set(agent.id, agent);
+    updateAgentRow(agent.id);
+    scheduleRefresh();
+  }));
   source.addEventListener('image', onEvent(() => loadImages()));
   source.addEventListener('progress', onEvent((p) => {
     if (p.kind === 'PullProgress') state.progress.set(p.agentId, p); else state.progress.delete(p.agentId);
-    renderAgents();
+    updateAgentRow(p.agentId);
   }));
   source.onerror = () => setLive(false, 'reconnecting…');
 }
 
-// ---- data ---------------------------------------------------------------------------------------
-async function reloadAll() { await Promise.all([loadImages(), loadAgents()]); }
-async function loadImages() { state.images = await api('GET', '/api/v1/images'); renderImages(); }
-async function loadAgents() {
-  const agents = await api('GET', '/api/v1/agents');
-  state.agents = new Map(agents.map((a) => [a.id, a]));
-  renderAgents(); renderImages();
+const SUMMARY_MS = 750;
+let refreshTimer = null;
+function scheduleRefresh() {
+  if (refreshTimer) return; // a throttle, not a debounce: a steady stream of events still refreshes the counters
+  refreshTimer = setTimeout(() => { refreshTimer = null; loadSummary(); renderImages(); }, SUMMARY_MS);
 }
 
+// ---- data ---------------------------------------------------------------------------------------
+async function reloadAll() { await Promise.all([loadImages(), loadFleet()]); }
+async function loadImages() { state.images = await api('GET', '/api/v1/images'); renderImages(); }
+
+// What "Used by" can show is what this page has seen: the agents of the pages it loaded and those events told
+// it about. With thousands of agents the page does not hold the whole fleet.
 function usersOf(image) {
   const users = [];
   for (const a of state.agents.values())
     for (const d of a.desired?.drives ?? [])
       if (d.image ? d.image === image.name : d.digest === image.digest) users.push(`${a.id}/${d.index}`);
-  return users;
+  return users.sort();
 }
 
 function renderImages() {
@@ -123,11 +135,13 @@ function renderImages() {
   body.replaceChildren(...state.images.map((img) => {
     const used = usersOf(img);
     const media = img.media ? [img.media.format, img.media.volumeLabel, img.media.bootUefi ? 'UEFI' : null, img.media.bootBios ? 'BIOS' : null, `→ ${img.media.suggestedMode}`].filter(Boolean).join(' · ') : '–';
+    const shown = used.length > 10 ? `${used.slice(0, 10).join(', ')} and ${used.length - 10} more` : used.join(', ');
     return el('tr', { dataset: { image: img.name } },
       el('td', {}, img.name), el('td', {}, bytes(img.size)), el('td', {}, media),
       el('td', { class: 'mono', title: img.digest }, img.digest.slice(7, 19)),
-      el('td', {}, used.length ? used.join(', ') : '–'),
-      el('td', {}, canAdmin() ? el('button', { class: 'danger small', onclick: () => confirmDelete(img, used) }, 'Delete') : null));
+      el('td', {}, used.length ? shown : '–'),
+      el('td', {},
+        canAdmin() ? el('button', { class: 'danger small', onclick: () => confirmDelete(img, used) }, 'Delete') : null));
   }));
 }
 
@@ -148,31 +162,199 @@ function ago(iso) {
   return s < 90 ? `${s} s ago` : s < 5400 ? `${Math.round(s / 60)} min ago` : `${Math.round(s / 3600)} h ago`;
 }
 
-function renderAgents() {
-  const body = $('#agents tbody');
-  body.replaceChildren(...[...state.agents.values()].sort((a, b) => a.id.localeCompare(b.id)).map((a) => {
-    const transfers = (a.transfers ?? []).filter((t) => t.state !== 'done');
-    const live = state.progress.get(a.id);
-    const bars = live ? [progressBar(live.bytesDone, live.bytesTotal, `${bytes(live.bytesDone)} / ${bytes(live.bytesTotal)}`)]
-      : transfers.map((t) => progressBar(t.bytesDone, t.bytesTotal, `${t.state} ${bytes(t.bytesDone)} / ${bytes(t.bytesTotal)}`));
-    const cacheUsed = (a.cache ?? []).reduce((s, c) => s + c.size, 0);
-    const drives = (a.drives ?? []).map((d) => el('div', { class: 'drive', dataset: { drive: d.index, connected: d.connected, image: d.image ?? '' } },
-      driveText(d, a.desired),
-      canOperate() && (d.image || a.desired?.drives?.some((x) => x.index === d.index && x.image))
-        ? el('button', { class: 'small', onclick: () => eject(a, d.index) }, 'Eject') : null,
-      canOperate() && d.workingCopy ? el('button', { class: 'small', onclick: () => openSnapshot(a, d.index) }, 'Save…') : null,
-      d.error ? el('span', { class: 'error' }, ` ${d.error}`) : null));
-    return el('tr', { dataset: { agent: a.id, online: a.online } },
-      el('td', {}, a.id),
-      el('td', {}, el('span', { class: `dot ${a.online ? 'on' : 'off'}` }), a.online ? 'online' : 'offline'),
-      el('td', {}, Object.entries(a.labels ?? {}).map(([k, v]) => el('span', { class: 'label' }, `${k}=${v}`))),
-      el('td', {}, drives.length ? drives : '–'),
-      el('td', {}, a.totalBytes ? `${bytes(cacheUsed)} used, ${bytes(a.freeBytes)} free` : '–'),
-      el('td', {}, bars.length ? bars : '–'),
-      el('td', { class: 'error' }, a.lastError ?? ''),
-      el('td', {}, canOperate() ? el('button', { onclick: () => openMount(a) }, 'Mount…') : null));
+// ---- fleet table --------------------------------------------------------------------------------
+// The fleet is never loaded whole: each list (the fleet, or one site when grouped) shows one page of at most
+// PAGE_SIZE agents from GET /api/v1/agents, following the server's Link: rel="next" cursor. Counts come from
+// GET /api/v1/fleet/summary with the same selector and search. A row on screen is found by id in `rows` so a
+// live event replaces just that row.
+const PAGE_SIZE = 100;
+const FLEET_STATES = ['online', 'offline', 'drifted', 'failing', 'pulling'];
+const fleet = { q: '', selector: '', states: new Set(), group: false, summary: null, lists: new Map(), rows: new Map(), generation: 0 };
+
+function fleetParams(extraSelector) {
+  const p = new URLSearchParams();
+  const selector = [fleet.selector, extraSelector].filter(Boolean).join(',');
+  if (selector) p.set('selector', selector);
+  if (fleet.q) p.set('q', fleet.q);
+  return p;
+}
+const siteSelector = (site) => (site === '' ? '!site' : `site=${site}`);
+const siteName = (site) => (site === '' ? '(no site)' : site);
+
+function showFleetError(e) {
+  $('#fleet-error').textContent = e ? e.message : '';
+  $('#fleet-selector').setAttribute('aria-invalid', e?.code === 'invalid-selector' ? 'true' : 'false');
+}
+
+async function loadFleet() {
+  const generation = ++fleet.generation;
+  fleet.lists.clear();
+  fleet.rows.clear();
+  try {
+    const summary = await api('GET', `/api/v1/fleet/summary?${fleetParams()}`);
+    if (generation !== fleet.generation) return;
+    fleet.summary = summary;
+    showFleetError(null);
+  } catch (e) {
+    if (generation !== fleet.generation) return;
+    fleet.summary = null;
+    showFleetError(e);
+    renderChips();
+    $('#fleet-lists').replaceChildren();
+    return;
+  }
+  renderChips();
+  const host = $('#fleet-lists');
+  if (!fleet.group) {
+    const list = newList('', null);
+    host.replaceChildren(list.root);
+    await loadPage(list, null);
+    return;
+  }
+  host.replaceChildren(...Object.keys(fleet.summary.sites).map((site) => {
+    const list = newList(site, siteSelector(site));
+    const details = el('details', { class: 'site', dataset: { site } },
+      el('summary', {}, el('strong', {}, siteName(site)), ' ', list.counts = el('span', { class: 'counts' })),
+      list.root);
+    details.addEventListener('toggle', () => { if (details.open && !list.loaded) loadPage(list, null); });
+    list.details = details;
+    renderSiteCounts(list);
+    return details;
   }));
 }
+
+// Counters only: called on a (throttled) refresh after live events; rows stay as they are.
+async function loadSummary() {
+  const generation = fleet.generation;
+  try {
+    const summary = await api('GET', `/api/v1/fleet/summary?${fleetParams()}`);
+    if (generation !== fleet.generation) return;
+    fleet.summary = summary;
+  } catch { return; } // the next event or reload tries again
+  renderChips();
+  for (const list of fleet.lists.values()) { if (list.site !== null) renderSiteCounts(list); renderPager(list); }
+}
+
+function countsText(counts) {
+  return [`${counts.total} agents`, ...FLEET_STATES.filter((s) => counts[s] > 0).map((s) => `${counts[s]} ${s}`)].join(' · ');
+}
+function renderSiteCounts(list) {
+  const counts = fleet.summary?.sites[list.site];
+  if (counts) list.counts.textContent = countsText(counts);
+  if (list.details) list.details.dataset.total = counts?.total ?? 0;
+}
+
+function renderChips() {
+  const counts = fleet.summary?.counts;
+  const chip = (value, label, count, pressed, onclick) => el('button', { type: 'button', class: 'chip', 'aria-pressed': pressed ? 'true' : 'false', dataset: { state: value }, onclick },
+    label, ' ', el('span', { class: 'count' }, count ?? '–'));
+  $('#fleet-chips').replaceChildren(
+    chip('all', 'all', counts?.total, fleet.states.size === 0, () => { fleet.states.clear(); loadFleet(); }),
+    ...FLEET_STATES.map((s) => chip(s, s, counts?.[s], fleet.states.has(s), () => {
+      if (fleet.states.has(s)) fleet.states.delete(s); else fleet.states.add(s);
+      loadFleet();
+    })));
+}
+
+function newList(site, extraSelector) {
+  const list = { site: fleet.group ? site : null, extra: extraSelector, ids: [], history: [], current: null, next: null, loaded: false, token: 0 };
+  list.body = el('tbody');
+  list.pager = el('div', { class: 'pager' });
+  list.root = el('div', { class: 'fleet-list' },
+    el('table', { class: 'agents' },
+      el('thead', {}, el('tr', {}, ['Agent', 'Status', 'Labels', 'Drives', 'Cache', 'Transfers', 'Last error', ''].map((h) => el('th', {}, h)))),
+      list.body),
+    list.pager);
+  fleet.lists.set(site, list);
+  return list;
+}
+
+function firstPageUrl(list) {
+  const p = fleetParams(list.extra);
+  if (fleet.states.size) p.set('state', [...fleet.states].join(','));
+  p.set('limit', PAGE_SIZE);
+  return `/api/v1/agents?${p}`;
+}
+
+// url: a page to show (a Link the server gave), or null for the first.
+async function loadPage(list, url, back = false) {
+  const token = ++list.token;
+  const target = url ?? firstPageUrl(list);
+  try {
+    const { json, headers } = await api('GET', target, undefined, { full: true });
+    if (token !== list.token || fleet.lists.get(list.site ?? '') !== list) return; // a newer request or filter won
+    if (url === null) list.history = [];
+    else if (!back && list.current) list.history.push(list.current);
+    list.current = target;
+    list.next = /<([^>]+)>\s*;\s*rel="next"/.exec(headers.get('Link') ?? '')?.[1] ?? null;
+    list.loaded = true;
+    for (const id of list.ids) fleet.rows.delete(id);
+    list.ids = json.map((a) => a.id);
+    for (const a of json) state.agents.set(a.id, a);
+    list.body.replaceChildren(...json.map((a) => { const tr = agentRow(a); fleet.rows.set(a.id, tr); return tr; }));
+    if (json.length === 0) list.body.append(el('tr', { class: 'empty' }, el('td', { colspan: 8, class: 'hint' }, 'No agent matches.')));
+    renderPager(list);
+    renderImages();
+  } catch (e) { if (token === list.token) showFleetError(e); }
+}
+
+function expectedTotal(list) {
+  const counts = list.site === null ? fleet.summary?.counts : fleet.summary?.sites[list.site];
+  if (!counts) return null;
+  if (fleet.states.size === 0) return counts.total;
+  return fleet.states.size === 1 ? counts[[...fleet.states][0]] : null; // states overlap: a sum would overcount
+}
+
+function renderPager(list) {
+  if (!list.loaded) return;
+  const first = list.history.length * PAGE_SIZE;
+  const total = expectedTotal(list);
+  const range = list.ids.length ? `${first + 1}–${first + list.ids.length}` : '0';
+  list.pager.replaceChildren(
+    el('button', { type: 'button', class: 'small', 'data-page': 'prev', disabled: list.history.length === 0,
+      onclick: () => { const prev = list.history.pop(); loadPage(list, prev ?? null, true); } }, '← Previous'),
+    el('span', { class: 'range' }, total != null ? `${range} of ${total}` : range),
+    el('button', { type: 'button', class: 'small', 'data-page': 'next', disabled: !list.next, onclick: () => loadPage(list, list.next) }, 'Next →'));
+}
+
+function updateAgentRow(id) {
+  const tr = fleet.rows.get(id);
+  const agent = state.agents.get(id);
+  if (!tr || !agent) return;
+  const fresh = agentRow(agent);
+  tr.replaceWith(fresh);
+  fleet.rows.set(id, fresh);
+}
+
+function agentRow(a) {
+  const transfers = (a.transfers ?? []).filter((t) => t.state !== 'done');
+  const live = state.progress.get(a.id);
+  const bars = live ? [progressBar(live.bytesDone, live.bytesTotal, `${bytes(live.bytesDone)} / ${bytes(live.bytesTotal)}`)]
+    : transfers.map((t) => progressBar(t.bytesDone, t.bytesTotal, `${t.state} ${bytes(t.bytesDone)} / ${bytes(t.bytesTotal)}`));
+  const cacheUsed = (a.cache ?? []).reduce((s, c) => s + c.size, 0);
+  const drives = (a.drives ?? []).map((d) => el('div', { class: 'drive', dataset: { drive: d.index, connected: d.connected, image: d.image ?? '' } },
+    driveText(d, a.desired),
+    canOperate() && (d.image || a.desired?.drives?.some((x) => x.index === d.index && x.image))
+      ? el('button', { class: 'small', onclick: () => eject(a, d.index) }, 'Eject') : null,
+    canOperate() && d.workingCopy ? el('button', { class: 'small', onclick: () => openSnapshot(a, d.index) }, 'Save…') : null,
+    d.error ? el('span', { class: 'error' }, ` ${d.error}`) : null));
+  return el('tr', { dataset: { agent: a.id, online: a.online, site: a.site ?? '' } },
+    el('td', {}, a.id),
+    el('td', {}, el('span', { class: `dot ${a.online ? 'on' : 'off'}` }), a.online ? 'online' : 'offline'),
+    el('td', {}, Object.entries(a.labels ?? {}).map(([k, v]) => el('span', { class: 'label' }, `${k}=${v}`))),
+    el('td', {}, drives.length ? drives : '–'),
+    el('td', {}, a.totalBytes ? `${bytes(cacheUsed)} used, ${bytes(a.freeBytes)} free` : '–'),
+    el('td', {}, bars.length ? bars : '–'),
+    el('td', { class: 'error' }, a.lastError ?? ''),
+    el('td', {}, canOperate() ? el('button', { onclick: () => openMount(a) }, 'Mount…') : null));
+}
+
+// Typing waits for a pause so 10,000 agents are not filtered once per key.
+function debounce(fn, ms) { let t = null; return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); }; }
+const refilter = debounce(() => { fleet.q = $('#fleet-q').value.trim(); fleet.selector = $('#fleet-selector').value.trim(); loadFleet(); }, 250);
+$('#fleet-q').addEventListener('input', refilter);
+$('#fleet-selector').addEventListener('input', refilter);
+$('#fleet-group').addEventListener('change', (e) => { fleet.group = e.target.checked; loadFleet(); });
 
 // ---- actions ------------------------------------------------------------------------------------
 let mountTarget = null;
@@ -200,7 +382,7 @@ $('#mount-form').addEventListener('submit', async (ev) => {
       { image: form.image.value, mode, readOnly: mode === 'cdrom' ? true : form.readOnly.checked, connected: form.connected.checked,
         discardWrites: form.discardWrites.checked });
     $('#mount-dialog').close();
-    await loadAgents();
+    await refreshAgent(mountTarget.id);
   } catch (e) {
     $('#mount-error').textContent = e.message;
     if (e.code === 'unsaved-writes') $('#mount-discard').hidden = false; // the operator decides, knowingly
@@ -242,8 +424,14 @@ $('#snapshot-form').addEventListener('submit', async (ev) => {
   } catch (e) { $('#snapshot-error').textContent = e.message; $('#snapshot-ok').disabled = false; }
 });
 async function eject(agent, index) {
-  try { await api('PUT', `/api/v1/agents/${encodeURIComponent(agent.id)}/drives/${index}`, { image: null }); await loadAgents(); }
+  try { await api('PUT', `/api/v1/agents/${encodeURIComponent(agent.id)}/drives/${index}`, { image: null }); await refreshAgent(agent.id); }
   catch (e) { alert(e.message); }
+}
+// One agent fresh from the server after this page changed it (the live event follows, and changes the same row).
+async function refreshAgent(id) {
+  state.agents.set(id, await api('GET', `/api/v1/agents/${encodeURIComponent(id)}`));
+  updateAgentRow(id);
+  renderImages();
 }
 function confirmDelete(img, used) {
   $('#confirm-text').textContent = used.length
