@@ -13,7 +13,8 @@ namespace MsdFleet.IntegrationTests;
 /// visible progress bar, mount it on a running agent, watch the drive change live (no reload), eject,
 /// delete with confirmation. The browser's chunker must cut exactly like the Coordinator's: the same
 /// file uploaded again through the API adds no new bytes. The fleet table with hundreds of simulated agents
-/// (counts, state chips, search, selector, sites, pages, one row changed per live event).
+/// (counts, state chips, search, selector, sites, pages, one row changed per live event), and a rollout created
+/// from the image library and followed to the end on its page.
 /// </summary>
 public sealed class WebUiTests : IAsyncLifetime
 {
@@ -270,6 +271,120 @@ public sealed class WebUiTests : IAsyncLifetime
             Assert.Equal(1, await page.EvaluateAsync<int>("() => window.__noReload"));
             Assert.True(Volatile.Read(ref summaryRequests) < 40, $"{summaryRequests} summary requests: refreshes are throttled");
             Assert.Empty(consoleErrors);
+        });
+    }
+
+    [Fact]
+    public async Task Rollout_FromTheImageLibrary_SelectorPreview_FailureShown_RetryFailedReachesSucceeded_ViewerCannotAct()
+    {
+        await using var coordinator = await CoordinatorInstance.StartAsync();
+        await AddUserAsync(coordinator, "ops", "operator");
+        await AddUserAsync(coordinator, "reader", "viewer");
+        await using var fleet = await SimulatedFleetAsync(coordinator, 8, i => i % 2 == 0 ? "ams1" : "fra2");
+        var bytes = new byte[200_000];
+        new Random(7).NextBytes(bytes);
+        using (var put = await coordinator.Http.PutAsync("api/v1/images/roll.iso", new ByteArrayContent(bytes)))
+        {
+            Assert.True(put.IsSuccessStatusCode, await put.Content.ReadAsStringAsync());
+            var digest = (await put.Content.ReadFromJsonAsync<JsonObject>())!["digest"]!.GetValue<string>();
+            foreach (var agent in fleet.Agents)
+                agent.Cache(digest);
+        }
+        // sim-000 is the first wave (agents go in id order) and fails: 1 of 1 is over the 10 % threshold.
+        fleet["sim-000"].FailWith("disk on fire");
+
+        await using var browser = await Browser.StartAsync();
+        await browser.RunAsync(nameof(Rollout_FromTheImageLibrary_SelectorPreview_FailureShown_RetryFailedReachesSucceeded_ViewerCannotAct), async page =>
+        {
+            var consoleErrors = WatchConsole(page);
+            await LogInAsync(page, coordinator, "ops");
+            await page.ClickAsync("#images tr[data-image='roll.iso'] button:has-text('Roll out')");
+            var dialog = page.Locator("#rollout-dialog");
+            await Assertions.Expect(dialog).ToBeVisibleAsync();
+            await Assertions.Expect(dialog.Locator("#rollout-preview-count")).ToHaveTextAsync("8 agents match");
+            await dialog.Locator("input[name=name]").FillAsync("ui rollout");
+            await dialog.Locator("input[name=selector]").FillAsync("site in ams1");
+            await Assertions.Expect(dialog.Locator("#rollout-selector-error")).ToContainTextAsync("Invalid selector");
+            await dialog.Locator("input[name=selector]").FillAsync("site=ams1");
+            await Assertions.Expect(dialog.Locator("#rollout-preview-count")).ToHaveTextAsync("4 agents match");
+            await Assertions.Expect(dialog.Locator("#rollout-selector-error")).ToHaveTextAsync("");
+            await Assertions.Expect(dialog.Locator("#rollout-preview")).ToContainTextAsync("sim-000, sim-002, sim-004, sim-006");
+            await dialog.Locator("input[name=maxConcurrentPulls]").FillAsync("2");
+            await dialog.Locator("input[name=failurePercent]").FillAsync("10");
+            await dialog.Locator("input[name=minExecuted]").FillAsync("1");
+
+            // The server's problem is shown in the form, and nothing starts.
+            await dialog.Locator("input[name=waves]").FillAsync("50%,20%,100%");
+            await dialog.Locator("#rollout-ok").ClickAsync();
+            await Assertions.Expect(dialog.Locator("#rollout-error")).ToContainTextAsync("must grow");
+            Assert.Empty((await coordinator.Http.GetFromJsonAsync<JsonArray>("api/v1/rollouts"))!);
+            await dialog.Locator("input[name=waves]").FillAsync("1,100%");
+            await dialog.Locator("#rollout-ok").ClickAsync();
+            await Assertions.Expect(dialog).ToBeHiddenAsync();
+
+            // The rollout page follows the live events: the threshold stops it, the failure is listed.
+            var stateBadge = page.Locator("#rollout-page #rollout-state");
+            await Assertions.Expect(page.Locator("#rollout-page")).ToBeVisibleAsync();
+            await Assertions.Expect(stateBadge).ToHaveAttributeAsync("data-state", "failed", new() { Timeout = 60_000 });
+            await Assertions.Expect(page.Locator("#rollout-reason")).ToContainTextAsync("failure threshold");
+            await Assertions.Expect(page.Locator("#rollout-failures tr[data-agent='sim-000']")).ToContainTextAsync("disk on fire");
+            await Assertions.Expect(page.Locator("#rollout-page .waves li")).ToHaveCountAsync(2);
+            await Assertions.Expect(page.Locator("#rollout-page .waves li[data-wave='1']")).ToContainTextAsync("0/3 succeeded · 3 queued");
+
+            fleet["sim-000"].FailWith(null);
+            await page.ClickAsync("#rollout-page button[data-action='retry-failed']");
+            await Assertions.Expect(stateBadge).ToHaveAttributeAsync("data-state", "succeeded", new() { Timeout = 60_000 });
+            await Assertions.Expect(page.Locator("#rollout-total")).ToContainTextAsync("4/4 succeeded");
+            await Assertions.Expect(page.Locator("#rollout-page .waves li[data-wave='0']")).ToContainTextAsync("1/1 succeeded");
+            await Assertions.Expect(page.Locator("#rollout-page .waves li[data-wave='1']")).ToContainTextAsync("3/3 succeeded");
+            await Assertions.Expect(page.Locator("#rollout-page button[data-action]")).ToHaveCountAsync(0);
+            foreach (var id in (string[])["sim-000", "sim-002", "sim-004", "sim-006"])
+                Assert.Equal("roll.iso", (await coordinator.GetAgentAsync(id))!["desired"]!["drives"]![0]!["image"]!.GetValue<string>());
+            Assert.Null((await coordinator.GetAgentAsync("sim-001"))!["desired"]);
+
+            await page.ClickAsync("#rollout-page a.back");
+            var row = page.Locator("#rollouts tr[data-rollout][data-state='succeeded']");
+            await Assertions.Expect(row).ToContainTextAsync("ui rollout");
+            await Assertions.Expect(row).ToContainTextAsync("4/4 succeeded");
+
+            // A second one, to fra2 with an image no agent has (each pull takes ten minutes): pause, resume, cancel with revert.
+            foreach (var id in (string[])["sim-001", "sim-003", "sim-005", "sim-007"])
+                fleet[id].PullTime = TimeSpan.FromMinutes(10);
+            using (var put = await coordinator.Http.PutAsync("api/v1/images/slow.iso", new ByteArrayContent(bytes[..150_000])))
+                Assert.True(put.IsSuccessStatusCode, await put.Content.ReadAsStringAsync());
+            await Assertions.Expect(page.Locator("#images tr[data-image='slow.iso']")).ToBeVisibleAsync();
+            await page.ClickAsync("#images tr[data-image='slow.iso'] button:has-text('Roll out')");
+            await dialog.Locator("input[name=name]").FillAsync("slow one");
+            await dialog.Locator("input[name=selector]").FillAsync("site=fra2");
+            await Assertions.Expect(dialog.Locator("#rollout-preview-count")).ToHaveTextAsync("4 agents match");
+            await dialog.Locator("input[name=maxConcurrentPulls]").FillAsync("1");
+            await dialog.Locator("#rollout-ok").ClickAsync();
+            await Assertions.Expect(dialog).ToBeHiddenAsync();
+            await Assertions.Expect(page.Locator("#rollout-page h2")).ToContainTextAsync("slow one");
+            await Assertions.Expect(page.Locator("#rollout-total")).ToContainTextAsync("0/4 succeeded · 1 pulling · 3 queued", new() { Timeout = 60_000 });
+            await page.ClickAsync("#rollout-page button[data-action='pause']");
+            await Assertions.Expect(stateBadge).ToHaveAttributeAsync("data-state", "paused");
+            await page.ClickAsync("#rollout-page button[data-action='resume']");
+            await Assertions.Expect(stateBadge).ToHaveAttributeAsync("data-state", "running");
+            await page.ClickAsync("#rollout-page button[data-action='revert']");
+            await Assertions.Expect(page.Locator("#confirm-dialog")).ToBeVisibleAsync();
+            await page.ClickAsync("#confirm-ok");
+            await Assertions.Expect(stateBadge).ToHaveAttributeAsync("data-state", "cancelled", new() { Timeout = 60_000 });
+            await Assertions.Expect(page.Locator("#rollout-reason")).ToHaveTextAsync("cancelled; drives reverted");
+            await Assertions.Expect(page.Locator("#rollout-total")).ToContainTextAsync("0/4 succeeded · 3 cancelled · 1 reverted");
+            await page.ClickAsync("#rollout-page a.back");
+            await Assertions.Expect(page.Locator("#rollouts tr[data-rollout]")).ToHaveCountAsync(2);
+            Assert.Empty(consoleErrors);
+
+            // A viewer sees the rollout and its page, and no control to change either.
+            await page.ClickAsync("#logout");
+            await LogInAsync(page, coordinator, "reader");
+            await Assertions.Expect(page.Locator("#images tr[data-image='roll.iso']")).ToBeVisibleAsync();
+            await Assertions.Expect(page.Locator("#images button:has-text('Roll out')")).ToHaveCountAsync(0);
+            await page.Locator("#rollouts tr[data-state='succeeded'] a").ClickAsync();
+            await Assertions.Expect(page.Locator("#rollout-page #rollout-state")).ToHaveAttributeAsync("data-state", "succeeded");
+            await Assertions.Expect(page.Locator("#rollout-page .waves li")).ToHaveCountAsync(2);
+            await Assertions.Expect(page.Locator("#rollout-page button")).ToHaveCountAsync(0);
         });
     }
 

@@ -4,7 +4,7 @@
 import { chunkFile, frame } from './push.js';
 
 const $ = (sel, root = document) => root.querySelector(sel);
-const state = { csrf: null, user: null, role: null, images: [], agents: new Map(), progress: new Map(), lastSeq: null, source: null };
+const state = { csrf: null, user: null, role: null, images: [], agents: new Map(), rollouts: new Map(), progress: new Map(), lastSeq: null, source: null };
 
 // ---- API ------------------------------------------------------------------------------------------
 class ApiError extends Error {
@@ -58,7 +58,7 @@ async function showApp(session) {
   $('#who').textContent = `${session.user} (${session.role})`;
   $('#dropzone').hidden = !canAdmin();
   connectEvents();
-  await reloadAll();
+  await Promise.all([reloadAll(), route()]);
 }
 $('#login-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
@@ -106,6 +106,7 @@ function connectEvents() {
     if (p.kind === 'PullProgress') state.progress.set(p.agentId, p); else state.progress.delete(p.agentId);
     updateAgentRow(p.agentId);
   }));
+  source.addEventListener('rollout', onEvent((r) => upsertRollout(r)));
   source.onerror = () => setLive(false, 'reconnecting…');
 }
 
@@ -117,7 +118,7 @@ function scheduleRefresh() {
 }
 
 // ---- data ---------------------------------------------------------------------------------------
-async function reloadAll() { await Promise.all([loadImages(), loadFleet()]); }
+async function reloadAll() { await Promise.all([loadImages(), loadFleet(), loadRollouts()]); }
 async function loadImages() { state.images = await api('GET', '/api/v1/images'); renderImages(); }
 
 // What "Used by" can show is what this page has seen: the agents of the pages it loaded and those events told
@@ -141,6 +142,7 @@ function renderImages() {
       el('td', { class: 'mono', title: img.digest }, img.digest.slice(7, 19)),
       el('td', {}, used.length ? shown : '–'),
       el('td', {},
+        canOperate() ? el('button', { class: 'small', onclick: () => openRollout(img) }, 'Roll out…') : null,
         canAdmin() ? el('button', { class: 'danger small', onclick: () => confirmDelete(img, used) }, 'Delete') : null));
   }));
 }
@@ -433,18 +435,205 @@ async function refreshAgent(id) {
   updateAgentRow(id);
   renderImages();
 }
-function confirmDelete(img, used) {
-  $('#confirm-text').textContent = used.length
-    ? `"${img.name}" is used by ${used.join(', ')}; eject it there first.`
-    : `Delete "${img.name}" (${bytes(img.size)})? Agents keep cached copies until they need the space.`;
-  $('#confirm-ok').hidden = used.length > 0;
+function confirmAction(text, okLabel, action) {
+  $('#confirm-text').textContent = text;
+  $('#confirm-ok').textContent = okLabel;
+  $('#confirm-ok').hidden = !action;
   const dialog = $('#confirm-dialog');
-  dialog.onclose = async () => {
-    if (dialog.returnValue !== 'ok') return;
-    try { await api('DELETE', `/api/v1/images/${encodeURIComponent(img.name)}`); await loadImages(); } catch (e) { alert(e.message); }
-  };
+  dialog.returnValue = '';
+  dialog.onclose = async () => { if (dialog.returnValue === 'ok' && action) await action(); };
   dialog.showModal();
 }
+function confirmDelete(img, used) {
+  confirmAction(used.length
+    ? `"${img.name}" is used by ${used.join(', ')}; eject it there first.`
+    : `Delete "${img.name}" (${bytes(img.size)})? Agents keep cached copies until they need the space.`, 'Delete',
+  used.length > 0 ? null : async () => {
+    try { await api('DELETE', `/api/v1/images/${encodeURIComponent(img.name)}`); await loadImages(); } catch (e) { alert(e.message); }
+  });
+}
+
+// ---- rollouts -----------------------------------------------------------------------------------
+// A list on the home view and a page per rollout (#/rollouts/{id}); both follow the "rollout" live events,
+// which carry the whole RolloutView. Actions answer with the new view too, so the page never polls.
+const ACTIVE = ['scheduled', 'running', 'paused', 'cancelling'];
+// Execution states in the order a wave's bar stacks them.
+const EXECUTION_STATES = ['succeeded', 'pulling', 'queued', 'failed', 'timed-out', 'skipped', 'cancelled', 'reverted'];
+
+async function loadRollouts() {
+  const list = await api('GET', '/api/v1/rollouts');
+  state.rollouts = new Map(list.map((r) => [r.id, r]));
+  renderRollouts();
+  const shown = state.rollouts.get(currentRolloutId());
+  if (shown) renderRolloutPage(shown);
+}
+
+function upsertRollout(r) {
+  state.rollouts.set(r.id, r);
+  renderRollouts();
+  if (currentRolloutId() === r.id) renderRolloutPage(r);
+}
+
+const total = (r) => Object.values(r.counts).reduce((s, n) => s + n, 0);
+
+function renderRollouts() {
+  const rows = [...state.rollouts.values()].sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+  $('#rollouts-empty').hidden = rows.length > 0;
+  $('#rollouts').hidden = rows.length === 0;
+  $('#rollouts tbody').replaceChildren(...rows.map((r) => el('tr', { dataset: { rollout: r.id, state: r.state } },
+    el('td', {}, el('a', { href: `#/rollouts/${encodeURIComponent(r.id)}` }, r.name)),
+    el('td', {}, r.spec.image),
+    el('td', {}, el('span', { class: `state s-${r.state}` }, r.state)),
+    el('td', {}, stackBar(r.counts, total(r))),
+    el('td', { title: r.createdAt }, `${ago(r.createdAt)} by ${r.createdBy}`))));
+}
+
+// One bar per set of executions, a segment per state; its text says the same in words.
+function stackBar(counts, size) {
+  const parts = EXECUTION_STATES.filter((s) => counts[s] > 0);
+  const text = `${counts.succeeded ?? 0}/${size} succeeded` + parts.filter((s) => s !== 'succeeded').map((s) => ` · ${counts[s]} ${s}`).join('');
+  return el('div', { class: 'progress stack', role: 'img', 'aria-label': text, title: text },
+    ...parts.map((s) => el('div', { class: `seg s-${s}`, width: `${(100 * counts[s] / Math.max(1, size)).toFixed(2)}%` })),
+    el('span', {}, text));
+}
+
+function currentRolloutId() {
+  const m = /^#\/rollouts\/([^/]+)$/.exec(location.hash);
+  try { return m ? decodeURIComponent(m[1]) : null; } catch { return null; } // a mangled link shows the home view
+}
+
+async function route() {
+  const id = currentRolloutId();
+  $('#home').hidden = id !== null;
+  $('#rollout-page').hidden = id === null;
+  if (id !== null) await showRollout(id);
+}
+window.addEventListener('hashchange', () => { if (state.user) route(); });
+
+async function showRollout(id) {
+  try { upsertRollout(await api('GET', `/api/v1/rollouts/${encodeURIComponent(id)}`)); } catch (e) {
+    $('#rollout-detail').replaceChildren(el('p', { class: 'error', role: 'alert' }, e.message));
+  }
+}
+
+function renderRolloutPage(r) {
+  const s = r.spec;
+  const action = (label, path, body, cls = 'small') => el('button', { type: 'button', class: cls, dataset: { action: path }, onclick: () => act(r, path, body) }, label);
+  const failed = (r.counts.failed ?? 0) + (r.counts['timed-out'] ?? 0);
+  const actions = !canOperate() ? [] : [
+    ['running', 'scheduled'].includes(r.state) ? action('Pause', 'pause') : null,
+    r.state === 'paused' ? action('Resume', 'resume') : null,
+    ['failed', 'finished', 'running', 'paused'].includes(r.state) && failed > 0 ? action('Retry failed', 'retry-failed') : null,
+    ACTIVE.includes(r.state) && r.state !== 'cancelling' ? el('button', { type: 'button', class: 'small danger', dataset: { action: 'cancel' },
+      onclick: () => confirmAction(`Cancel "${r.name}"? Agents already done keep the image.`, 'Cancel rollout', () => act(r, 'cancel', { revert: false })) }, 'Cancel') : null,
+    ACTIVE.includes(r.state) && r.state !== 'cancelling' ? el('button', { type: 'button', class: 'small danger', dataset: { action: 'revert' },
+      onclick: () => confirmAction(`Cancel "${r.name}" and put back what each changed drive had before?`, 'Cancel and revert', () => act(r, 'cancel', { revert: true })) }, 'Cancel and revert') : null,
+  ].filter(Boolean);
+  const facts = [
+    ['Image', `${s.image} (${s.digest.slice(7, 19)})`],
+    ['Drive', `#${s.drive} as ${s.mode}${s.readOnly ? ', read-only' : ', writable'}${s.connect ? ', connected' : ', not connected'}`],
+    ['Selector', s.selector || '(every agent)'],
+    ['Waves', s.waves.join(', ')],
+    ['Max concurrent pulls', s.maxConcurrentPulls ?? 'no limit'],
+    ['Stops when', `more than ${s.failureThreshold.percent} % fail, once ${s.failureThreshold.minExecuted} ended`],
+    ['Execution timeout', `${s.executionTimeoutSeconds} s`],
+    ['Created', `${new Date(r.createdAt).toLocaleString()} by ${r.createdBy}`],
+  ];
+  $('#rollout-detail').replaceChildren(
+    el('h2', {}, r.name, ' ', el('span', { id: 'rollout-state', class: `state s-${r.state}`, dataset: { state: r.state } }, r.state)),
+    r.reason ? el('p', { id: 'rollout-reason' }, r.reason) : null,
+    el('p', { id: 'rollout-action-error', class: 'error', role: 'alert' }),
+    actions.length ? el('div', { class: 'actions' }, actions) : null,
+    el('dl', { class: 'facts' }, facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])),
+    el('h3', {}, 'Progress'),
+    el('div', { id: 'rollout-total' }, stackBar(r.counts, total(r))),
+    el('ol', { class: 'waves' }, r.waves.map((w) => el('li', { dataset: { wave: w.index } },
+      el('span', { class: 'wave-name' }, `Wave ${w.index + 1} · ${w.size} agents`), stackBar(w.counts, w.size)))),
+    el('h3', {}, 'Failures'),
+    r.failures.length === 0 ? el('p', { class: 'hint' }, 'None.') : el('table', { id: 'rollout-failures' },
+      el('thead', {}, el('tr', {}, el('th', {}, 'Agent'), el('th', {}, 'State'), el('th', {}, 'Error'))),
+      el('tbody', {}, r.failures.map((f) => el('tr', { dataset: { agent: f.agentId } }, el('td', {}, f.agentId), el('td', {}, f.state), el('td', { class: 'error' }, f.error ?? ''))))),
+    failed > r.failures.length ? el('p', { class: 'hint' }, `The first ${r.failures.length} of ${failed} failures.`) : null);
+}
+
+async function act(r, path, body) {
+  try { upsertRollout(await api('POST', `/api/v1/rollouts/${encodeURIComponent(r.id)}/${path}`, body)); } catch (e) {
+    const error = $('#rollout-action-error');
+    if (error) error.textContent = e.message;
+  }
+}
+
+// The create form: opened from an image; the selector preview asks the server which agents match.
+let rolloutImage = null;
+function openRollout(img) {
+  rolloutImage = img;
+  const form = $('#rollout-form');
+  form.reset();
+  $('#rollout-image').textContent = img.name;
+  form.name.value = `${img.name} ${new Date().toISOString().slice(0, 16).replace('T', ' ')}`;
+  form.mode.value = img.media?.suggestedMode === 'flash' ? 'flash' : 'cdrom';
+  form.selector.value = fleet.selector;
+  $('#rollout-error').textContent = '';
+  syncReadOnly();
+  previewSelector();
+  $('#rollout-dialog').showModal();
+}
+function syncReadOnly() {
+  const form = $('#rollout-form');
+  const cdrom = form.mode.value === 'cdrom';
+  if (cdrom) form.readOnly.checked = true;
+  form.readOnly.disabled = cdrom; // a CD-ROM is always read-only
+}
+for (const radio of $('#rollout-form').querySelectorAll('input[name=mode]')) radio.addEventListener('change', syncReadOnly);
+
+let previewToken = 0;
+async function previewSelector() {
+  const token = ++previewToken;
+  const selector = $('#rollout-form').selector.value.trim();
+  const p = new URLSearchParams();
+  if (selector) p.set('selector', selector);
+  const preview = $('#rollout-preview');
+  try {
+    const [summary, agents] = await Promise.all([api('GET', `/api/v1/fleet/summary?${p}`), api('GET', `/api/v1/agents?${p}&limit=10`)]);
+    if (token !== previewToken) return;
+    $('#rollout-selector-error').textContent = '';
+    const n = summary.counts.total;
+    preview.dataset.count = n;
+    preview.replaceChildren(
+      el('strong', { id: 'rollout-preview-count' }, n === 1 ? '1 agent matches' : `${n} agents match`),
+      n > 0 ? ` (${summary.counts.offline} offline)` : ' — a rollout needs at least one',
+      el('div', { class: 'mono hint' }, agents.map((a) => a.id).join(', ') + (n > agents.length ? ', …' : '')));
+  } catch (e) {
+    if (token !== previewToken) return;
+    delete preview.dataset.count;
+    preview.replaceChildren();
+    $('#rollout-selector-error').textContent = e.message;
+  }
+}
+$('#rollout-form').selector.addEventListener('input', debounce(previewSelector, 250));
+
+function rolloutBody(form) {
+  const number = (name) => (form[name].value.trim() === '' ? undefined : Number(form[name].value));
+  const waves = form.waves.value.split(',').map((w) => w.trim()).filter(Boolean).map((w) => (/^\d+$/.test(w) ? Number(w) : w));
+  return {
+    name: form.name.value.trim(), image: rolloutImage.name, drive: number('drive'), mode: form.mode.value,
+    readOnly: form.readOnly.checked, connect: form.connect.checked, selector: form.selector.value.trim(),
+    waves: waves.length ? waves : undefined, maxConcurrentPulls: number('maxConcurrentPulls'),
+    failureThreshold: { percent: number('failurePercent') ?? 10, minExecuted: number('minExecuted') ?? 1 },
+    executionTimeoutSeconds: number('executionTimeoutSeconds'),
+  };
+}
+$('#rollout-form').addEventListener('submit', async (ev) => {
+  if (ev.submitter?.value !== 'ok') return;
+  ev.preventDefault();
+  $('#rollout-error').textContent = '';
+  try {
+    const created = await api('POST', '/api/v1/rollouts', rolloutBody(ev.target));
+    $('#rollout-dialog').close();
+    upsertRollout(created);
+    location.hash = `#/rollouts/${encodeURIComponent(created.id)}`;
+  } catch (e) { $('#rollout-error').textContent = e.message; }
+});
 
 // ---- upload (push protocol, resumable) --------------------------------------------------------------
 const dropzone = $('#dropzone');
