@@ -338,6 +338,7 @@ public sealed class WebUiTests : IAsyncLifetime
             await Assertions.Expect(page.Locator("#rollout-page .waves li[data-wave='0']")).ToContainTextAsync("1/1 succeeded");
             await Assertions.Expect(page.Locator("#rollout-page .waves li[data-wave='1']")).ToContainTextAsync("3/3 succeeded");
             await Assertions.Expect(page.Locator("#rollout-page button[data-action]")).ToHaveCountAsync(0);
+            await Assertions.Expect(page.Locator("#rollout-detail")).Not.ToContainTextAsync("null"); // no reason, no hidden failures: nothing shown
             foreach (var id in (string[])["sim-000", "sim-002", "sim-004", "sim-006"])
                 Assert.Equal("roll.iso", (await coordinator.GetAgentAsync(id))!["desired"]!["drives"]![0]!["image"]!.GetValue<string>());
             Assert.Null((await coordinator.GetAgentAsync("sim-001"))!["desired"]);

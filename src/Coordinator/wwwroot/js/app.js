@@ -469,6 +469,10 @@ async function loadRollouts() {
 }
 
 function upsertRollout(r) {
+  // An action's answer and the engine's event race; a view whose state is older than the one shown is dropped
+  // (updatedAt changes with the rollout's state, not with its executions' progress).
+  const known = state.rollouts.get(r.id);
+  if (known && Date.parse(r.updatedAt) < Date.parse(known.updatedAt)) return;
   state.rollouts.set(r.id, r);
   renderRollouts();
   if (currentRolloutId() === r.id) renderRolloutPage(r);
@@ -539,7 +543,7 @@ function renderRolloutPage(r) {
     ['Execution timeout', `${s.executionTimeoutSeconds} s`],
     ['Created', `${new Date(r.createdAt).toLocaleString()} by ${r.createdBy}`],
   ];
-  $('#rollout-detail').replaceChildren(
+  $('#rollout-detail').replaceChildren(...[
     el('h2', {}, r.name, ' ', el('span', { id: 'rollout-state', class: `state s-${r.state}`, dataset: { state: r.state } }, r.state)),
     r.reason ? el('p', { id: 'rollout-reason' }, r.reason) : null,
     el('p', { id: 'rollout-action-error', class: 'error', role: 'alert' }),
@@ -553,7 +557,8 @@ function renderRolloutPage(r) {
     r.failures.length === 0 ? el('p', { class: 'hint' }, 'None.') : el('table', { id: 'rollout-failures' },
       el('thead', {}, el('tr', {}, el('th', {}, 'Agent'), el('th', {}, 'State'), el('th', {}, 'Error'))),
       el('tbody', {}, r.failures.map((f) => el('tr', { dataset: { agent: f.agentId } }, el('td', {}, f.agentId), el('td', {}, f.state), el('td', { class: 'error' }, f.error ?? ''))))),
-    failed > r.failures.length ? el('p', { class: 'hint' }, `The first ${r.failures.length} of ${failed} failures.`) : null);
+    failed > r.failures.length ? el('p', { class: 'hint' }, `The first ${r.failures.length} of ${failed} failures.`) : null,
+  ].filter(Boolean));
 }
 
 async function act(r, path, body) {
