@@ -375,6 +375,27 @@ public sealed class WebUiTests : IAsyncLifetime
             await Assertions.Expect(page.Locator("#rollout-total")).ToContainTextAsync("0/4 succeeded · 3 cancelled · 1 reverted");
             await page.ClickAsync("#rollout-page a.back");
             await Assertions.Expect(page.Locator("#rollouts tr[data-rollout]")).ToHaveCountAsync(2);
+
+            // Staging with a site budget and a download window: the form sends them, the page shows them.
+            await page.ClickAsync("#images tr[data-image='roll.iso'] button:has-text('Roll out')");
+            await dialog.Locator("input[name=name]").FillAsync("stage it");
+            await dialog.Locator("input[name=selector]").FillAsync("site=ams1");
+            await dialog.Locator("input[name=waves]").FillAsync("1,100%");
+            await dialog.Locator("input[name=stageOnly]").CheckAsync();
+            await dialog.Locator("input[name=maxConcurrentPullsPerSite]").FillAsync("2");
+            await dialog.Locator("input[name=siteMegabytesPerSecond]").FillAsync("20");
+            await dialog.Locator("input[name=windowStart]").FillAsync("00:00");
+            await dialog.Locator("input[name=windowEnd]").FillAsync("23:59");
+            await dialog.Locator("input[name=windowTimeZone]").FillAsync("Europe/Amsterdam");
+            await dialog.Locator("#rollout-ok").ClickAsync();
+            await Assertions.Expect(dialog).ToBeHiddenAsync();
+            await Assertions.Expect(page.Locator("#rollout-page h2")).ToContainTextAsync("stage it");
+            await Assertions.Expect(page.Locator("#rollout-page .facts")).ToContainTextAsync("staged only");
+            await Assertions.Expect(page.Locator("#rollout-page .facts")).ToContainTextAsync("shared by the site's pulls");
+            await Assertions.Expect(page.Locator("#rollout-page .facts")).ToContainTextAsync("every day 00:00–23:59 Europe/Amsterdam");
+            await Assertions.Expect(page.Locator("#rollout-page #rollout-state")).ToHaveAttributeAsync("data-state", "succeeded", new() { Timeout = 60_000 });
+            await page.ClickAsync("#rollout-page a.back");
+            await Assertions.Expect(page.Locator("#rollouts tr[data-rollout]")).ToHaveCountAsync(3);
             Assert.Empty(consoleErrors);
 
             // A viewer sees the rollout and its page, and no control to change either.
@@ -382,7 +403,7 @@ public sealed class WebUiTests : IAsyncLifetime
             await LogInAsync(page, coordinator, "reader");
             await Assertions.Expect(page.Locator("#images tr[data-image='roll.iso']")).ToBeVisibleAsync();
             await Assertions.Expect(page.Locator("#images button:has-text('Roll out')")).ToHaveCountAsync(0);
-            await page.Locator("#rollouts tr[data-state='succeeded'] a").ClickAsync();
+            await page.Locator("#rollouts tr[data-state='succeeded'] a").First.ClickAsync();
             await Assertions.Expect(page.Locator("#rollout-page #rollout-state")).ToHaveAttributeAsync("data-state", "succeeded");
             await Assertions.Expect(page.Locator("#rollout-page .waves li")).ToHaveCountAsync(2);
             await Assertions.Expect(page.Locator("#rollout-page button")).ToHaveCountAsync(0);

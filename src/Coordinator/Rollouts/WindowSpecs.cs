@@ -69,7 +69,9 @@ public static class WindowSpecs
         return (int)time.TotalSeconds;
     }
 
-    private static List<string> Days(int mask) => Enumerable.Range(0, 7).Where(d => (mask & (1 << d)) != 0).Select(d => DayNames[d]).ToList();
+    /// <summary>The days of a mask by name; null for every day (as a person would leave it out).</summary>
+    private static List<string>? Days(int mask) =>
+        mask == DownloadWindow.AllDays ? null : Enumerable.Range(0, 7).Where(d => (mask & (1 << d)) != 0).Select(d => DayNames[d]).ToList();
 
     private static string Time(int seconds) => seconds % 60 == 0
         ? $"{seconds / 3600:00}:{seconds / 60 % 60:00}"

@@ -332,7 +332,9 @@ function agentRow(a) {
   const transfers = (a.transfers ?? []).filter((t) => t.state !== 'done');
   const live = state.progress.get(a.id);
   const bars = live ? [progressBar(live.bytesDone, live.bytesTotal, `${bytes(live.bytesDone)} / ${bytes(live.bytesTotal)}`)]
-    : transfers.map((t) => progressBar(t.bytesDone, t.bytesTotal, `${t.state} ${bytes(t.bytesDone)} / ${bytes(t.bytesTotal)}`));
+    : transfers.map((t) => progressBar(t.bytesDone, t.bytesTotal, t.state === 'waiting'
+      ? `waiting for its download window${t.resumesAt ? ` (opens ${new Date(t.resumesAt).toLocaleString()})` : ''} · ${bytes(t.bytesDone)} / ${bytes(t.bytesTotal)}`
+      : `${t.state} ${bytes(t.bytesDone)} / ${bytes(t.bytesTotal)}`));
   const cacheUsed = (a.cache ?? []).reduce((s, c) => s + c.size, 0);
   const drives = (a.drives ?? []).map((d) => el('div', { class: 'drive', dataset: { drive: d.index, connected: d.connected, image: d.image ?? '' } },
     driveText(d, a.desired),
@@ -458,7 +460,7 @@ function confirmDelete(img, used) {
 // which carry the whole RolloutView. Actions answer with the new view too, so the page never polls.
 const ACTIVE = ['scheduled', 'running', 'paused', 'cancelling'];
 // Execution states in the order a wave's bar stacks them.
-const EXECUTION_STATES = ['succeeded', 'pulling', 'queued', 'failed', 'timed-out', 'skipped', 'cancelled', 'reverted'];
+const EXECUTION_STATES = ['succeeded', 'staged', 'pulling', 'queued', 'failed', 'timed-out', 'skipped', 'cancelled', 'reverted'];
 
 async function loadRollouts() {
   const list = await api('GET', '/api/v1/rollouts');
@@ -535,12 +537,16 @@ function renderRolloutPage(r) {
   ].filter(Boolean);
   const facts = [
     ['Image', `${s.image} (${s.digest.slice(7, 19)})`],
-    ['Drive', `#${s.drive} as ${s.mode}${s.readOnly ? ', read-only' : ', writable'}${s.connect ? ', connected' : ', not connected'}`],
+    s.stageOnly ? ['Drive', 'staged only: pulled into the caches, attached nowhere']
+      : ['Drive', `#${s.drive} as ${s.mode}${s.readOnly ? ', read-only' : ', writable'}${s.connect ? ', connected' : ', not connected'}`],
     ['Selector', s.selector || '(every agent)'],
     ['Waves', s.waves.join(', ')],
     ['Max concurrent pulls', s.maxConcurrentPulls ?? 'no limit'],
+    s.maxConcurrentPullsPerSite ? ['Per site', `${s.maxConcurrentPullsPerSite} at a time`] : null,
+    s.siteMaxBytesPerSecond ? ['Site budget', `${bytes(s.siteMaxBytesPerSecond)}/s, shared by the site's pulls`] : null,
+    s.downloadWindows?.length ? ['Download windows', s.downloadWindows.map((w) => `${w.days?.join(',') ?? 'every day'} ${w.start}–${w.end} ${w.timeZone ?? 'UTC'}`).join('; ')] : null,
     ['Stops when', `more than ${s.failureThreshold.percent} % fail, once ${s.failureThreshold.minExecuted} ended`],
-    ['Execution timeout', `${s.executionTimeoutSeconds} s`],
+    ['Execution timeout', s.executionTimeoutSeconds ? `${s.executionTimeoutSeconds} s` : 'none (the deadline applies)'],
     ['Created', `${new Date(r.createdAt).toLocaleString()} by ${r.createdBy}`],
   ];
   $('#rollout-detail').replaceChildren(...[
@@ -548,7 +554,7 @@ function renderRolloutPage(r) {
     r.reason ? el('p', { id: 'rollout-reason' }, r.reason) : null,
     el('p', { id: 'rollout-action-error', class: 'error', role: 'alert' }),
     actions.length ? el('div', { class: 'actions' }, actions) : null,
-    el('dl', { class: 'facts' }, facts.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])),
+    el('dl', { class: 'facts' }, facts.filter(Boolean).flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])),
     el('h3', {}, 'Progress'),
     el('div', { id: 'rollout-total' }, stackBar(r.counts, total(r))),
     el('ol', { class: 'waves' }, r.waves.map((w) => el('li', { dataset: { wave: w.index } },
@@ -620,12 +626,20 @@ $('#rollout-form').selector.addEventListener('input', debounce(previewSelector, 
 function rolloutBody(form) {
   const number = (name) => (form[name].value.trim() === '' ? undefined : Number(form[name].value));
   const waves = form.waves.value.split(',').map((w) => w.trim()).filter(Boolean).map((w) => (/^\d+$/.test(w) ? Number(w) : w));
+  const stage = form.stageOnly.checked; // staging attaches nothing: no mode, read-only or connect to send
   return {
-    name: form.name.value.trim(), image: rolloutImage.name, drive: number('drive'), mode: form.mode.value,
-    readOnly: form.readOnly.checked, connect: form.connect.checked, selector: form.selector.value.trim(),
+    name: form.name.value.trim(), image: rolloutImage.name, drive: number('drive'), mode: stage ? undefined : form.mode.value,
+    readOnly: stage ? undefined : form.readOnly.checked, connect: stage ? undefined : form.connect.checked, selector: form.selector.value.trim(),
     waves: waves.length ? waves : undefined, maxConcurrentPulls: number('maxConcurrentPulls'),
     failureThreshold: { percent: number('failurePercent') ?? 10, minExecuted: number('minExecuted') ?? 1 },
     executionTimeoutSeconds: number('executionTimeoutSeconds'),
+    stageOnly: form.stageOnly.checked || undefined,
+    maxConcurrentPullsPerSite: number('maxConcurrentPullsPerSite'),
+    siteMaxBytesPerSecond: number('siteMegabytesPerSecond') === undefined ? undefined : Math.round(number('siteMegabytesPerSecond') * 1e6),
+    downloadWindows: form.windowStart.value || form.windowEnd.value ? [{
+      days: form.windowDays.value.trim() ? form.windowDays.value.split(',').map((d) => d.trim()).filter(Boolean) : undefined,
+      start: form.windowStart.value, end: form.windowEnd.value, timeZone: form.windowTimeZone.value.trim() || undefined,
+    }] : undefined,
   };
 }
 $('#rollout-form').addEventListener('submit', async (ev) => {
