@@ -8,7 +8,8 @@
 #     - the Coordinator's CPU and RSS idle (agents connected and reporting every 30 s) and during the rollout;
 #   then the embedded broker's limit: a Coordinator with its default embedded broker, agents ramped up
 #   (RAMP_STEPS) until connects fail or time out, or latency blows up.
-# Usage: bench/fleet.sh [N ...]   (default 1000 10000; RAMP_STEPS=1000,2000,5000,10000,15000,18000; RAMP_STEPS=none skips it)
+# Usage: bench/fleet.sh [N ...]   (default 1000 10000; RAMP_STEPS=1000,2000,5000,10000,15000,18000; RAMP_STEPS=none skips it;
+#        IDLE_SECONDS=20; BENCH_COORDINATOR_ENV='DOTNET_PerfMapEnabled=1 …' for profiling; BENCH_KEEP=1 keeps the logs)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -gt 0 ] || set -- 1000 10000
@@ -76,7 +77,7 @@ start_coordinator() {
   local dir=$1 port=$2; shift 2
   env Urls="http://127.0.0.1:$port" State__ConnectionString="Data Source=$dir/state.db" Storage__Path="$dir/store" Tls__Mode=off \
     Auth__BootstrapAdminToken=$token Logging__LogLevel__Default=Warning DOTNET_ENVIRONMENT=Production \
-    'Logging__LogLevel__MsdFleet.Coordinator.Messaging.CoordinatorMqttService=Error' "$@" \
+    'Logging__LogLevel__MsdFleet.Coordinator.Messaging.CoordinatorMqttService=Error' "$@" ${BENCH_COORDINATOR_ENV:-} \
     dotnet "$coordinator_dll" > "$dir/coordinator.log" 2>&1 &
   coord_pid=$!; pids+=("$coord_pid")
 }
