@@ -125,7 +125,8 @@ public static class FleetRun
         }, CancellationToken.None);
         var finished = await Task.WhenAny(all.Task, Task.Delay(rolloutTimeout, ct)) == all.Task;
         var rolloutMs = clock.Elapsed.TotalMilliseconds;
-        await Task.WhenAny(poll, Task.Delay(finished ? 5000 : 0, ct));
+        // The Coordinator records each execution's end after the agents attached (a transaction each): wait for its verdict too.
+        await Task.WhenAny(poll, Task.Delay(finished ? TimeSpan.FromSeconds(args.Number("verdict-timeout", 300)) : TimeSpan.Zero, ct));
         await pollStop.CancelAsync();
         await poll;
         var busy = await during.StopAsync();
@@ -137,7 +138,7 @@ public static class FleetRun
         var last = times.Count > 0 ? times[^1] : double.NaN;
         var perAssignment = times.Count > 1 ? (last - first) / (times.Count - 1) : double.NaN;
         Console.WriteLine(finished
-            ? F($"  rollout to {n}:      {rolloutMs,8:F0} ms until all reported attached (Coordinator said {coordinatorState} at {(coordinatorMs is { } c ? c.ToString("F0", CultureInfo.InvariantCulture) + " ms" : "—")})")
+            ? F($"  rollout to {n}:      {rolloutMs,8:F0} ms until all reported attached ({(coordinatorMs is { } c ? $"the Coordinator said {coordinatorState} at {c:F0} ms" : $"the Coordinator still said {coordinatorState} at {clock.Elapsed.TotalMilliseconds:F0} ms")})")
             : F($"  rollout to {n}:      NOT DONE after {rolloutMs / 1000:F0} s: {attached.Count} of {n} attached (Coordinator: {coordinatorState})"));
         Console.WriteLine(F($"  first agent attached {first:F0} ms after the request, the last {last:F0} ms: {perAssignment:F2} ms per agent ({(times.Count - 1) / ((last - first) / 1000):F0} agents/s)"));
         Console.WriteLine($"  coordinator rollout: {busy}");
@@ -146,7 +147,7 @@ public static class FleetRun
 
         if (args.Optional("results") is { } results)
         {
-            await File.AppendAllTextAsync(results, F($"fleet {n} {rawMs:F0} {(finished ? rolloutMs.ToString("F0", CultureInfo.InvariantCulture) : "-")} {ratio:F1} {perAssignment:F2} {postMs:F0} {idle.CpuPercentOfOneCore:F1} {idle.PeakRssMb:F0} {busy.CpuPercentOfOneCore:F1} {busy.PeakRssMb:F0} {attached.Count}\n"), ct);
+            await File.AppendAllTextAsync(results, F($"fleet {n} {rawMs:F0} {(finished ? rolloutMs.ToString("F0", CultureInfo.InvariantCulture) : "-")} {ratio:F1} {perAssignment:F2} {postMs:F0} {idle.CpuPercentOfOneCore:F1} {idle.PeakRssMb:F0} {busy.CpuPercentOfOneCore:F1} {busy.PeakRssMb:F0} {attached.Count} {(coordinatorMs is { } v ? v.ToString("F0", CultureInfo.InvariantCulture) : "-")}\n"), ct);
         }
         return finished ? 0 : 1;
     }
