@@ -11,7 +11,7 @@ namespace MsdFleet.FleetBench;
 /// <c>ramp</c>: how many agents the Coordinator's embedded broker (default config) carries. At each step more agents
 /// are enrolled and connected (64 handshakes at a time, each given 10 s); the step records failed connects, the
 /// handshake time, how long until the Coordinator counts them online, the broker's own round trip (MQTT PINGREQ
-/// from a sample of sessions) and the Coordinator's CPU and RSS with all of them reporting. The ramp stops at the
+/// from a sample of sessions) and the Coordinator's CPU and RSS with all of them reporting (<c>--sample-seconds</c>, 10). The ramp stops at the
 /// first step where a connect fails, the Coordinator does not see them all online within 60 s, or a round trip's
 /// p99 passes 1 s; the last step before it is the limit.
 /// </summary>
@@ -24,13 +24,14 @@ public static class BrokerRamp
         var sampler = new ProcessSampler(args.Number("coordinator-pid"));
         var steps = args.Text("steps", "1000,2000,5000,10000,15000").Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
         var topics = new TopicNames(args.Text("topic-prefix", TopicNames.DefaultPrefix));
+        var sampleSeconds = args.Number("sample-seconds", 10);
         var key = ECDsa.Create();
         key.ImportSubjectPublicKeyInfo(Convert.FromBase64String((await api.GetAsync("api/v1/signing-key", ct))["publicKey"]!.GetValue<string>()), out _);
 
         var connected = new List<SimulatedAgent>();
         var limit = 0;
         string? reason = null;
-        Console.WriteLine("  agents  failed  connect p50/p99 ms  all online after  PINGREQ p50/p99 ms  coordinator (10 s, reporting)");
+        Console.WriteLine(F($"  agents  failed  connect p50/p99 ms  all online after  PINGREQ p50/p99 ms  coordinator ({sampleSeconds} s, reporting)"));
         try
         {
             foreach (var target in steps)
@@ -88,7 +89,7 @@ public static class BrokerRamp
                 await using (new ReportPacer(connected, TimeSpan.FromSeconds(30)))
                 {
                     var running = sampler.Start();
-                    await Task.Delay(TimeSpan.FromSeconds(10), ct);
+                    await Task.Delay(TimeSpan.FromSeconds(sampleSeconds), ct);
                     window = await running.StopAsync();
                 }
                 var (c50, c99) = Percentiles(handshakes);
@@ -109,7 +110,10 @@ public static class BrokerRamp
         }
         finally
         {
-            await Parallel.ForEachAsync(connected, new ParallelOptions { MaxDegreeOfParallelism = 64 }, async (a, _) => await a.DisposeAsync());
+            // Dropped, not disconnected cleanly: a clean goodbye is a retained publish each, which this broker writes to disk
+            // one whole file at a time — minutes at the limit — and the Coordinator is stopped next anyway.
+            foreach (var agent in connected)
+                agent.Vanish();
         }
         Console.WriteLine(reason is null
             ? $"  embedded broker: no limit reached up to {limit} agents (the last step asked)"

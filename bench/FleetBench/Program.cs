@@ -3,10 +3,11 @@ using MsdFleet.FleetBench;
 // The fleet simulator's command-line host; bench/fleet.sh drives it. Commands:
 //   enroll --coordinator URL --admin-token T --count N --out FILE
 //       N agents through fleet enrollment tokens (label bench=fleet); "id secret" lines to FILE.
+//   (all: [--topic-prefix P] when the Coordinator's Mqtt:TopicPrefix is not the default)
 //   run --coordinator URL --admin-token T --broker mqtt://H:P --broker-user U --broker-password P --agents FILE
 //       --coordinator-pid PID [--idle-seconds 20] [--rollout-timeout 600] [--results FILE]
 //       raw MQTT round trip vs a rollout to the same N agents; the Coordinator's CPU and RSS idle and during it.
-//   ramp --coordinator URL --admin-token T --broker mqtt://H:P --coordinator-pid PID [--steps 1000,2000,…] [--results FILE]
+//   ramp --coordinator URL --admin-token T --broker mqtt://H:P --coordinator-pid PID [--steps 1000,2000,…] [--sample-seconds 10] [--results FILE]
 //       the embedded broker's limit.
 using var stop = new CancellationTokenSource();
 Console.CancelKeyPress += (_, e) =>
