@@ -136,8 +136,14 @@ fi
 
 echo
 echo "fleet benchmark ($(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo); Mosquitto $("$mosquitto" -h 2>/dev/null | awk 'NR==1 { print $3 }'))"
-printf '  %6s  %9s  %11s  %7s  %8s  %16s  %16s\n' agents "raw RTT" rollout ratio "ms/agent" "idle CPU / RSS" "rollout CPU/RSS"
+printf '  %6s  %9s  %15s  %7s  %8s  %16s  %16s  %s\n' agents "raw RTT" "rollout (agents)" ratio "ms/agent" "idle CPU / RSS" "rollout CPU/RSS" "rollout succeeded (Coordinator)"
 awk '$1 == "fleet" {
-  printf "  %6d  %7d ms  %8s ms  %6s x  %8s  %6s %% %5s MB  %6s %% %5s MB%s\n", $2, $3, $4, $5, $6, $8, $9, $10, $11, ($12 < $2 ? "  (only " $12 " attached)" : "") }' "$results"
+  printf "  %6d  %7d ms  %12s ms  %6s x  %8s  %6s %% %5s MB  %6s %% %5s MB  %s%s\n", $2, $3, $4, $5, $6, $8, $9, $10, $11, ($13 == "-" ? "not seen" : $13 " ms"),
+    ($12 < $2 ? "  (only " $12 " attached)" : "") }' "$results"
 echo "  goal: rollout <= 1.5 x raw (1,000 < 0.5 s, 10,000 < 5 s); at 1,000 idle < 300 MB and < 5 % of a core. CPU in % of one core."
+if grep -q '^ramp ' "$results"; then
+  echo "  embedded broker ramp:"
+  printf '    %6s  %6s  %18s  %15s  %18s  %16s\n' agents failed "connect p50/p99" "all online after" "PINGREQ p50/p99" "coordinator CPU/RSS"
+  awk '$1 == "ramp" { printf "    %6d  %6d  %8s / %-6s ms  %13s s  %7s / %-7s ms  %6s %% %5s MB\n", $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$results"
+fi
 awk '$1 == "limit" { gsub("_", " ", $3); print "  embedded broker limit: " $2 " agents (" $3 ")" }' "$results"
