@@ -12,7 +12,7 @@ namespace MsdFleet.FleetBench;
 /// are enrolled and connected (64 handshakes at a time, each given 10 s); the step records failed connects, the
 /// handshake time, how long until the Coordinator counts them online, the broker's own round trip (MQTT PINGREQ
 /// from a sample of sessions) and the Coordinator's CPU and RSS with all of them reporting (<c>--sample-seconds</c>, 10). The ramp stops at the
-/// first step where a connect fails, the Coordinator does not see them all online within 60 s, or a round trip's
+/// first step where a connect fails (a step gives up once 1 % of its connects failed), the Coordinator does not see them all online within 60 s, or a round trip's
 /// p99 passes 1 s; the last step before it is the limit.
 /// </summary>
 public static class BrokerRamp
@@ -40,22 +40,35 @@ public static class BrokerRamp
                 var agents = fresh.Select(a => new SimulatedAgent(a.Id, a.Secret, broker, topics, key)).ToList();
                 var handshakes = new ConcurrentBag<double>();
                 var failed = new ConcurrentBag<string>();
-                await Parallel.ForEachAsync(agents, new ParallelOptions { MaxDegreeOfParallelism = 64, CancellationToken = ct }, async (agent, c) =>
+                // Past the limit every connect waits its full 10 s: once 1 % have failed, the step is over (the rest are not tried).
+                using var giveUp = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                var tolerated = Math.Max(10, agents.Count / 100);
+                try
                 {
-                    using var timeout = CancellationTokenSource.CreateLinkedTokenSource(c);
-                    timeout.CancelAfter(TimeSpan.FromSeconds(10));
-                    var clock = Stopwatch.StartNew();
-                    try
+                    await Parallel.ForEachAsync(agents, new ParallelOptions { MaxDegreeOfParallelism = 64, CancellationToken = giveUp.Token }, async (agent, c) =>
                     {
-                        await agent.ConnectAsync(timeout.Token);
-                        handshakes.Add(clock.Elapsed.TotalMilliseconds);
-                    }
-                    catch (Exception ex) when (!c.IsCancellationRequested)
-                    {
-                        agent.Vanish();
-                        failed.Add($"{agent.Id}: {ex.GetType().Name} {ex.Message}");
-                    }
-                });
+                        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(c);
+                        timeout.CancelAfter(TimeSpan.FromSeconds(10));
+                        var clock = Stopwatch.StartNew();
+                        try
+                        {
+                            await agent.ConnectAsync(timeout.Token);
+                            handshakes.Add(clock.Elapsed.TotalMilliseconds);
+                        }
+                        catch (Exception ex) when (!c.IsCancellationRequested)
+                        {
+                            agent.Vanish();
+                            failed.Add($"{agent.Id}: {ex.GetType().Name} {ex.Message}");
+                            if (failed.Count >= tolerated)
+                                await giveUp.CancelAsync();
+                        }
+                    });
+                }
+                catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+                {
+                }
+                foreach (var agent in agents.Where(a => !a.IsConnected))
+                    agent.Vanish(); // not tried, or cancelled mid-handshake
                 connected.AddRange(agents.Where(a => a.IsConnected));
                 var online = Stopwatch.StartNew();
                 var allOnline = true;
@@ -94,12 +107,15 @@ public static class BrokerRamp
                 }
                 var (c50, c99) = Percentiles(handshakes);
                 var (p50, p99) = Percentiles(pings);
+                var tried = handshakes.Count + failed.Count;
                 Console.WriteLine(F($"  {target,6}  {failed.Count,6}  {c50,8:F0} / {c99,-8:F0}  {(allOnline ? onlineSeconds.ToString("F1", CultureInfo.InvariantCulture) + " s" : "NOT in 60 s"),15}  {p50,8:F1} / {p99,-8:F1}  {window}"));
+                if (tried < agents.Count)
+                    Console.WriteLine(F($"          gave up after {failed.Count} failed of {tried} tried; {agents.Count - tried} not tried"));
                 foreach (var f in failed.Take(3))
                     Console.WriteLine($"          e.g. {f}");
                 if (args.Optional("results") is { } results)
                     await File.AppendAllTextAsync(results, F($"ramp {target} {failed.Count} {c50:F0} {c99:F0} {(allOnline ? onlineSeconds.ToString("F1", CultureInfo.InvariantCulture) : "-")} {p50:F1} {p99:F1} {window.CpuPercentOfOneCore:F1} {window.PeakRssMb:F0}\n"), ct);
-                reason = !failed.IsEmpty ? $"{failed.Count} of {agents.Count} new connects failed at {target}"
+                reason = !failed.IsEmpty ? $"{failed.Count} of {tried} new connects tried failed (10 s each) at {target}"
                     : !allOnline ? $"the Coordinator did not count {target} online within 60 s"
                     : p99 > 1000 ? $"the broker round trip p99 was {p99:F0} ms at {target}"
                     : null;
