@@ -118,7 +118,10 @@ public sealed class SimulatedAgent : IAsyncDisposable
             {
                 try
                 {
-                    await OnMessageAsync(topic, payload);
+                    if (topic.Length == 0)
+                        await ReportAsync(CancellationToken.None); // RequestReport: in order with the desired states
+                    else
+                        await OnMessageAsync(topic, payload);
                 }
                 catch (Exception ex) when (ex is MQTTnet.Exceptions.MqttCommunicationException or OperationCanceledException)
                 {
@@ -151,6 +154,20 @@ public sealed class SimulatedAgent : IAsyncDisposable
         if (subscribed.Items.Single().ResultCode > MqttClientSubscribeResultCode.GrantedQoS2)
             throw new InvalidOperationException($"{Id}: the broker refused the desired-state subscription ({subscribed.Items.Single().ResultCode})");
         await ReportAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// Publishes the report again, as the real agent does every <c>Agent:ReportInterval</c> (30 s). It goes through
+    /// this agent's own loop, so it never overtakes the report of a desired state applied just before.
+    /// </summary>
+    public void RequestReport() => _inbox.Writer.TryWrite((string.Empty, []));
+
+    /// <summary>An MQTT PINGREQ/PINGRESP through this agent's session: the broker's own round trip, no application in it.</summary>
+    public async Task PingBrokerAsync(CancellationToken cancellationToken)
+    {
+        if (_client is not { IsConnected: true } client)
+            throw new InvalidOperationException($"{Id} is not connected");
+        await client.PingAsync(cancellationToken);
     }
 
     /// <summary>Drops off the network without a clean disconnect, as a Pi that loses power: the broker sends its will.</summary>
