@@ -43,6 +43,9 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
         new BoundedChannelOptions(1024) { FullMode = BoundedChannelFullMode.DropOldest, SingleReader = true });
     private readonly ConcurrentDictionary<string, string> _published = new(StringComparer.Ordinal);
     private IReadOnlyList<CatalogEntry> _images = [];
+    // Per agent, what its discovery configs were last built from: an agent's report changes its states, rarely its entities,
+    // so the configs (a dozen JSON documents) are built again only when these inputs change. Cleared with _published.
+    private readonly ConcurrentDictionary<string, string> _discovered = new(StringComparer.Ordinal);
     private readonly State.LeaderLease _leader;
     private readonly DriveAssignment _assignment;
     private readonly FleetView _fleet;
@@ -80,6 +83,7 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
     public Task OnConnectedAsync(CancellationToken cancellationToken)
     {
         _published.Clear();
+        _discovered.Clear();
         _work.Writer.TryWrite(PublishEverythingAsync);
         return Task.CompletedTask;
     }
@@ -93,6 +97,8 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
             {
                 // Home Assistant restarted: it forgot its entities; announce them again.
                 _published.Clear();
+                _discovered.Clear();
+        _discovered.Clear();
                 _work.Writer.TryWrite(PublishEverythingAsync);
             }
             return;
@@ -191,35 +197,41 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
         }
 
         var driveCount = Math.Max(1, Math.Max(view.Drives?.Count ?? 0, (view.Desired?.Drives.Select(d => d.Index + 1).DefaultIfEmpty(0).Max()) ?? 0));
+        var images = _images;
+        var key = $"{view.Version}|{driveCount}|{_options.Commands}|{string.Join('/', images.Select(i => i.Name))}";
+        var discover = !(_discovered.TryGetValue(agentId, out var last) && last == key);
         for (var n = 0; n < driveCount; n++)
         {
             var t = $"{Base}/{agentId}/drive{n}";
-            var select = Entity($"drive{n}_image", $"Drive {n} image", "mdi:disc");
-            select["state_topic"] = $"{t}/image";
-            select["options"] = new JsonArray([None, .. _images.Select(i => (JsonNode)i.Name)]);
-            var connected = Entity($"drive{n}_connected", $"Drive {n} connected", "mdi:usb");
-            connected["state_topic"] = $"{t}/connected";
-            var enumerated = Entity($"drive{n}_enumerated", $"Drive {n} seen by server", null);
-            enumerated["state_topic"] = $"{t}/enumerated";
-            enumerated["device_class"] = "connectivity";
-            if (_options.Commands)
+            if (discover)
             {
-                select["command_topic"] = $"{t}/image/set";
-                connected["command_topic"] = $"{t}/connected/set";
-                var eject = Entity($"drive{n}_eject", $"Drive {n} eject", "mdi:eject");
-                eject["command_topic"] = $"{t}/eject/press";
-                await DiscoverAsync("button", node, $"drive{n}_eject", eject, ct);
-                await DiscoverAsync("select", node, $"drive{n}_image", select, ct);
-                await DiscoverAsync("switch", node, $"drive{n}_connected", connected, ct);
+                var select = Entity($"drive{n}_image", $"Drive {n} image", "mdi:disc");
+                select["state_topic"] = $"{t}/image";
+                select["options"] = new JsonArray([None, .. images.Select(i => (JsonNode)i.Name)]);
+                var connected = Entity($"drive{n}_connected", $"Drive {n} connected", "mdi:usb");
+                connected["state_topic"] = $"{t}/connected";
+                var enumerated = Entity($"drive{n}_enumerated", $"Drive {n} seen by server", null);
+                enumerated["state_topic"] = $"{t}/enumerated";
+                enumerated["device_class"] = "connectivity";
+                if (_options.Commands)
+                {
+                    select["command_topic"] = $"{t}/image/set";
+                    connected["command_topic"] = $"{t}/connected/set";
+                    var eject = Entity($"drive{n}_eject", $"Drive {n} eject", "mdi:eject");
+                    eject["command_topic"] = $"{t}/eject/press";
+                    await DiscoverAsync("button", node, $"drive{n}_eject", eject, ct);
+                    await DiscoverAsync("select", node, $"drive{n}_image", select, ct);
+                    await DiscoverAsync("switch", node, $"drive{n}_connected", connected, ct);
+                }
+                else
+                {
+                    // Read-only: the image as a sensor, the connection as a binary sensor.
+                    select.Remove("options");
+                    await DiscoverAsync("sensor", node, $"drive{n}_image", select, ct);
+                    await DiscoverAsync("binary_sensor", node, $"drive{n}_connected", connected, ct);
+                }
+                await DiscoverAsync("binary_sensor", node, $"drive{n}_enumerated", enumerated, ct);
             }
-            else
-            {
-                // Read-only: the image as a sensor, the connection as a binary sensor.
-                select.Remove("options");
-                await DiscoverAsync("sensor", node, $"drive{n}_image", select, ct);
-                await DiscoverAsync("binary_sensor", node, $"drive{n}_connected", connected, ct);
-            }
-            await DiscoverAsync("binary_sensor", node, $"drive{n}_enumerated", enumerated, ct);
 
             var reported = view.Drives?.FirstOrDefault(d => d.Index == n);
             var wanted = view.Desired?.Drives.FirstOrDefault(d => d.Index == n);
@@ -231,17 +243,21 @@ public sealed partial class HomeAssistantBridge : BackgroundService, IMqttExtens
             await PublishAsync($"{t}/enumerated", reported?.Connected == true && reported.HostState == "configured" ? "ON" : "OFF", ct);
         }
 
-        var progress = Entity("pull_progress", "Pull progress", "mdi:download");
-        progress["state_topic"] = $"{Base}/{agentId}/progress";
-        progress["unit_of_measurement"] = "%";
-        progress["state_class"] = "measurement";
-        await DiscoverAsync("sensor", node, "pull_progress", progress, ct);
-        var free = Entity("free_space", "Free space", "mdi:harddisk");
-        free["state_topic"] = $"{Base}/{agentId}/free";
-        free["unit_of_measurement"] = "B";
-        free["device_class"] = "data_size";
-        free["state_class"] = "measurement";
-        await DiscoverAsync("sensor", node, "free_space", free, ct);
+        if (discover)
+        {
+            var progress = Entity("pull_progress", "Pull progress", "mdi:download");
+            progress["state_topic"] = $"{Base}/{agentId}/progress";
+            progress["unit_of_measurement"] = "%";
+            progress["state_class"] = "measurement";
+            await DiscoverAsync("sensor", node, "pull_progress", progress, ct);
+            var free = Entity("free_space", "Free space", "mdi:harddisk");
+            free["state_topic"] = $"{Base}/{agentId}/free";
+            free["unit_of_measurement"] = "B";
+            free["device_class"] = "data_size";
+            free["state_class"] = "measurement";
+            await DiscoverAsync("sensor", node, "free_space", free, ct);
+            _discovered[agentId] = key;
+        }
 
         var transfer = view.Transfers?.FirstOrDefault(x => x.State != "done" && x.BytesTotal > 0);
         await PublishAsync($"{Base}/{agentId}/progress",
