@@ -24,20 +24,12 @@ public sealed class LeaderKillTests(PostgresServer postgres, SwiftServer swift)
         await using var mosquitto = await MosquittoBroker.StartAsync();
         var database = await postgres.CreateDatabaseAsync();
         var storage = swift.Options();
-        string[] shared =
-        [
-            "--State:Provider=postgres", $"--State:ConnectionString={database}", .. CoordinatorInstance.StorageArgs(storage),
-            $"--Mqtt:Broker={mosquitto.Url}", $"--Mqtt:TopicPrefix=kill{Guid.NewGuid():N}"[..30] + "/v1",
-        ];
+        var shared = SharedArgs(database, storage, mosquitto, $"kill{Guid.NewGuid():N}"[..30] + "/v1");
         await using var first = await CoordinatorProcess.StartAsync(shared);
         await using var second = await CoordinatorProcess.StartAsync(shared);
         await using var sql = new NpgsqlConnection(database);
         await sql.OpenAsync();
-        async Task<CoordinatorProcess?> LeaderAsync(params CoordinatorProcess[] candidates)
-        {
-            var holder = await sql.QuerySingleOrDefaultAsync<string>("SELECT holder FROM leases WHERE name = 'leader' AND expires_at_ms > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT");
-            return candidates.SingleOrDefault(c => holder?.Split("/")[1] == c.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        }
+        Task<CoordinatorProcess?> LeaderAsync(params CoordinatorProcess[] candidates) => LeaseHolderAsync(sql, candidates);
         var leader = await Eventually.WaitAsync(() => LeaderAsync(first, second), TimeSpan.FromSeconds(20), "a leader");
         var survivor = leader == first ? second : first;
         using var viaLeader = leader.NewClient();
@@ -109,20 +101,12 @@ public sealed class LeaderKillTests(PostgresServer postgres, SwiftServer swift)
         await using var mosquitto = await MosquittoBroker.StartAsync();
         var database = await postgres.CreateDatabaseAsync();
         var prefix = $"roll{Guid.NewGuid():N}"[..12] + "/v1";
-        string[] shared =
-        [
-            "--State:Provider=postgres", $"--State:ConnectionString={database}", .. CoordinatorInstance.StorageArgs(swift.Options()),
-            $"--Mqtt:Broker={mosquitto.Url}", $"--Mqtt:TopicPrefix={prefix}",
-        ];
+        var shared = SharedArgs(database, swift.Options(), mosquitto, prefix);
         await using var first = await CoordinatorProcess.StartAsync(shared);
         await using var second = await CoordinatorProcess.StartAsync(shared);
         await using var sql = new NpgsqlConnection(database);
         await sql.OpenAsync();
-        async Task<CoordinatorProcess?> LeaderAsync(params CoordinatorProcess[] candidates)
-        {
-            var holder = await sql.QuerySingleOrDefaultAsync<string>("SELECT holder FROM leases WHERE name = 'leader' AND expires_at_ms > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT");
-            return candidates.SingleOrDefault(c => holder?.Split("/")[1] == c.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        }
+        Task<CoordinatorProcess?> LeaderAsync(params CoordinatorProcess[] candidates) => LeaseHolderAsync(sql, candidates);
         var leader = await Eventually.WaitAsync(() => LeaderAsync(first, second), TimeSpan.FromSeconds(20), "a leader");
         var survivor = leader == first ? second : first;
         using var viaSurvivor = survivor.NewClient();
@@ -172,6 +156,20 @@ public sealed class LeaderKillTests(PostgresServer postgres, SwiftServer swift)
         var mounts = await sql.QueryAsync<string>("SELECT target FROM audit_log WHERE actor = @actor AND action = 'drive.mount'", new { actor = $"rollout:{id}" });
         Assert.Equal(60, mounts.Count());
         Assert.Equal(60, mounts.Distinct().Count());
+    }
+
+    /// <summary>Two replicas' shared settings: one PostgreSQL, one bucket, one Mosquitto, one topic prefix.</summary>
+    private static string[] SharedArgs(string database, MsdFleet.Coordinator.Storage.ObjectStoreOptions storage, MosquittoBroker mosquitto, string prefix) =>
+    [
+        "--State:Provider=postgres", $"--State:ConnectionString={database}", .. CoordinatorInstance.StorageArgs(storage),
+        $"--Mqtt:Broker={mosquitto.Url}", $"--Mqtt:TopicPrefix={prefix}",
+    ];
+
+    /// <summary>Which of <paramref name="candidates"/> holds the unexpired leader lease (by the pid in its holder id), if any.</summary>
+    private static async Task<CoordinatorProcess?> LeaseHolderAsync(NpgsqlConnection sql, CoordinatorProcess[] candidates)
+    {
+        var holder = await sql.QuerySingleOrDefaultAsync<string>("SELECT holder FROM leases WHERE name = 'leader' AND expires_at_ms > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT");
+        return candidates.SingleOrDefault(c => holder?.Split("/")[1] == c.Pid.ToString(System.Globalization.CultureInfo.InvariantCulture));
     }
 
     private static async Task AssertImagesAsync(HttpClient client, byte[] kept, byte[] other)
