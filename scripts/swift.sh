@@ -111,10 +111,21 @@ memcached -l 127.0.0.1 -p $((port + 4)) -U 0 -u "$user" > "$dir/log/memcached.lo
 for kind in object container account proxy; do
   swift-$kind-server "$dir/etc/$kind-server.conf" > "$dir/log/$kind.log" 2>&1 & echo $! >> "$dir/pids"
 done
+# Healthy means the whole path answers, not only the proxy: an authenticated account HEAD goes through
+# tempauth, memcached and the account server (right after start the proxy's /healthcheck is up while the
+# account and container servers still refuse connections, and a first PUT gets 503).
 for _ in $(seq 1 150); do
-  curl -fsS "http://127.0.0.1:$port/healthcheck" >/dev/null 2>&1 && exit 0
+  if curl -fsS "http://127.0.0.1:$port/healthcheck" >/dev/null 2>&1; then
+    token=$(curl -fsS -i -H "X-Auth-User: test:tester" -H "X-Auth-Key: testing" "http://127.0.0.1:$port/auth/v1.0" 2>/dev/null \
+      | tr -d '\r' | awk -F': ' 'tolower($1)=="x-auth-token" { print $2 }') || true
+    if [ -n "$token" ] && curl -fsS -I -H "X-Auth-Token: $token" "http://127.0.0.1:$port/v1/AUTH_test" >/dev/null 2>&1 \
+      && curl -fsS -X PUT -H "X-Auth-Token: $token" "http://127.0.0.1:$port/v1/AUTH_test/msdfleet-ready" >/dev/null 2>&1 \
+      && curl -fsS -X DELETE -H "X-Auth-Token: $token" "http://127.0.0.1:$port/v1/AUTH_test/msdfleet-ready" >/dev/null 2>&1; then
+      exit 0
+    fi
+  fi
   sleep 0.2
 done
-echo "error: Swift did not become healthy on port $port; logs in $dir/log" >&2
+echo "error: Swift did not become ready on port $port (proxy, tempauth, account and container servers); logs in $dir/log" >&2
 tail -n 20 "$dir"/log/*.log >&2
 exit 1

@@ -8,76 +8,137 @@ using MsdFleet.Protocol.Manifests;
 namespace MsdFleet.Coordinator.Catalog;
 
 /// <summary>
-/// Turns a byte stream into stored chunks plus a manifest, in constant memory. The reader cuts the
-/// stream with the content-defined chunker, feeds the whole-image SHA-256 (which must see bytes in
-/// order) and starts one hashing task per chunk on the thread pool; an ordered, bounded channel of those
-/// tasks lets hashing use every core while the pack writer still receives chunks in image order (so an
-/// image's chunks sit contiguously in packs and agents fetch long runs with one request). Nothing
-/// becomes visible in the catalog until the manifest and every chunk are durable; an aborted upload
-/// leaves only unreferenced packs that GC reclaims. Callers hold a shared <see cref="StoreGate"/> lease
-/// from before the ingest until the catalog entry is committed: in between, the new manifest is
-/// referenced by nothing, and GC must not run.
-/// Chunk buffers come from a fixed ring owned by the upload (not the shared pool, which keeps arrays
-/// per core when one thread rents and another returns), so memory per upload is a known constant.
+/// Turns a byte stream into stored chunks plus a manifest, in constant memory, hashing each byte once per
+/// digest and each digest on its own core. The reader cuts the stream with the content-defined chunker
+/// and copies the chunks, back to back, into batches of about 1 MiB. Each batch then goes to three
+/// consumers at once: a thread-pool task computes its chunk ids; one long-running task feeds the
+/// whole-image SHA-256 (which must see bytes in order) with the batch as one span; the appender adds the
+/// chunks, in image order, to the pack writer (so an image's chunks sit contiguously in packs and agents
+/// fetch long runs with one request). A batch's buffer is reused once both the whole-image hasher and the
+/// appender are done with it. Nothing becomes visible in the catalog until the manifest and every chunk
+/// are durable; an aborted upload leaves only unreferenced packs that GC reclaims. Callers hold a shared
+/// <see cref="StoreGate"/> lease from before the ingest until the catalog entry is committed: in between,
+/// the new manifest is referenced by nothing, and GC must not run.
+/// Batch buffers are owned by the upload (a fixed ring), so memory per upload is a known constant whatever
+/// the image size; batching (instead of a task per 64 KiB chunk) keeps thread wake-ups to ~1 per MiB.
 /// </summary>
 public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, MediaDetector media)
 {
-    private const int InFlightChunks = 32;
+    private const int BatchBytes = 1024 * 1024;
+    private const int BatchesInFlight = 8;
 
     public async Task<IngestResult> IngestAsync(Stream source, string? expectedSha256, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(source);
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var channel = Channel.CreateBounded<Task<Hashed>>(new BoundedChannelOptions(InFlightChunks) { SingleWriter = true, SingleReader = true });
-        var free = Channel.CreateBounded<byte[]>(InFlightChunks + 2);
-        for (var i = 0; i < InFlightChunks + 2; i++)
-            free.Writer.TryWrite(new byte[chunker.Parameters.MaxSize]);
+        var capacity = BatchBytes + chunker.Parameters.MaxSize;
+        var free = Channel.CreateBounded<Batch>(BatchesInFlight + 2);
+        for (var i = 0; i < BatchesInFlight + 2; i++)
+            free.Writer.TryWrite(new Batch(new byte[capacity]));
+        var toAppend = Channel.CreateBounded<Batch>(new BoundedChannelOptions(BatchesInFlight) { SingleWriter = true, SingleReader = true });
+        var toHash = Channel.CreateBounded<Batch>(new BoundedChannelOptions(BatchesInFlight) { SingleWriter = true, SingleReader = true });
         await using var writer = new PackWriter(chunks);
         var entries = new List<ManifestChunk>();
         var probe = new MediaProbe();
 
+        // Both consumers call Release; the second one hands the buffer back to the reader.
+        void Release(Batch batch)
+        {
+            if (Interlocked.Decrement(ref batch.Holders) == 0)
+                free.Writer.TryWrite(batch);
+        }
+
         var appender = Task.Run(async () =>
         {
-            await foreach (var pending in channel.Reader.ReadAllAsync(cancel.Token))
+            await foreach (var batch in toAppend.Reader.ReadAllAsync(cancel.Token))
             {
-                var hashed = await pending;
                 try
                 {
-                    await writer.AddAsync(hashed.Id, hashed.Buffer.AsMemory(0, hashed.Length), cancel.Token);
-                    entries.Add(new ManifestChunk { Id = hashed.Id, Length = hashed.Length });
+                    var ids = await batch.Ids!;
+                    var offset = 0;
+                    for (var i = 0; i < batch.Lengths.Count; i++)
+                    {
+                        var length = batch.Lengths[i];
+                        await writer.AddAsync(ids[i], batch.Buffer.AsMemory(offset, length), cancel.Token);
+                        entries.Add(new ManifestChunk { Id = ids[i], Length = length });
+                        offset += length;
+                    }
                 }
                 finally
                 {
-                    free.Writer.TryWrite(hashed.Buffer);
+                    Release(batch);
                 }
             }
             await writer.CompleteAsync(cancel.Token);
         }, cancel.Token);
 
+        using var wholeImage = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var hasher = Task.Run(async () =>
+        {
+            await foreach (var batch in toHash.Reader.ReadAllAsync(cancel.Token))
+            {
+                try
+                {
+                    wholeImage.AppendData(batch.Buffer, 0, batch.Used);
+                }
+                finally
+                {
+                    Release(batch);
+                }
+            }
+        }, cancel.Token);
+
         byte[] sha256;
         long size = 0;
+        Batch? current = null;
+        async Task SendAsync(Batch batch)
+        {
+            batch.Holders = 2;
+            var lengths = batch.Lengths;
+            var buffer = batch.Buffer;
+            batch.Ids = Task.Run(() =>
+            {
+                var ids = new byte[lengths.Count][];
+                var offset = 0;
+                for (var i = 0; i < ids.Length; i++)
+                {
+                    ids[i] = SHA256.HashData(buffer.AsSpan(offset, lengths[i]));
+                    offset += lengths[i];
+                }
+                return ids;
+            });
+            await toHash.Writer.WriteAsync(batch, cancel.Token);
+            await toAppend.Writer.WriteAsync(batch, cancel.Token);
+        }
         try
         {
-            using var wholeImage = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
             await foreach (var chunk in StreamChunker.ReadChunksAsync(source, chunker, cancel.Token))
             {
-                wholeImage.AppendData(chunk.Span);
                 probe.Observe(size, chunk.Span);
-                var buffer = await free.Reader.ReadAsync(cancel.Token);
-                chunk.CopyTo(buffer);
-                var length = chunk.Length;
-                await channel.Writer.WriteAsync(Task.Run(() => new Hashed(SHA256.HashData(buffer.AsSpan(0, length)), buffer, length)), cancel.Token);
-                size += length;
+                if (current is not null && current.Used + chunk.Length > BatchBytes)
+                {
+                    await SendAsync(current);
+                    current = null;
+                }
+                current ??= (await free.Reader.ReadAsync(cancel.Token)).Reset();
+                chunk.CopyTo(current.Buffer.AsMemory(current.Used));
+                current.Used += chunk.Length;
+                current.Lengths.Add(chunk.Length);
+                size += chunk.Length;
             }
-            channel.Writer.Complete();
-            await appender;
+            if (current is not null)
+                await SendAsync(current);
+            toHash.Writer.Complete();
+            toAppend.Writer.Complete();
+            await Task.WhenAll(appender, hasher);
             sha256 = wholeImage.GetHashAndReset();
         }
         catch
         {
             await cancel.CancelAsync();
-            channel.Writer.TryComplete();
-            await appender.ContinueWith(_ => { }, TaskScheduler.Default);
+            toHash.Writer.TryComplete();
+            toAppend.Writer.TryComplete();
+            await Task.WhenAll(appender, hasher).ContinueWith(_ => { }, TaskScheduler.Default);
             throw;
         }
 
@@ -104,7 +165,23 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
         return digest;
     }
 
-    private readonly record struct Hashed(byte[] Id, byte[] Buffer, int Length);
+    /// <summary>Chunks copied back to back; <see cref="Holders"/> counts the consumers still reading it.</summary>
+    private sealed class Batch(byte[] buffer)
+    {
+        public byte[] Buffer { get; } = buffer;
+        public List<int> Lengths { get; } = [];
+        public int Used { get; set; }
+        public Task<byte[][]>? Ids { get; set; }
+        public int Holders;
+
+        public Batch Reset()
+        {
+            Lengths.Clear();
+            Used = 0;
+            Ids = null;
+            return this;
+        }
+    }
 }
 
 public sealed record IngestResult(ImageDigest Digest, ImageManifest Manifest, long NewBytes, MediaInfo Media);

@@ -7,39 +7,46 @@ namespace MsdFleet.Coordinator.Storage;
 /// (an object store answers each PUT with some latency), so memory stays at a few packs. Chunks the
 /// store (or this writer) already holds are skipped: that is the dedup.
 /// </summary>
-public sealed class PackWriter(ChunkStore chunks) : IAsyncDisposable
+public sealed class PackWriter : IAsyncDisposable
 {
-    // The writer owns its buffers (one filling, the rest being written) and reuses them, so an upload
-    // costs a fixed amount of memory whatever its size, and nothing waits on the shared pool's per-core caches.
-    private readonly System.Threading.Channels.Channel<byte[]> _free = CreateBuffers();
-    private byte[]? _buffer;
+    private readonly ChunkStore _chunks;
+
+    // The writer holds its buffers (one filling, the rest being written) from the process-wide page-aligned
+    // pool and reuses them, so an upload costs a fixed amount of memory whatever its size.
+    private readonly List<PageAlignedBuffers.Buffer> _rented = [];
+    private readonly System.Threading.Channels.Channel<Memory<byte>> _free;
+    private Memory<byte>? _buffer;
     private int _length;
     private List<PackEntry> _entries = [];
     public const int MaxWritesInFlight = 1;
     private readonly HashSet<UInt128> _pending = [];
     private readonly Queue<Task> _inFlight = new();
 
-    public long NewBytes { get; private set; }
-
-    private static System.Threading.Channels.Channel<byte[]> CreateBuffers()
+    public PackWriter(ChunkStore chunks)
     {
-        var free = System.Threading.Channels.Channel.CreateBounded<byte[]>(MaxWritesInFlight + 1);
+        _chunks = chunks;
+        _free = System.Threading.Channels.Channel.CreateBounded<Memory<byte>>(MaxWritesInFlight + 1);
         for (var i = 0; i <= MaxWritesInFlight; i++)
-            free.Writer.TryWrite(GC.AllocateUninitializedArray<byte>(ChunkStore.PackTargetBytes));
-        return free;
+        {
+            var buffer = PageAlignedBuffers.Rent();
+            _rented.Add(buffer);
+            _free.Writer.TryWrite(buffer.Memory);
+        }
     }
+
+    public long NewBytes { get; private set; }
 
     /// <summary>Adds a chunk unless it is already stored; returns true when its bytes are new.</summary>
     public async Task<bool> AddAsync(byte[] id, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(id);
         var key = System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(id);
-        if (chunks.Contains(id) || !_pending.Add(key))
+        if (_chunks.Contains(id) || !_pending.Add(key))
             return false;
         if (_length + data.Length > ChunkStore.PackTargetBytes)
             await FlushAsync(cancellationToken);
         _buffer ??= await _free.Reader.ReadAsync(cancellationToken);
-        data.CopyTo(_buffer.AsMemory(_length));
+        data.CopyTo(_buffer.Value[_length..]);
         _entries.Add(new PackEntry { Id = id, Offset = _length, Length = data.Length });
         _length += data.Length;
         NewBytes += data.Length;
@@ -62,7 +69,7 @@ public sealed class PackWriter(ChunkStore chunks) : IAsyncDisposable
             await _inFlight.Dequeue();
         if (_length == 0)
             return;
-        var buffer = _buffer!;
+        var buffer = _buffer!.Value;
         var length = _length;
         var index = new PackIndex { Entries = _entries };
         _buffer = null;
@@ -72,7 +79,7 @@ public sealed class PackWriter(ChunkStore chunks) : IAsyncDisposable
         {
             try
             {
-                await chunks.WritePackAsync(buffer.AsMemory(0, length), index, cancellationToken);
+                await _chunks.WritePackAsync(buffer[..length], index, cancellationToken);
             }
             finally
             {
@@ -94,5 +101,8 @@ public sealed class PackWriter(ChunkStore chunks) : IAsyncDisposable
                 // The owner already failed; an unindexed or unreferenced pack is reclaimed by GC.
             }
         }
+        foreach (var buffer in _rented)
+            PageAlignedBuffers.Return(buffer);
+        _rented.Clear();
     }
 }
