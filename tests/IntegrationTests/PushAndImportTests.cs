@@ -135,6 +135,47 @@ public sealed class PushAndImportTests : IAsyncLifetime
         Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(data)), entry["sha256"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// The Coordinator hashes the whole image as chunks arrive in image order and reads back only the rest at
+    /// commit: batches that overtake each other (the second half first) still commit the right SHA-256, and a
+    /// lying SHA-256 is still refused when most of the image was hashed from the store, not on arrival. A second
+    /// push of a manifest the store already holds (verified at its first commit) commits without sending a byte.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Push_BatchesOutOfOrder_WholeImageStillVerified(bool lie)
+    {
+        var data = new byte[5 * 1024 * 1024 + 77];
+        new Random(lie ? 71 : 72).NextBytes(data);
+        var (manifest, chunks) = await ChunkLocallyAsync(data);
+        var sent = lie ? manifest with { Sha256 = SHA256.HashData(data.AsSpan(1)) } : manifest;
+        using var create = await _coordinator.Http.PostAsync("api/v1/uploads", new ByteArrayContent(sent.ToBytes()));
+        var id = JsonNode.Parse(await create.Content.ReadAsStringAsync())!["uploadId"]!.GetValue<string>();
+        var half = chunks.Count / 2;
+        (await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/chunks", Frames(chunks.Skip(half)))).EnsureSuccessStatusCode();
+        (await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/chunks", Frames(chunks.Take(half)))).EnsureSuccessStatusCode();
+        var name = lie ? "overtaken-lying.img" : "overtaken.img";
+        using var commit = await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{id}/commit", new { name });
+        if (lie)
+        {
+            Assert.Equal(HttpStatusCode.UnprocessableEntity, commit.StatusCode);
+            Assert.Contains("sha256-mismatch", await commit.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            Assert.Equal(HttpStatusCode.NotFound, (await _coordinator.Http.GetAsync($"api/v1/images/{name}")).StatusCode);
+            return;
+        }
+        Assert.Equal(HttpStatusCode.Created, commit.StatusCode);
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(data)), JsonNode.Parse(await commit.Content.ReadAsStringAsync())!["sha256"]!.GetValue<string>());
+        Assert.Equal(data, await _coordinator.Http.GetByteArrayAsync($"api/v1/images/{name}"));
+
+        using var again = await _coordinator.Http.PostAsync("api/v1/uploads", new ByteArrayContent(manifest.ToBytes()));
+        var status = JsonNode.Parse(await again.Content.ReadAsStringAsync())!;
+        Assert.Empty(status["missing"]!.AsArray());
+        using var commit2 = await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{status["uploadId"]!.GetValue<string>()}/commit", new { name = "again.img" });
+        Assert.Equal(HttpStatusCode.Created, commit2.StatusCode);
+        Assert.Equal(data, await _coordinator.Http.GetByteArrayAsync("api/v1/images/again.img"));
+    }
+
     [Fact]
     public async Task Import_ConnectionBreaksMidway_ResumesWithRangeAndVerifies()
     {

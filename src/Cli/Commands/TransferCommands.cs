@@ -57,11 +57,13 @@ public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
         JsonNode? status = null;
         long sent = 0, toSend = 0;
         JsonNode? entry = null;
+        TimeSpan chunked = default, uploaded = default;
 
         async Task RunAsync(ProgressTask? hashing, ProgressTask? uploading)
         {
             (manifest, offsets) = await ChunkAsync(settings.File, size, done => hashing?.Value(done), cancellationToken);
             hashing?.StopTask();
+            chunked = clock.Elapsed;
             using (var create = new HttpRequestMessage(HttpMethod.Post, "api/v1/uploads") { Content = new ByteArrayContent(manifest.ToBytes()) })
             {
                 create.Content.Headers.ContentType = new MediaTypeHeaderValue("application/vnd.msdfleet.manifest.v1+msgpack");
@@ -80,52 +82,53 @@ public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
             }
             var throttle = new Throttle(settings.RateLimit);
             using var handle = File.OpenHandle(settings.File, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.Asynchronous);
-            // Batches of ~16 MiB (one pack each on the Coordinator), up to three in flight: while one is
-            // being made durable the next is already on the wire.
-            using var inFlight = new SemaphoreSlim(3);
-            var sends = new List<Task>();
-            for (var start = 0; start < missing.Count;)
+            // Batches of ~16 MiB (one pack each on the Coordinator), sent one after another in image order, so
+            // the Coordinator hashes the whole image as the bytes arrive instead of reading it back at commit;
+            // the next batch is read from the file while the current one is on the wire (two reused buffers).
+            var bodies = System.Threading.Channels.Channel.CreateBounded<(byte[] Body, int Length, long Bytes)>(1);
+            var spare = System.Threading.Channels.Channel.CreateBounded<byte[]>(2);
+            var maxBody = BatchBytes + ChunkerParameters.Default.MaxSize + ChunkFrames.HeaderBytes * (BatchBytes / ChunkerParameters.Default.MinSize + 1);
+            spare.Writer.TryWrite(new byte[maxBody]);
+            spare.Writer.TryWrite(new byte[maxBody]);
+            var reader = Task.Run(async () =>
             {
-                var batch = new List<int>();
-                long bytes = 0;
-                while (start < missing.Count && (bytes == 0 || bytes + manifest.Chunks[missing[start]].Length <= BatchBytes))
+                try
                 {
-                    batch.Add(missing[start]);
-                    bytes += manifest.Chunks[missing[start]].Length;
-                    start++;
-                }
-                await inFlight.WaitAsync(cancellationToken);
-                sends.RemoveAll(t => t.IsCompletedSuccessfully);
-                if (sends.FirstOrDefault(t => t.IsFaulted || t.IsCanceled) is { } failed)
-                    await failed; // surfaces the first error
-                var batchBytes = bytes;
-                sends.Add(Task.Run(async () =>
-                {
-                    try
+                    for (var start = 0; start < missing.Count;)
                     {
-                        var body = new byte[batchBytes + ChunkFrames.HeaderBytes * batch.Count];
+                        var body = await spare.Reader.ReadAsync(cancellationToken);
                         var pos = 0;
-                        foreach (var i in batch)
+                        long bytes = 0;
+                        while (start < missing.Count && (bytes == 0 || bytes + manifest.Chunks[missing[start]].Length <= BatchBytes))
                         {
+                            var i = missing[start++];
                             var length = manifest.Chunks[i].Length;
                             ChunkFrames.WriteHeader(body.AsSpan(pos), length);
-                            if (await RandomAccess.ReadAsync(handle, body.AsMemory(pos + 4, length), offsets[i], cancellationToken) != length)
+                            if (await RandomAccess.ReadAsync(handle, body.AsMemory(pos + ChunkFrames.HeaderBytes, length), offsets[i], cancellationToken) != length)
                                 throw new CliException(ExitCodes.Failure, $"{settings.File} changed while it was being pushed.");
                             pos += ChunkFrames.HeaderBytes + length;
+                            bytes += length;
                         }
-                        await throttle.WaitAsync(body.Length, cancellationToken);
-                        using var request = new HttpRequestMessage(HttpMethod.Post, $"api/v1/uploads/{uploadId}/chunks") { Content = new ByteArrayContent(body) };
-                        (await client.SendAsync(request, cancellationToken)).Dispose();
-                        uploading?.Increment(batchBytes);
-                        Interlocked.Add(ref sent, batchBytes);
+                        await bodies.Writer.WriteAsync((body, pos, bytes), cancellationToken);
                     }
-                    finally
-                    {
-                        inFlight.Release();
-                    }
-                }, cancellationToken));
+                    bodies.Writer.Complete();
+                }
+                catch (Exception ex)
+                {
+                    bodies.Writer.TryComplete(ex);
+                }
+            }, cancellationToken);
+            await foreach (var (body, length, bytes) in bodies.Reader.ReadAllAsync(cancellationToken))
+            {
+                await throttle.WaitAsync(length, cancellationToken);
+                using (var request = new HttpRequestMessage(HttpMethod.Post, $"api/v1/uploads/{uploadId}/chunks") { Content = new ByteArrayContent(body, 0, length) })
+                    (await client.SendAsync(request, cancellationToken)).Dispose();
+                spare.Writer.TryWrite(body);
+                uploading?.Increment(bytes);
+                sent += bytes;
             }
-            await Task.WhenAll(sends);
+            await reader;
+            uploaded = clock.Elapsed;
             uploading?.Value(uploading.MaxValue);
             entry = await client.SendJsonAsync(HttpMethod.Post, $"api/v1/uploads/{uploadId}/commit", new { name, replace = settings.Replace }, cancellationToken);
         }
@@ -151,6 +154,10 @@ public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
             sentBytes = sent,
             alreadyStoredBytes = size - toSend,
             seconds = Math.Round(clock.Elapsed.TotalSeconds, 2),
+            // Where the time went: reading and hashing the file, sending what was missing, the commit (server-side checks).
+            chunkSeconds = Math.Round(chunked.TotalSeconds, 2),
+            sendSeconds = Math.Round((uploaded - chunked).TotalSeconds, 2),
+            commitSeconds = Math.Round((clock.Elapsed - uploaded).TotalSeconds, 2),
         };
         if (settings.Json)
             Output.Json(result);

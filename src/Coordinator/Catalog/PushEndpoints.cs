@@ -71,7 +71,6 @@ public static class PushEndpoints
         DesiredStateStore desired, ClaimsPrincipal user, CancellationToken ct)
     {
         var session = await SessionAsync(id, sessions, desired, user, ct);
-        var wanted = session.Manifest.Chunks.Select(c => c.IdHex).ToHashSet(StringComparer.Ordinal);
         await using var lease = await gate.EnterSharedAsync(ct);
         await using var writer = new PackWriter(chunks);
         var header = new byte[ChunkFrames.HeaderBytes];
@@ -92,9 +91,10 @@ public static class PushEndpoints
                 if (await request.Body.ReadAtLeastAsync(buffer.AsMemory(0, length), length, throwOnEndOfStream: false, ct) < length)
                     throw ApiException.BadRequest("invalid-frame", "The body ends inside a chunk.");
                 var chunkId = SHA256.HashData(buffer.AsSpan(0, length));
-                if (!wanted.Contains(Convert.ToHexStringLower(chunkId)))
+                if (!session.Wants(chunkId))
                     throw ApiException.BadRequest("unexpected-chunk", $"Chunk {Convert.ToHexStringLower(chunkId)} is not in this upload's manifest.");
                 await writer.AddAsync(chunkId, buffer.AsMemory(0, length), ct);
+                session.WholeImage.Offer(session.Manifest.Chunks, chunkId, buffer.AsSpan(0, length));
                 received++;
             }
             await writer.CompleteAsync(ct);
@@ -104,7 +104,9 @@ public static class PushEndpoints
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
-        return Results.Ok(new { received, newBytes = writer.NewBytes, status = Status(session, chunks) });
+        // Counts only: the full list of what is still missing (GET …/{id}) would be ~1 MB of JSON per GiB, on every batch.
+        var missing = Missing(session, chunks);
+        return Results.Ok(new ChunksResult(received, writer.NewBytes, missing.Count, missing.Sum(c => (long)c.Length)));
     }
 
     private static async Task<IResult> CommitAsync(string id, CommitRequest? body, PushSessionStore sessions, ChunkStore chunks,
@@ -137,9 +139,34 @@ public static class PushEndpoints
         // client's word, checked here once, so no agent is ever sent an image it must refuse. A client that
         // cannot hash the whole image cheaply (a browser) sends 32 zero bytes and the Coordinator fills it in.
         var manifest = session.Manifest;
+        // A manifest already in the store was verified when it was committed (every manifest object is written only
+        // after its whole-image SHA-256 was checked or computed), and its name is the hash of these very bytes, so
+        // a re-push of an image the store holds re-reads nothing. The shared store lease keeps GC from removing it.
+        var alreadyVerified = manifest.Sha256.AsSpan().IndexOfAnyExcept((byte)0) >= 0
+            && await chunks.Objects.GetSizeAsync(ObjectKeys.Manifest(session.Digest), ct) is not null;
+        if (!alreadyVerified)
+            manifest = await VerifyWholeImageAsync(session, chunks, ct);
+        var digest = await ingestor.CommitManifestAsync(manifest, ct);
+        await using var reader = new ManifestReadStream(chunks, manifest);
+        var entry = CatalogEntry.For(body.Name, digest, manifest, await media.ProbeAsync(reader, manifest.Size, ct), time.GetUtcNow());
+        await catalog.CommitAsync(entry, body.Replace == true, ct);
+        await sessions.RemoveAsync(id, ct);
+        return existing is null ? Results.Created($"/api/v1/images/{Uri.EscapeDataString(body.Name)}", entry) : Results.Ok(entry);
+    }
+
+    /// <summary>
+    /// Checks the manifest's whole-image SHA-256 against the stored chunks (or fills it in when the client sent
+    /// zeros). What arrived in image order was hashed on arrival; only the rest is read back from the store here.
+    /// A second commit of the same session racing this one (a retry) hashes everything itself.
+    /// </summary>
+    private static async Task<ImageManifest> VerifyWholeImageAsync(PushSession session, ChunkStore chunks, CancellationToken ct)
+    {
+        var manifest = session.Manifest;
+        var inOrder = session.WholeImage.Take();
+        using var hash = inOrder?.Hash ?? IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         await using (var verify = new ManifestReadStream(chunks, manifest))
         {
-            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            verify.Position = inOrder?.Offset ?? 0;
             var block = ArrayPool<byte>.Shared.Rent(1 << 20);
             try
             {
@@ -151,19 +178,14 @@ public static class PushEndpoints
             {
                 ArrayPool<byte>.Shared.Return(block);
             }
-            var actual = hash.GetHashAndReset();
-            if (manifest.Sha256.AsSpan().IndexOfAnyExcept((byte)0) < 0)
-                manifest = manifest with { Sha256 = actual };
-            else if (!actual.AsSpan().SequenceEqual(manifest.Sha256))
-                throw new ApiException(StatusCodes.Status422UnprocessableEntity, "sha256-mismatch",
-                    "The chunks are intact but the manifest's whole-image SHA-256 does not match them; nothing was committed.");
         }
-        var digest = await ingestor.CommitManifestAsync(manifest, ct);
-        await using var reader = new ManifestReadStream(chunks, manifest);
-        var entry = CatalogEntry.For(body.Name, digest, manifest, await media.ProbeAsync(reader, manifest.Size, ct), time.GetUtcNow());
-        await catalog.CommitAsync(entry, body.Replace == true, ct);
-        await sessions.RemoveAsync(id, ct);
-        return existing is null ? Results.Created($"/api/v1/images/{Uri.EscapeDataString(body.Name)}", entry) : Results.Ok(entry);
+        var actual = hash.GetHashAndReset();
+        if (manifest.Sha256.AsSpan().IndexOfAnyExcept((byte)0) < 0)
+            return manifest with { Sha256 = actual };
+        if (!actual.AsSpan().SequenceEqual(manifest.Sha256))
+            throw new ApiException(StatusCodes.Status422UnprocessableEntity, "sha256-mismatch",
+                "The chunks are intact but the manifest's whole-image SHA-256 does not match them; nothing was committed.");
+        return manifest;
     }
 
     private static async Task<IResult> AbortAsync(string id, PushSessionStore sessions, DesiredStateStore desired, ClaimsPrincipal user, CancellationToken ct)
@@ -194,14 +216,19 @@ public static class PushEndpoints
     private static async Task<HashSet<string>> PendingSnapshotsAsync(string agentId, DesiredStateStore desired, CancellationToken ct) =>
         ((await desired.GetFreshAsync(agentId, ct))?.Drives ?? []).Select(d => d.Snapshot?.Name).OfType<string>().ToHashSet(StringComparer.Ordinal);
 
+    private static List<ManifestChunk> Missing(PushSession session, ChunkStore chunks) =>
+        session.Manifest.Chunks.Where(c => !chunks.Contains(c.Id)).DistinctBy(c => System.Buffers.Binary.BinaryPrimitives.ReadUInt128LittleEndian(c.Id)).ToList();
+
     private static PushStatus Status(PushSession session, ChunkStore chunks)
     {
-        var missing = session.Manifest.Chunks.Where(c => !chunks.Contains(c.Id)).DistinctBy(c => c.IdHex).ToList();
+        var missing = Missing(session, chunks);
         return new PushStatus(session.Id, session.Digest.ToString(), session.Manifest.Size, missing.Select(c => c.IdHex).ToList(),
             missing.Sum(c => (long)c.Length), session.ExpiresAt);
     }
 }
 
 public sealed record CommitRequest(string? Name, bool? Replace);
+
+public sealed record ChunksResult(int Received, long NewBytes, int MissingCount, long MissingBytes);
 
 public sealed record PushStatus(string UploadId, string Digest, long Size, IReadOnlyList<string> Missing, long MissingBytes, DateTimeOffset ExpiresAt);

@@ -26,12 +26,20 @@ public sealed class PackWriter : IAsyncDisposable
     {
         _chunks = chunks;
         _free = System.Threading.Channels.Channel.CreateBounded<Memory<byte>>(MaxWritesInFlight + 1);
-        for (var i = 0; i <= MaxWritesInFlight; i++)
+    }
+
+    // Buffers are rented when first needed: a batch of already-stored chunks costs none, one pack's worth costs one.
+    private async ValueTask<Memory<byte>> NextBufferAsync(CancellationToken cancellationToken)
+    {
+        if (_free.Reader.TryRead(out var free))
+            return free;
+        if (_rented.Count <= MaxWritesInFlight)
         {
             var buffer = PageAlignedBuffers.Rent();
             _rented.Add(buffer);
-            _free.Writer.TryWrite(buffer.Memory);
+            return buffer.Memory;
         }
+        return await _free.Reader.ReadAsync(cancellationToken);
     }
 
     public long NewBytes { get; private set; }
@@ -45,7 +53,7 @@ public sealed class PackWriter : IAsyncDisposable
             return false;
         if (_length + data.Length > ChunkStore.PackTargetBytes)
             await FlushAsync(cancellationToken);
-        _buffer ??= await _free.Reader.ReadAsync(cancellationToken);
+        _buffer ??= await NextBufferAsync(cancellationToken);
         data.CopyTo(_buffer.Value[_length..]);
         _entries.Add(new PackEntry { Id = id, Offset = _length, Length = data.Length });
         _length += data.Length;

@@ -15,7 +15,7 @@ public static class StreamChunker
         ArgumentNullException.ThrowIfNull(source);
         ArgumentNullException.ThrowIfNull(chunker);
         var max = chunker.Parameters.MaxSize;
-        var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(4 * 1024 * 1024, 4 * max));
+        var buffer = ArrayPool<byte>.Shared.Rent(Math.Max(1024 * 1024, 4 * max));
         try
         {
             int start = 0, end = 0;
