@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The web UI's client-side chunker (src/Coordinator/wwwroot/js/push.js: FastCDC cut + WebCrypto chunk
-# digests) timed in V8 — Chromium's JavaScript engine, here through Node.js — on a random file, beside
+# The web UI's client-side chunker (src/Coordinator/wwwroot/js/push.js: FastCDC cut in WebAssembly + WebCrypto
+# chunk digests) timed in V8 — Chromium's JavaScript engine, here through Node.js — on a random file, beside
 # `sha256sum` of the same file on the same machine in the same run (one native pass over the bytes).
 # Usage: bench/web-chunker.sh [SIZE_MIB]   (default 256; needs node >= 20)
 set -euo pipefail
@@ -10,7 +10,8 @@ command -v node >/dev/null || { echo "error: node (>= 20) is required for this b
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/js" "$work/vendor"
 # The page's modules as they are, renamed .mjs so Node loads them as ES modules.
-sed 's#../vendor/msgpack.js#../vendor/msgpack.mjs#' "$root/src/Coordinator/wwwroot/js/push.js" > "$work/js/push.mjs"
+sed -e 's#../vendor/msgpack.js#../vendor/msgpack.mjs#' -e "s#'./gear-wasm.js'#'./gear-wasm.mjs'#" "$root/src/Coordinator/wwwroot/js/push.js" > "$work/js/push.mjs"
+cp "$root/src/Coordinator/wwwroot/js/gear-wasm.js" "$work/js/gear-wasm.mjs"
 cp "$root/src/Coordinator/wwwroot/vendor/msgpack.js" "$work/vendor/msgpack.mjs"
 head -c "$((size_mib * 1024 * 1024))" /dev/urandom > "$work/image.img"
 cat > "$work/bench.mjs" <<'JS'

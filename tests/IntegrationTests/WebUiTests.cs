@@ -76,6 +76,8 @@ public sealed class WebUiTests : IAsyncLifetime
             await page.SetInputFilesAsync("#file-input", path);
             await page.Locator(".upload[data-upload='browser.img'] [role=progressbar]").WaitForAsync();
             await page.Locator(".upload[data-upload='browser.img'][data-done='true']").WaitForAsync(new() { Timeout = 120_000 });
+            // Cut by the WebAssembly loop (the page's CSP allows compiling it), not the slower JavaScript fallback.
+            Assert.Equal("wasm", await page.Locator(".upload[data-upload='browser.img']").GetAttributeAsync("data-chunker"));
             await Assertions.Expect(page.Locator("#images tr[data-image='browser.img']")).ToBeVisibleAsync();
             Assert.True(chunkPosts >= 4, $"{chunkPosts} chunk requests: 3 batches plus the one that was cut");
             await page.UnrouteAllAsync();

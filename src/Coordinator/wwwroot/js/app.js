@@ -684,7 +684,8 @@ async function upload(file) {
   try {
     const name = file.name;
     const started = performance.now();
-    const { manifest, chunks } = await chunkFile(file, (done) => show(done, file.size, `reading ${bytes(done)} / ${bytes(file.size)}`));
+    const { manifest, chunks, engine } = await chunkFile(file, (done) => show(done, file.size, `reading ${bytes(done)} / ${bytes(file.size)}`));
+    row.dataset.chunker = engine; // 'wasm' unless this browser refused the WebAssembly cutter (the JavaScript one cuts the same)
     status(`${chunks.length} chunks`);
     const session = await withRetry('starting the upload', () => api('POST', '/api/v1/uploads', manifest, { raw: true, contentType: 'application/vnd.msdfleet.manifest.v1+msgpack' }), status);
     const byId = new Map(chunks.map((c) => [c.hex, c]));

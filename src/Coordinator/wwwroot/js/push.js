@@ -3,6 +3,7 @@
 // from the seed "MSDFleet"), so a browser upload deduplicates against everything already stored.
 // The 64-bit gear hash is kept as two 32-bit halves; only its top bits are ever tested.
 import { encode as msgpackEncode } from '../vendor/msgpack.js';
+import { GEAR_WASM } from './gear-wasm.js';
 
 export const CHUNKER = { algorithm: 'fastcdc2020-gear64', min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024, norm: 2, seed: 0x4D5344466C656574n };
 
@@ -51,6 +52,35 @@ export function nextChunkLength(data, final) {
   return n;
 }
 
+// The same loop as WebAssembly (src/Coordinator/Web/gear.c): one i64 instead of two halves and a carry per
+// byte, ~4x faster in V8. Its memory holds the gear table and one block of the file at a time. The page's
+// Content-Security-Policy allows 'wasm-unsafe-eval' for it (WebAssembly compilation only, not eval).
+const MASK_SMALL = BigInt(MASK_SMALL_HI) << 32n;
+const MASK_LARGE = BigInt(MASK_LARGE_HI) << 32n;
+let wasmCutter = null;
+function cutter() {
+  if (wasmCutter !== null) return wasmCutter;
+  try {
+    const bytes = Uint8Array.from(atob(GEAR_WASM), (c) => c.charCodeAt(0));
+    const { exports } = new WebAssembly.Instance(new WebAssembly.Module(bytes), {});
+    const table = new Uint32Array(exports.memory.buffer, exports.gear_table(), 512);
+    for (let i = 0; i < 256; i++) { table[2 * i] = GEAR_LO[i]; table[2 * i + 1] = GEAR_HI[i]; }
+    const base = exports.data_buffer();
+    wasmCutter = {
+      capacity: exports.data_capacity(),
+      load(data) { new Uint8Array(exports.memory.buffer, base, data.length).set(data); },
+      next(pos, length, final) { // as nextChunkLength(data.subarray(pos, pos + length), final)
+        if (!final && length < CHUNKER.max) throw new Error('a non-final call needs at least max bytes');
+        const n = Math.min(length, CHUNKER.max);
+        return exports.next_chunk(pos, n, CHUNKER.min, Math.min(CHUNKER.avg, n), MASK_SMALL, MASK_LARGE);
+      },
+    };
+  } catch {
+    wasmCutter = false; // no WebAssembly here: the JavaScript loop gives the same cuts
+  }
+  return wasmCutter;
+}
+
 /** Cuts a byte array completely; returns chunk lengths (used by the cross-check test). */
 export function cutAll(bytes) {
   const lengths = [];
@@ -70,11 +100,12 @@ const toHex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).pad
  * Reads the file once: cuts it into chunks and hashes each (WebCrypto). WebCrypto cannot hash a stream,
  * and a JavaScript SHA-256 of the whole image would halve the speed, so the manifest carries 32 zero
  * bytes there: the Coordinator computes the whole-image SHA-256 from the verified chunks at commit.
- * onProgress(bytesDone). Returns { manifest (msgpack bytes), chunks: [{id, hex, offset, length}] }.
+ * onProgress(bytesDone). Returns { manifest (msgpack bytes), chunks: [{id, hex, offset, length}], engine ('wasm' or 'js') }.
  */
 export async function chunkFile(file, onProgress, signal) {
   const chunks = [];
-  const block = 8 * 1024 * 1024;
+  const block = 4 * 1024 * 1024; // + the carried tail (< max) fits the WebAssembly buffer
+  const wasm = cutter();
   let carry = new Uint8Array(0);
   let fileOffset = 0; // of carry[0]
   let read = 0;
@@ -92,9 +123,11 @@ export async function chunkFile(file, onProgress, signal) {
     let pos = 0;
     // WebCrypto hashes off the main thread: start every digest of this block, cut on, then collect.
     const pending = [];
+    const inWasm = wasm && data.length <= wasm.capacity;
+    if (inWasm) wasm.load(data);
     while (data.length - pos >= CHUNKER.max || (final && pos < data.length)) {
-      const piece = data.subarray(pos);
-      const len = nextChunkLength(piece, true); // non-final pieces always hold at least max bytes here
+      // non-final pieces always hold at least max bytes here
+      const len = inWasm ? wasm.next(pos, data.length - pos, true) : nextChunkLength(data.subarray(pos), true);
       const chunk = { id: null, hex: null, offset: fileOffset + pos, length: len };
       pending.push(crypto.subtle.digest('SHA-256', data.subarray(pos, pos + len)).then((d) => { chunk.id = new Uint8Array(d); chunk.hex = toHex(d); }));
       chunks.push(chunk);
@@ -113,7 +146,7 @@ export async function chunkFile(file, onProgress, signal) {
     [CHUNKER.algorithm, CHUNKER.min, CHUNKER.avg, CHUNKER.max, CHUNKER.norm, CHUNKER.seed],
     chunks.map((c) => [c.id, c.length]),
   ], { useBigInt64: true });
-  return { manifest, chunks };
+  return { manifest, chunks, engine: wasm ? 'wasm' : 'js' };
 }
 
 /** Frames chunks for POST /api/v1/uploads/{id}/chunks: 4-byte big-endian length, then the bytes. */
