@@ -43,12 +43,13 @@ field() { sed -E "s/.*\"$1\": ?([0-9.]+).*/\\1/" <<<"$(tr -d '\n' < "$2")"; }
 push() {
   local out=$1 file=$2 name=$3 s e t0 t1; shift 3
   t0=$(cpu_ticks "$coord_pid"); s=$(now)
-  if ! MSDCTL_SERVER="http://127.0.0.1:$port" MSDCTL_TOKEN=$token MSDCTL_CONFIG="$work/msdctl.json" /usr/bin/time -f "%M" -o "$work/msdctl.rss" \
+  if ! MSDCTL_SERVER="http://127.0.0.1:$port" MSDCTL_TOKEN=$token MSDCTL_CONFIG="$work/msdctl.json" /usr/bin/time -f "%M %U %S" -o "$work/msdctl.rss" \
       dotnet "$root/src/Cli/bin/Release/net10.0/msdctl.dll" image push "$file" --name "$name" --json "$@" > "$out" 2> "$work/msdctl.err"; then
     echo "error: msdctl image push failed: $(cat "$work/msdctl.err")" >&2; tail -n 20 "$work/coordinator-push.log" >&2; exit 1
   fi
   e=$(now); t1=$(cpu_ticks "$coord_pid")
-  echo "$(secs "$s" "$e") $(( $(tail -n 1 "$work/msdctl.rss") / 1024 )) $(cpu_seconds "$t0" "$t1")"
+  read -r rss_kb user_s sys_s < <(tail -n 1 "$work/msdctl.rss")
+  echo "$(secs "$s" "$e") $(( rss_kb / 1024 )) $(cpu_seconds "$t0" "$t1") $(awk -v u="$user_s" -v s="$sys_s" 'BEGIN { printf "%.2f", u + s }')"
 }
 
 start_coordinator curl
@@ -58,22 +59,22 @@ e=$(now); curl_s=$(secs "$s" "$e"); curl_cpu=$(cpu_seconds "$t0" "$(cpu_ticks "$
 stop_coordinator
 
 start_coordinator push
-read -r push_s push_rss push_cpu <<<"$(push "$work/push1.json" "$work/image.img" bench.img)"
-read -r again_s again_rss again_cpu <<<"$(push "$work/push2.json" "$work/image.img" bench.img --replace)"
-read -r delta_s delta_rss delta_cpu <<<"$(push "$work/push3.json" "$work/changed.img" changed.img)"
+read -r push_s push_rss push_cpu push_mcpu <<<"$(push "$work/push1.json" "$work/image.img" bench.img)"
+read -r again_s again_rss again_cpu again_mcpu <<<"$(push "$work/push2.json" "$work/image.img" bench.img --replace)"
+read -r delta_s delta_rss delta_cpu delta_mcpu <<<"$(push "$work/push3.json" "$work/changed.img" changed.img)"
 coord_rss=$(peak_rss_mb "$coord_pid")
 stop_coordinator
 
 echo
 echo "upload of ${size_mib} MiB to a Coordinator with a filesystem store (same machine, same run):"
 printf '  %-27s %6s MB/s  (%5.1f s)  Coordinator %s CPU s, peak RSS %s MB\n' "curl -T (server chunks)" "$(mbps "$curl_s")" "$curl_s" "$curl_cpu" "$curl_rss"
-row() { # label json seconds msdctl_rss coordinator_cpu
-  printf '  %-27s %6s MB/s  (%5.1f s)  sent %s bytes; msdctl peak RSS %s MB; Coordinator %s CPU s; chunk %s s, send %s s, commit %s s\n' \
-    "$1" "$(mbps "$3")" "$3" "$(field sentBytes "$2")" "$4" "$5" "$(field chunkSeconds "$2")" "$(field sendSeconds "$2")" "$(field commitSeconds "$2")"
+row() { # label json seconds msdctl_rss coordinator_cpu msdctl_cpu
+  printf '  %-27s %6s MB/s  (%5.1f s)  sent %s bytes; msdctl peak RSS %s MB, %s CPU s; Coordinator %s CPU s; read done %s s, sent %s s, commit %s s\n' \
+    "$1" "$(mbps "$3")" "$3" "$(field sentBytes "$2")" "$4" "$6" "$5" "$(field readDoneSeconds "$2")" "$(field sendDoneSeconds "$2")" "$(field commitSeconds "$2")"
 }
-row "msdctl image push (cold)" "$work/push1.json" "$push_s" "$push_rss" "$push_cpu"
-row "msdctl push again (stored)" "$work/push2.json" "$again_s" "$again_rss" "$again_cpu"
-row "msdctl push, 5 % changed" "$work/push3.json" "$delta_s" "$delta_rss" "$delta_cpu"
+row "msdctl image push (cold)" "$work/push1.json" "$push_s" "$push_rss" "$push_cpu" "$push_mcpu"
+row "msdctl push again (stored)" "$work/push2.json" "$again_s" "$again_rss" "$again_cpu" "$again_mcpu"
+row "msdctl push, 5 % changed" "$work/push3.json" "$delta_s" "$delta_rss" "$delta_cpu" "$delta_mcpu"
 echo "  Coordinator peak RSS over the three pushes: $coord_rss MB (limit 200 MB)"
 awk -v a="$curl_s" -v b="$push_s" 'BEGIN { printf "  ratio cold push / curl      %.2f x (goal >= 0.9)\n", a / b }'
 awk -v s="$(field sentBytes "$work/push3.json")" -v b="$bytes" 'BEGIN { printf "  5 %% changed copy sent      %.1f %% of its bytes (goal <= 6 %%)\n", 100 * s / b }'

@@ -176,6 +176,104 @@ public sealed class PushAndImportTests : IAsyncLifetime
         Assert.Equal(data, await _coordinator.Http.GetByteArrayAsync("api/v1/images/again.img"));
     }
 
+    private static ByteArrayContent Part(IEnumerable<byte[]> chunks)
+    {
+        var body = new MemoryStream();
+        foreach (var chunk in chunks)
+        {
+            body.Write(SHA256.HashData(chunk));
+            var length = new byte[4];
+            BinaryPrimitives.WriteInt32BigEndian(length, chunk.Length);
+            body.Write(length);
+        }
+        return new ByteArrayContent(body.ToArray());
+    }
+
+    private async Task<string> OpenStreamedAsync()
+    {
+        using var create = await _coordinator.Http.PostAsync("api/v1/uploads?streaming=true", null);
+        Assert.Equal(HttpStatusCode.Created, create.StatusCode);
+        return JsonNode.Parse(await create.Content.ReadAsStringAsync())!["uploadId"]!.GetValue<string>();
+    }
+
+    /// <summary>
+    /// A streamed push (msdctl's): parts are declared as the client cuts, each answered with the indexes of the chunks
+    /// the store lacks; the commit assembles the manifest from the parts with the stated size and SHA-256. GC between
+    /// the chunks and the commit keeps the declared chunks. A re-push of the same bytes is told every chunk is stored.
+    /// </summary>
+    [Fact]
+    public async Task StreamedPush_PartsThenChunksThenCommit_StoresTheImage_AndSurvivesGc()
+    {
+        var data = new byte[7 * 1024 * 1024 + 5];
+        new Random(81).NextBytes(data);
+        var (manifest, chunks) = await ChunkLocallyAsync(data);
+        var split = chunks.Count / 3;
+        var id = await OpenStreamedAsync();
+        // Part 1 may be declared before part 0 (the client declares ahead); each answer lists what to send.
+        using (var second = await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/parts/1", Part(chunks.Skip(split))))
+            Assert.Equal(chunks.Count - split, JsonNode.Parse(await second.Content.ReadAsStringAsync())!["missing"]!.AsArray().Count);
+        using (var first = await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/parts/0", Part(chunks.Take(split))))
+            Assert.Equal(split, JsonNode.Parse(await first.Content.ReadAsStringAsync())!["missing"]!.AsArray().Count);
+        (await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/chunks", Frames(chunks))).EnsureSuccessStatusCode();
+        (await _coordinator.Http.PostAsync("api/v1/gc", null)).EnsureSuccessStatusCode();
+        using var commit = await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{id}/commit",
+            new { name = "streamed.img", parts = 2, size = data.Length, sha256 = Convert.ToHexStringLower(SHA256.HashData(data)) });
+        Assert.Equal(HttpStatusCode.Created, commit.StatusCode);
+        var entry = JsonNode.Parse(await commit.Content.ReadAsStringAsync())!;
+        Assert.Equal(ImageDigest.Compute(manifest.ToBytes()).ToString(), entry["digest"]!.GetValue<string>()); // the same manifest as a whole-manifest push
+        Assert.Equal(data, await _coordinator.Http.GetByteArrayAsync("api/v1/images/streamed.img"));
+
+        var again = await OpenStreamedAsync();
+        using var part = await _coordinator.Http.PostAsync($"api/v1/uploads/{again}/parts/0", Part(chunks));
+        Assert.Empty(JsonNode.Parse(await part.Content.ReadAsStringAsync())!["missing"]!.AsArray());
+        using var commit2 = await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{again}/commit", new { name = "streamed-again.img", parts = 1, size = data.Length });
+        Assert.Equal(HttpStatusCode.Created, commit2.StatusCode); // no SHA-256 stated: computed from the stored chunks
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(data)), JsonNode.Parse(await commit2.Content.ReadAsStringAsync())!["sha256"]!.GetValue<string>());
+    }
+
+    /// <summary>Every malformed step of a streamed push is refused with its own error, and nothing is committed.</summary>
+    [Fact]
+    public async Task StreamedPush_BadInput_RefusedAndNothingCommitted()
+    {
+        var data = new byte[3 * 1024 * 1024];
+        new Random(82).NextBytes(data);
+        var (manifest, chunks) = await ChunkLocallyAsync(data);
+        var id = await OpenStreamedAsync();
+        async Task ExpectAsync(HttpResponseMessage response, HttpStatusCode status, string code)
+        {
+            using (response)
+            {
+                Assert.Equal(status, response.StatusCode);
+                Assert.Contains(code, await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            }
+        }
+        await ExpectAsync(await _coordinator.Http.PostAsync("api/v1/uploads?streaming=yes", null), HttpStatusCode.BadRequest, "invalid-query");
+        await ExpectAsync(await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/parts/0", new ByteArrayContent(new byte[35])), HttpStatusCode.BadRequest, "invalid-part");
+        var zeroLength = new byte[36];
+        await ExpectAsync(await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/parts/0", new ByteArrayContent(zeroLength)), HttpStatusCode.BadRequest, "invalid-part");
+        await ExpectAsync(await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/parts/-1", Part(chunks)), HttpStatusCode.BadRequest, "invalid-part");
+        (await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/parts/0", Part(chunks.Take(2)))).EnsureSuccessStatusCode();
+        (await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/parts/0", Part(chunks.Take(2)))).EnsureSuccessStatusCode(); // a retry: same bytes
+        await ExpectAsync(await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/parts/0", Part(chunks.Take(3))), HttpStatusCode.Conflict, "part-conflict");
+        // A chunk no part declared yet is refused; a declared one is taken.
+        await ExpectAsync(await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/chunks", Frames(chunks.Skip(2).Take(1))), HttpStatusCode.BadRequest, "unexpected-chunk");
+        (await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/parts/1", Part(chunks.Skip(2)))).EnsureSuccessStatusCode();
+        await ExpectAsync(await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{id}/commit", new { name = "bad.img", parts = 2, size = data.Length }), HttpStatusCode.Conflict, "chunks-missing");
+        (await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/chunks", Frames(chunks))).EnsureSuccessStatusCode();
+        await ExpectAsync(await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{id}/commit", new { name = "bad.img", size = data.Length }), HttpStatusCode.BadRequest, "invalid-body");
+        await ExpectAsync(await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{id}/commit", new { name = "bad.img", parts = 3, size = data.Length }), HttpStatusCode.Conflict, "parts-missing");
+        await ExpectAsync(await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{id}/commit", new { name = "bad.img", parts = 1, size = data.Length }), HttpStatusCode.Conflict, "unexpected-part");
+        await ExpectAsync(await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{id}/commit", new { name = "bad.img", parts = 2, size = data.Length - 1 }), HttpStatusCode.BadRequest, "size-mismatch");
+        await ExpectAsync(await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{id}/commit", new { name = "bad.img", parts = 2, size = data.Length, sha256 = "xyz" }), HttpStatusCode.BadRequest, "invalid-sha256");
+        await ExpectAsync(await _coordinator.Http.PostAsJsonAsync($"api/v1/uploads/{id}/commit",
+            new { name = "bad.img", parts = 2, size = data.Length, sha256 = Convert.ToHexStringLower(SHA256.HashData(data.AsSpan(1))) }), HttpStatusCode.UnprocessableEntity, "sha256-mismatch");
+        Assert.Equal(HttpStatusCode.NotFound, (await _coordinator.Http.GetAsync("api/v1/images/bad.img")).StatusCode);
+        // Parts belong to streamed uploads only.
+        using var whole = await _coordinator.Http.PostAsync("api/v1/uploads", new ByteArrayContent(manifest.ToBytes()));
+        var wholeId = JsonNode.Parse(await whole.Content.ReadAsStringAsync())!["uploadId"]!.GetValue<string>();
+        await ExpectAsync(await _coordinator.Http.PostAsync($"api/v1/uploads/{wholeId}/parts/0", Part(chunks)), HttpStatusCode.Conflict, "not-streaming");
+    }
+
     [Fact]
     public async Task Import_ConnectionBreaksMidway_ResumesWithRangeAndVerifies()
     {

@@ -74,6 +74,7 @@ public sealed class RoleMatrixTests
         ["POST /api/v1/agents/{agentId}/enable"] = "admin",
         ["POST /api/v1/uploads/"] = "admin",
         ["GET /api/v1/uploads/{id}"] = "admin",
+        ["POST /api/v1/uploads/{id}/parts/{part:int}"] = "admin",
         ["POST /api/v1/uploads/{id}/chunks"] = "admin",
         ["POST /api/v1/uploads/{id}/commit"] = "admin",
         ["DELETE /api/v1/uploads/{id}"] = "admin",
@@ -202,6 +203,7 @@ public sealed class RoleMatrixTests
         .Replace("{agentId}", pattern.EndsWith("/credentials", StringComparison.Ordinal) || pattern.EndsWith("able", StringComparison.Ordinal)
             ? "rotated-agent" : "matrix-agent", StringComparison.Ordinal)
         .Replace("{index:int}", "0", StringComparison.Ordinal)
+        .Replace("{part:int}", "0", StringComparison.Ordinal)
         .Replace("{name}", "matrix-user", StringComparison.Ordinal)
         .Replace("{documentName}", "v1", StringComparison.Ordinal)
         .Replace("{digest}", "sha256:" + new string('0', 64), StringComparison.Ordinal)

@@ -37,14 +37,13 @@ public sealed class ImagePushSettings : GlobalSettings
 }
 
 /// <summary>
-/// <c>msdctl image push FILE</c>: chunks the file here with the Coordinator's own FastCDC parameters,
-/// sends the manifest, then only the chunks the store lacks (~16 MiB per request, three in flight), then commits. An
-/// interrupted push is resumed by running it again: the Coordinator answers what is still missing.
+/// <c>msdctl image push FILE</c>: chunks the file here with the Coordinator's own FastCDC parameters and
+/// streams it (<see cref="StreamedPush"/>): each ~16 MiB part is declared as soon as it is cut, and only the
+/// chunks the store lacks are sent, while the next part is being read and hashed. An interrupted push is resumed
+/// by running it again: the Coordinator answers that what was already sent is stored.
 /// </summary>
 public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
 {
-    private const int BatchBytes = 16 * 1024 * 1024;
-
     public override async Task<int> ExecuteAsync(CommandContext context, ImagePushSettings settings, CancellationToken cancellationToken)
     {
         using var client = settings.Client();
@@ -52,85 +51,26 @@ public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
         var interactive = !settings.Json && !Console.IsOutputRedirected;
         var size = new FileInfo(settings.File).Length;
         var clock = Stopwatch.StartNew();
-        ImageManifest? manifest = null;
-        long[]? offsets = null;
-        JsonNode? status = null;
-        long sent = 0, toSend = 0;
+        StreamedPush? push = null;
         JsonNode? entry = null;
-        TimeSpan chunked = default, uploaded = default;
 
-        async Task RunAsync(ProgressTask? hashing, ProgressTask? uploading)
+        async Task RunAsync(ProgressTask? reading, ProgressTask? uploading)
         {
-            (manifest, offsets) = await ChunkAsync(settings.File, size, done => hashing?.Value(done), cancellationToken);
-            hashing?.StopTask();
-            chunked = clock.Elapsed;
-            using (var create = new HttpRequestMessage(HttpMethod.Post, "api/v1/uploads") { Content = new ByteArrayContent(manifest.ToBytes()) })
+            long sent = 0, stored = 0;
+            push = new StreamedPush(client, new Throttle(settings.RateLimit), done => reading?.Value(done), (bytes, wasSent) =>
             {
-                create.Content.Headers.ContentType = new MediaTypeHeaderValue("application/vnd.msdfleet.manifest.v1+msgpack");
-                using var response = await client.SendAsync(create, cancellationToken);
-                status = await response.Content.ReadFromJsonAsync<JsonNode>(cancellationToken);
-            }
-            var uploadId = status!["uploadId"]!.GetValue<string>();
-            var index = manifest.Chunks.Select((c, i) => (c.IdHex, i)).GroupBy(x => x.IdHex).ToDictionary(g => g.Key, g => g.First().i, StringComparer.Ordinal);
-            var missing = status["missing"]!.AsArray().Select(m => index[m!.GetValue<string>()]).Order().ToList();
-            toSend = missing.Sum(i => (long)manifest.Chunks[i].Length);
-            if (uploading is not null)
-            {
-                uploading.MaxValue = Math.Max(1, toSend);
-                if (toSend == 0)
-                    uploading.Description = "already stored";
-            }
-            var throttle = new Throttle(settings.RateLimit);
-            using var handle = File.OpenHandle(settings.File, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.Asynchronous);
-            // Batches of ~16 MiB (one pack each on the Coordinator), sent one after another in image order, so
-            // the Coordinator hashes the whole image as the bytes arrive instead of reading it back at commit;
-            // the next batch is read from the file while the current one is on the wire (two reused buffers).
-            var bodies = System.Threading.Channels.Channel.CreateBounded<(byte[] Body, int Length, long Bytes)>(1);
-            var spare = System.Threading.Channels.Channel.CreateBounded<byte[]>(2);
-            var maxBody = BatchBytes + ChunkerParameters.Default.MaxSize + ChunkFrames.HeaderBytes * (BatchBytes / ChunkerParameters.Default.MinSize + 1);
-            spare.Writer.TryWrite(new byte[maxBody]);
-            spare.Writer.TryWrite(new byte[maxBody]);
-            var reader = Task.Run(async () =>
-            {
-                try
-                {
-                    for (var start = 0; start < missing.Count;)
-                    {
-                        var body = await spare.Reader.ReadAsync(cancellationToken);
-                        var pos = 0;
-                        long bytes = 0;
-                        while (start < missing.Count && (bytes == 0 || bytes + manifest.Chunks[missing[start]].Length <= BatchBytes))
-                        {
-                            var i = missing[start++];
-                            var length = manifest.Chunks[i].Length;
-                            ChunkFrames.WriteHeader(body.AsSpan(pos), length);
-                            if (await RandomAccess.ReadAsync(handle, body.AsMemory(pos + ChunkFrames.HeaderBytes, length), offsets[i], cancellationToken) != length)
-                                throw new CliException(ExitCodes.Failure, $"{settings.File} changed while it was being pushed.");
-                            pos += ChunkFrames.HeaderBytes + length;
-                            bytes += length;
-                        }
-                        await bodies.Writer.WriteAsync((body, pos, bytes), cancellationToken);
-                    }
-                    bodies.Writer.Complete();
-                }
-                catch (Exception ex)
-                {
-                    bodies.Writer.TryComplete(ex);
-                }
-            }, cancellationToken);
-            await foreach (var (body, length, bytes) in bodies.Reader.ReadAllAsync(cancellationToken))
-            {
-                await throttle.WaitAsync(length, cancellationToken);
-                using (var request = new HttpRequestMessage(HttpMethod.Post, $"api/v1/uploads/{uploadId}/chunks") { Content = new ByteArrayContent(body, 0, length) })
-                    (await client.SendAsync(request, cancellationToken)).Dispose();
-                spare.Writer.TryWrite(body);
-                uploading?.Increment(bytes);
-                sent += bytes;
-            }
-            await reader;
-            uploaded = clock.Elapsed;
+                if (wasSent)
+                    sent += bytes;
+                else
+                    stored += bytes;
+                if (uploading is null)
+                    return;
+                uploading.Increment(bytes);
+                uploading.Description = $"sending ({Output.Bytes(stored)} already stored)";
+            });
+            entry = await push.RunAsync(settings.File, name, settings.Replace, clock, cancellationToken);
+            reading?.Value(size);
             uploading?.Value(uploading.MaxValue);
-            entry = await client.SendJsonAsync(HttpMethod.Post, $"api/v1/uploads/{uploadId}/commit", new { name, replace = settings.Replace }, cancellationToken);
         }
 
         if (interactive)
@@ -138,42 +78,36 @@ public sealed class ImagePushCommand : AsyncCommand<ImagePushSettings>
             await AnsiConsole.Progress()
                 .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new DownloadedColumn(),
                     new TransferSpeedColumn(), new RemainingTimeColumn(), new SpinnerColumn())
-                .StartAsync(async ctx => await RunAsync(ctx.AddTask("chunking", maxValue: Math.Max(1, size)), ctx.AddTask("uploading", maxValue: 1)));
+                .StartAsync(async ctx => await RunAsync(ctx.AddTask("reading", maxValue: Math.Max(1, size)), ctx.AddTask("sending", maxValue: Math.Max(1, size))));
         }
         else
         {
             await RunAsync(null, null);
         }
+        if (push!.Size != size)
+            throw new CliException(ExitCodes.Failure, $"{settings.File} changed while it was pushed ({push.Size} bytes read, {size} expected); push it again.");
         var result = new
         {
             name,
             digest = entry!["digest"]!.GetValue<string>(),
             size,
             sha256 = entry["sha256"]!.GetValue<string>(),
-            chunks = manifest!.Chunks.Count,
-            sentBytes = sent,
-            alreadyStoredBytes = size - toSend,
+            chunks = push.Chunks,
+            sentBytes = push.SentBytes,
+            alreadyStoredBytes = size - push.SentBytes,
             seconds = Math.Round(clock.Elapsed.TotalSeconds, 2),
-            // Where the time went: reading and hashing the file, sending what was missing, the commit (server-side checks).
-            chunkSeconds = Math.Round(chunked.TotalSeconds, 2),
-            sendSeconds = Math.Round((uploaded - chunked).TotalSeconds, 2),
-            commitSeconds = Math.Round((clock.Elapsed - uploaded).TotalSeconds, 2),
+            // When the file was read and hashed to its end, when the last chunk was acknowledged, how long the commit
+            // (the Coordinator's whole-image check) took; reading and sending overlap.
+            readDoneSeconds = Math.Round(push.CutDone.TotalSeconds, 2),
+            sendDoneSeconds = Math.Round(push.SendDone.TotalSeconds, 2),
+            commitSeconds = Math.Round((clock.Elapsed - push.SendDone).TotalSeconds, 2),
         };
         if (settings.Json)
             Output.Json(result);
         else
             AnsiConsole.MarkupLineInterpolated(
-                $"Pushed [bold]{name}[/] {result.digest[..19]}…: sent {Output.Bytes(sent)}, {Output.Bytes(result.alreadyStoredBytes)} already stored, {result.seconds} s.");
+                $"Pushed [bold]{name}[/] {result.digest[..19]}…: sent {Output.Bytes(push.SentBytes)}, {Output.Bytes(result.alreadyStoredBytes)} already stored, {result.seconds} s.");
         return ExitCodes.Ok;
-    }
-
-    private static async Task<(ImageManifest, long[])> ChunkAsync(string path, long size, Action<long> progress, CancellationToken ct)
-    {
-        await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan | FileOptions.Asynchronous);
-        var (manifest, offsets) = await ManifestBuilder.BuildAsync(file, progress, ct);
-        if (manifest.Size != size)
-            throw new CliException(ExitCodes.Failure, $"{path} changed while it was read ({manifest.Size} bytes read, {size} expected).");
-        return (manifest, offsets);
     }
 }
 

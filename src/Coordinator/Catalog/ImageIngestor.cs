@@ -25,7 +25,7 @@ namespace MsdFleet.Coordinator.Catalog;
 public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, MediaDetector media)
 {
     private const int BatchBytes = 1024 * 1024;
-    private const int BatchesInFlight = 6;
+    private const int BatchesInFlight = 4;
 
     public async Task<IngestResult> IngestAsync(Stream source, string? expectedSha256, CancellationToken cancellationToken)
     {

@@ -209,6 +209,17 @@ public static class StateMigrations
             );
             CREATE INDEX rollout_executions_agent ON rollout_executions (agent_id, state);
             """),
+        // Streamed pushes (msdctl): the manifest arrives in parts, each declared before its chunks are sent, so the
+        // client sends while it is still cutting; the commit assembles the manifest from the parts in order.
+        new(15, "streamed pushes", db => $"""
+            ALTER TABLE push_sessions ADD COLUMN streaming INTEGER NOT NULL DEFAULT 0;
+            CREATE TABLE push_parts (
+                session_id TEXT NOT NULL,
+                part INTEGER NOT NULL,
+                entries {db.BlobType} NOT NULL,
+                PRIMARY KEY (session_id, part)
+            );
+            """),
     ];
 
     public static int LatestVersion => All[^1].Version;

@@ -13,7 +13,7 @@ namespace MsdFleet.Coordinator.Storage;
 public static class PageAlignedBuffers
 {
     public const int Alignment = 4096;
-    private const int KeptFree = 4;
+    private const int KeptFree = 2;
     private static readonly ConcurrentBag<Buffer> Free = [];
     private static int _freeCount;
 
