@@ -14,6 +14,7 @@ if (args.Length < 1 || !File.Exists(args[0]))
 }
 var path = args[0];
 var scratch = args.Length > 1 ? args[1] : Path.GetTempPath();
+Directory.CreateDirectory(scratch);
 var size = new FileInfo(path).Length;
 var gib = size / (1024.0 * 1024 * 1024);
 var chunker = new ContentChunker(ChunkerParameters.Default);
@@ -71,6 +72,22 @@ await Stage("read + write 16 MiB files (no sync)", async () =>
         RandomAccess.Write(handle, buffer.AsSpan(0, n), 0);
     }
 });
+await Stage("read + write 16 MiB files, O_DIRECT", async () =>
+{
+    var buffer = GC.AllocateUninitializedArray<byte>(16 * 1024 * 1024 + 4096, pinned: true);
+    var aligned = buffer.AsMemory(Native.AlignOffset(buffer), 16 * 1024 * 1024);
+    await using var file = Open(path);
+    var i = 0;
+    int n;
+    while ((n = await file.ReadAtLeastAsync(aligned, aligned.Length, throwOnEndOfStream: false)) > 0)
+    {
+        var fd = Native.Open($"{target}.direct.{i++}", 0x1 | 0x40 | 0x200 | Native.Direct, 0x1A4);
+        if (fd < 0)
+            throw new IOException("open(O_DIRECT) failed: this filesystem has no O_DIRECT");
+        using var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true);
+        RandomAccess.Write(handle, aligned.Span[..(n / 4096 * 4096)], 0);
+    }
+});
 await Stage("syncfs of what was written", () =>
 {
     using var handle = File.OpenHandle(target + ".0", FileMode.Open, FileAccess.Read);
@@ -116,6 +133,17 @@ static FileStream Open(string path) => new(path, FileMode.Open, FileAccess.Read,
 
 static partial class Native
 {
+    internal static readonly int Direct = System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture is System.Runtime.InteropServices.Architecture.Arm64 ? 0x10000 : 0x4000;
+
+    internal static unsafe int AlignOffset(byte[] array)
+    {
+        fixed (byte* p = array)
+            return (int)((4096 - (nuint)p % 4096) % 4096);
+    }
+
+    [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int Open(string path, int flags, int mode);
+
     [LibraryImport("libc", EntryPoint = "syncfs")]
     internal static partial int SyncFs(int fd);
 }
