@@ -36,15 +36,15 @@ internal sealed class StreamedPush(CoordinatorClient client, Throttle throttle, 
         var created = await client.SendJsonAsync(HttpMethod.Post, "api/v1/uploads?streaming=true", null, ct);
         var uploadId = created!["uploadId"]!.GetValue<string>();
         var max = ChunkerParameters.Default.MaxSize;
-        var free = Channel.CreateBounded<Part>(PartsInFlight);
+        var free = Channel.CreateBounded<ChunkBatch>(PartsInFlight);
         for (var i = 0; i < PartsInFlight; i++)
-            free.Writer.TryWrite(new Part(new byte[PartBytes + max]));
-        var toSend = Channel.CreateBounded<Part>(new BoundedChannelOptions(PartsInFlight) { SingleReader = true, SingleWriter = true });
-        var toHash = Channel.CreateBounded<Part>(new BoundedChannelOptions(PartsInFlight) { SingleReader = true, SingleWriter = true });
+            free.Writer.TryWrite(new ChunkBatch(new byte[PartBytes + max]));
+        var toSend = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(PartsInFlight) { SingleReader = true, SingleWriter = true });
+        var toHash = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(PartsInFlight) { SingleReader = true, SingleWriter = true });
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        void Release(Part part)
+        void Release(ChunkBatch part)
         {
-            if (Interlocked.Decrement(ref part.Holders) == 0)
+            if (part.Release())
                 free.Writer.TryWrite(part);
         }
 
@@ -64,26 +64,14 @@ internal sealed class StreamedPush(CoordinatorClient client, Throttle throttle, 
             {
                 await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 0, FileOptions.SequentialScan | FileOptions.Asynchronous);
                 var chunker = new ContentChunker(ChunkerParameters.Default);
-                Part? current = null;
+                ChunkBatch? current = null;
                 var number = 0;
                 long position = 0;
-                async Task FinishAsync(Part part)
+                async Task FinishAsync(ChunkBatch part)
                 {
                     part.Number = number++;
                     part.Holders = 2;
-                    var buffer = part.Buffer;
-                    var lengths = part.Lengths.ToArray();
-                    part.Ids = Task.Run(() =>
-                    {
-                        var ids = new byte[lengths.Length][];
-                        var offset = 0;
-                        for (var i = 0; i < lengths.Length; i++)
-                        {
-                            ids[i] = SHA256.HashData(buffer.AsSpan(offset, lengths[i]));
-                            offset += lengths[i];
-                        }
-                        return ids;
-                    });
+                    part.StartHashingIds();
                     await toHash.Writer.WriteAsync(part, cancel.Token);
                     await toSend.Writer.WriteAsync(part, cancel.Token);
                     read?.Invoke(position);
@@ -96,9 +84,7 @@ internal sealed class StreamedPush(CoordinatorClient client, Throttle throttle, 
                         current = null;
                     }
                     current ??= (await free.Reader.ReadAsync(cancel.Token)).Reset();
-                    chunk.CopyTo(current.Buffer.AsMemory(current.Used));
-                    current.Used += chunk.Length;
-                    current.Lengths.Add(chunk.Length);
+                    current.Add(chunk.Span);
                     position += chunk.Length;
                 }
                 if (current is not null)
@@ -117,7 +103,7 @@ internal sealed class StreamedPush(CoordinatorClient client, Throttle throttle, 
         }, cancel.Token);
 
         // Declaring runs ahead of sending: part n+1 is declared (and answered) while part n's chunks are on the wire.
-        var declared = Channel.CreateBounded<(Part Part, HashSet<int> Missing)>(new BoundedChannelOptions(PartsInFlight) { SingleReader = true, SingleWriter = true });
+        var declared = Channel.CreateBounded<(ChunkBatch Part, HashSet<int> Missing)>(new BoundedChannelOptions(PartsInFlight) { SingleReader = true, SingleWriter = true });
         var declarer = Task.Run(async () =>
         {
             try
@@ -187,7 +173,7 @@ internal sealed class StreamedPush(CoordinatorClient client, Throttle throttle, 
     /// missing chunks, staged through one 1 MiB buffer so the wire sees large writes, until the request holds
     /// <c>limit</c> bytes or no part is left. Each part is handed to <c>done</c> once its bytes are written.
     /// </summary>
-    private sealed class FramesContent(ChannelReader<(Part Part, HashSet<int> Missing)> declared, long limit, Throttle throttle, Action<Part, long> done)
+    private sealed class FramesContent(ChannelReader<(ChunkBatch Part, HashSet<int> Missing)> declared, long limit, Throttle throttle, Action<ChunkBatch, long> done)
         : HttpContent
     {
         protected override async Task SerializeToStreamAsync(Stream stream, System.Net.TransportContext? context, CancellationToken cancellationToken)
@@ -240,24 +226,6 @@ internal sealed class StreamedPush(CoordinatorClient client, Throttle throttle, 
         {
             length = 0;
             return false;
-        }
-    }
-
-    private sealed class Part(byte[] buffer)
-    {
-        public byte[] Buffer { get; } = buffer;
-        public List<int> Lengths { get; } = [];
-        public int Used { get; set; }
-        public int Number { get; set; }
-        public Task<byte[][]>? Ids { get; set; }
-        public int Holders;
-
-        public Part Reset()
-        {
-            Lengths.Clear();
-            Used = 0;
-            Ids = null;
-            return this;
         }
     }
 }

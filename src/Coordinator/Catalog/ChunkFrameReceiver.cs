@@ -1,4 +1,3 @@
-using System.Security.Cryptography;
 using System.Threading.Channels;
 using MsdFleet.Coordinator.Storage;
 using MsdFleet.Coordinator.Web;
@@ -22,14 +21,15 @@ internal static class ChunkFrameReceiver
     {
         var max = session.Manifest.Chunker.MaxSize;
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var free = Channel.CreateBounded<Batch>(BatchesInFlight + 1);
-        for (var i = 0; i <= BatchesInFlight; i++)
-            free.Writer.TryWrite(new Batch(new byte[BatchBytes + max]));
-        var toAppend = Channel.CreateBounded<Batch>(new BoundedChannelOptions(BatchesInFlight) { SingleReader = true, SingleWriter = true });
-        var toHash = Channel.CreateBounded<Batch>(new BoundedChannelOptions(BatchesInFlight) { SingleReader = true, SingleWriter = true });
-        void Release(Batch batch)
+        var free = Channel.CreateBounded<ChunkBatch>(BatchesInFlight + 1);
+        using var ring = new ChunkBatchRing(BatchesInFlight + 1, BatchBytes + max);
+        foreach (var batch in ring.Batches)
+            free.Writer.TryWrite(batch);
+        var toAppend = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(BatchesInFlight) { SingleReader = true, SingleWriter = true });
+        var toHash = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(BatchesInFlight) { SingleReader = true, SingleWriter = true });
+        void Release(ChunkBatch batch)
         {
-            if (Interlocked.Decrement(ref batch.Holders) == 0)
+            if (batch.Release())
                 free.Writer.TryWrite(batch);
         }
 
@@ -81,7 +81,7 @@ internal static class ChunkFrameReceiver
         try
         {
             var header = new byte[ChunkFrames.HeaderBytes];
-            Batch? current = null;
+            ChunkBatch? current = null;
             while (true)
             {
                 var got = await body.ReadAtLeastAsync(header, ChunkFrames.HeaderBytes, throwOnEndOfStream: false, cancel.Token);
@@ -121,40 +121,11 @@ internal static class ChunkFrameReceiver
             throw;
         }
 
-        async Task SendAsync(Batch batch)
+        async Task SendAsync(ChunkBatch batch)
         {
             batch.Holders = 2;
-            var buffer = batch.Buffer;
-            var lengths = batch.Lengths.ToArray();
-            batch.Ids = Task.Run(() =>
-            {
-                var ids = new byte[lengths.Length][];
-                var offset = 0;
-                for (var i = 0; i < lengths.Length; i++)
-                {
-                    ids[i] = SHA256.HashData(buffer.AsSpan(offset, lengths[i]));
-                    offset += lengths[i];
-                }
-                return ids;
-            });
+            batch.StartHashingIds();
             await toAppend.Writer.WriteAsync(batch, cancel.Token);
-        }
-    }
-
-    private sealed class Batch(byte[] buffer)
-    {
-        public byte[] Buffer { get; } = buffer;
-        public List<int> Lengths { get; } = [];
-        public int Used { get; set; }
-        public Task<byte[][]>? Ids { get; set; }
-        public int Holders;
-
-        public Batch Reset()
-        {
-            Lengths.Clear();
-            Used = 0;
-            Ids = null;
-            return this;
         }
     }
 }

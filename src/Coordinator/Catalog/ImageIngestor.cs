@@ -32,19 +32,20 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
         ArgumentNullException.ThrowIfNull(source);
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var capacity = BatchBytes + chunker.Parameters.MaxSize;
-        var free = Channel.CreateBounded<Batch>(BatchesInFlight + 2);
-        for (var i = 0; i < BatchesInFlight + 2; i++)
-            free.Writer.TryWrite(new Batch(new byte[capacity]));
-        var toAppend = Channel.CreateBounded<Batch>(new BoundedChannelOptions(BatchesInFlight) { SingleWriter = true, SingleReader = true });
-        var toHash = Channel.CreateBounded<Batch>(new BoundedChannelOptions(BatchesInFlight) { SingleWriter = true, SingleReader = true });
+        var free = Channel.CreateBounded<ChunkBatch>(BatchesInFlight + 2);
+        using var ring = new ChunkBatchRing(BatchesInFlight + 2, capacity);
+        foreach (var batch in ring.Batches)
+            free.Writer.TryWrite(batch);
+        var toAppend = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(BatchesInFlight) { SingleWriter = true, SingleReader = true });
+        var toHash = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(BatchesInFlight) { SingleWriter = true, SingleReader = true });
         await using var writer = new PackWriter(chunks);
         var entries = new List<ManifestChunk>();
         var probe = new MediaProbe();
 
         // Both consumers call Release; the second one hands the buffer back to the reader.
-        void Release(Batch batch)
+        void Release(ChunkBatch batch)
         {
-            if (Interlocked.Decrement(ref batch.Holders) == 0)
+            if (batch.Release())
                 free.Writer.TryWrite(batch);
         }
 
@@ -90,23 +91,11 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
 
         byte[] sha256;
         long size = 0;
-        Batch? current = null;
-        async Task SendAsync(Batch batch)
+        ChunkBatch? current = null;
+        async Task SendAsync(ChunkBatch batch)
         {
             batch.Holders = 2;
-            var lengths = batch.Lengths;
-            var buffer = batch.Buffer;
-            batch.Ids = Task.Run(() =>
-            {
-                var ids = new byte[lengths.Count][];
-                var offset = 0;
-                for (var i = 0; i < ids.Length; i++)
-                {
-                    ids[i] = SHA256.HashData(buffer.AsSpan(offset, lengths[i]));
-                    offset += lengths[i];
-                }
-                return ids;
-            });
+            batch.StartHashingIds();
             await toHash.Writer.WriteAsync(batch, cancel.Token);
             await toAppend.Writer.WriteAsync(batch, cancel.Token);
         }
@@ -121,9 +110,7 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
                     current = null;
                 }
                 current ??= (await free.Reader.ReadAsync(cancel.Token)).Reset();
-                chunk.CopyTo(current.Buffer.AsMemory(current.Used));
-                current.Used += chunk.Length;
-                current.Lengths.Add(chunk.Length);
+                current.Add(chunk.Span);
                 size += chunk.Length;
             }
             if (current is not null)
@@ -163,24 +150,6 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
         await chunks.Objects.PutAsync(ObjectKeys.Manifest(digest), bytes, cancellationToken);
         await chunks.Objects.FlushAsync(cancellationToken);
         return digest;
-    }
-
-    /// <summary>Chunks copied back to back; <see cref="Holders"/> counts the consumers still reading it.</summary>
-    private sealed class Batch(byte[] buffer)
-    {
-        public byte[] Buffer { get; } = buffer;
-        public List<int> Lengths { get; } = [];
-        public int Used { get; set; }
-        public Task<byte[][]>? Ids { get; set; }
-        public int Holders;
-
-        public Batch Reset()
-        {
-            Lengths.Clear();
-            Used = 0;
-            Ids = null;
-            return this;
-        }
     }
 }
 

@@ -23,11 +23,12 @@ public static class ManifestBuilder
         ArgumentNullException.ThrowIfNull(source);
         var chunker = new ContentChunker(ChunkerParameters.Default);
         var capacity = BatchBytes + chunker.Parameters.MaxSize;
-        var free = Channel.CreateBounded<Batch>(BatchesInFlight + 1);
-        for (var i = 0; i <= BatchesInFlight; i++)
-            free.Writer.TryWrite(new Batch(new byte[capacity]));
+        var free = Channel.CreateBounded<ChunkBatch>(BatchesInFlight + 1);
+        using var ring = new ChunkBatchRing(BatchesInFlight + 1, capacity);
+        foreach (var batch in ring.Batches)
+            free.Writer.TryWrite(batch);
         // Batches in image order; each is released to the reader after the whole-image hash and its ids are done.
-        var ordered = Channel.CreateBounded<Batch>(new BoundedChannelOptions(BatchesInFlight) { SingleReader = true, SingleWriter = true });
+        var ordered = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(BatchesInFlight) { SingleReader = true, SingleWriter = true });
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         using var whole = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var chunks = new List<ManifestChunk>();
@@ -46,22 +47,10 @@ public static class ManifestBuilder
             }
         }, cancel.Token);
 
-        Batch? current = null;
-        async Task SendAsync(Batch batch)
+        ChunkBatch? current = null;
+        async Task SendAsync(ChunkBatch batch)
         {
-            var lengths = batch.Lengths;
-            var buffer = batch.Buffer;
-            batch.Ids = Task.Run(() =>
-            {
-                var ids = new byte[lengths.Count][];
-                var offset = 0;
-                for (var i = 0; i < ids.Length; i++)
-                {
-                    ids[i] = SHA256.HashData(buffer.AsSpan(offset, lengths[i]));
-                    offset += lengths[i];
-                }
-                return ids;
-            });
+            batch.StartHashingIds();
             await ordered.Writer.WriteAsync(batch, cancel.Token).ConfigureAwait(false);
         }
         try
@@ -75,9 +64,7 @@ public static class ManifestBuilder
                     progress?.Invoke(position);
                 }
                 current ??= (await free.Reader.ReadAsync(cancel.Token).ConfigureAwait(false)).Reset();
-                chunk.CopyTo(current.Buffer.AsMemory(current.Used));
-                current.Used += chunk.Length;
-                current.Lengths.Add(chunk.Length);
+                current.Add(chunk.Span);
                 offsets.Add(position);
                 position += chunk.Length;
             }
@@ -95,21 +82,5 @@ public static class ManifestBuilder
         }
         progress?.Invoke(position);
         return (new ImageManifest { Size = position, Sha256 = whole.GetHashAndReset(), Chunker = ChunkerParameters.Default, Chunks = chunks }, offsets.ToArray());
-    }
-
-    private sealed class Batch(byte[] buffer)
-    {
-        public byte[] Buffer { get; } = buffer;
-        public List<int> Lengths { get; } = [];
-        public int Used { get; set; }
-        public Task<byte[][]>? Ids { get; set; }
-
-        public Batch Reset()
-        {
-            Lengths.Clear();
-            Used = 0;
-            Ids = null;
-            return this;
-        }
     }
 }
