@@ -105,6 +105,19 @@ public sealed class PushAndImportTests : IAsyncLifetime
         var id = JsonNode.Parse(await create.Content.ReadAsStringAsync())!["uploadId"]!.GetValue<string>();
         using (var foreign = await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/chunks", Frames([new byte[1000]])))
             Assert.Contains("unexpected-chunk", await foreign.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        // More foreign chunks than the receiver's batches in flight: refused, not stuck with every batch held.
+        var many = Enumerable.Range(0, 160).Select(i => { var c = new byte[64 * 1024]; new Random(i).NextBytes(c); return c; }).ToList();
+        // (Before the fix the request hung. The answer may come before the whole body was sent; then the client sees
+        // the connection closed under it instead of reading the 400.)
+        try
+        {
+            using var flood = await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/chunks", Frames(many)).WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.Contains("unexpected-chunk", await flood.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+        catch (HttpRequestException)
+        {
+        }
+        Assert.Equal(HttpStatusCode.OK, (await _coordinator.Http.GetAsync($"api/v1/uploads/{id}")).StatusCode);
         using (var truncated = await _coordinator.Http.PostAsync($"api/v1/uploads/{id}/chunks", new ByteArrayContent([0, 0, 1, 0, 1, 2])))
             Assert.Contains("invalid-frame", await truncated.Content.ReadAsStringAsync(), StringComparison.Ordinal);
         using (var garbage = await _coordinator.Http.PostAsync("api/v1/uploads", new ByteArrayContent([0xc1, 0x00])))

@@ -63,6 +63,8 @@ internal static class ChunkFrameReceiver
                 throw;
             }
         }, cancel.Token);
+        // A consumer that fails stops the reader too, which may be waiting for room in a full channel.
+        _ = appender.ContinueWith(_ => cancel.Cancel(), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         var hasher = Task.Run(async () =>
         {
             await foreach (var batch in toHash.Reader.ReadAllAsync(cancel.Token))

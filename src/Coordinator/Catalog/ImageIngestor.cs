@@ -89,6 +89,8 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
             }
         }, cancel.Token);
 
+        // A consumer that fails stops the reader too, which may be waiting for room in a full channel.
+        _ = appender.ContinueWith(_ => cancel.Cancel(), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         byte[] sha256;
         long size = 0;
         ChunkBatch? current = null;
