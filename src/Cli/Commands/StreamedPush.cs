@@ -36,17 +36,11 @@ internal sealed class StreamedPush(CoordinatorClient client, Throttle throttle, 
         var created = await client.SendJsonAsync(HttpMethod.Post, "api/v1/uploads?streaming=true", null, ct);
         var uploadId = created!["uploadId"]!.GetValue<string>();
         var max = ChunkerParameters.Default.MaxSize;
-        var free = Channel.CreateBounded<ChunkBatch>(PartsInFlight);
-        for (var i = 0; i < PartsInFlight; i++)
-            free.Writer.TryWrite(new ChunkBatch(new byte[PartBytes + max]));
+        // Not from the shared pool: a 16.25 MiB rent would round up to a 32 MiB array.
+        using var ring = new ChunkBatchRing(PartsInFlight, PartBytes + max, pooled: false);
         var toSend = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(PartsInFlight) { SingleReader = true, SingleWriter = true });
         var toHash = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(PartsInFlight) { SingleReader = true, SingleWriter = true });
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        void Release(ChunkBatch part)
-        {
-            if (part.Release())
-                free.Writer.TryWrite(part);
-        }
 
         using var whole = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var hasher = Task.Run(async () =>
@@ -54,7 +48,7 @@ internal sealed class StreamedPush(CoordinatorClient client, Throttle throttle, 
             await foreach (var part in toHash.Reader.ReadAllAsync(cancel.Token))
             {
                 whole.AppendData(part.Buffer, 0, part.Used);
-                Release(part);
+                ring.Release(part);
             }
         }, cancel.Token);
 
@@ -83,7 +77,7 @@ internal sealed class StreamedPush(CoordinatorClient client, Throttle throttle, 
                         await FinishAsync(current);
                         current = null;
                     }
-                    current ??= (await free.Reader.ReadAsync(cancel.Token)).Reset();
+                    current ??= await ring.TakeAsync(cancel.Token);
                     current.Add(chunk.Span);
                     position += chunk.Length;
                 }
@@ -147,7 +141,7 @@ internal sealed class StreamedPush(CoordinatorClient client, Throttle throttle, 
                         Chunks += part.Lengths.Count;
                         parts++;
                         handled?.Invoke(part.Used, bytes > 0);
-                        Release(part);
+                        ring.Release(part);
                     }),
                 };
                 (await client.SendAsync(send, cancel.Token)).Dispose();

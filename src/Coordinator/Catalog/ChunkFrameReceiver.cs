@@ -21,17 +21,9 @@ internal static class ChunkFrameReceiver
     {
         var max = session.Manifest.Chunker.MaxSize;
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var free = Channel.CreateBounded<ChunkBatch>(BatchesInFlight + 1);
         using var ring = new ChunkBatchRing(BatchesInFlight + 1, BatchBytes + max);
-        foreach (var batch in ring.Batches)
-            free.Writer.TryWrite(batch);
         var toAppend = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(BatchesInFlight) { SingleReader = true, SingleWriter = true });
         var toHash = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(BatchesInFlight) { SingleReader = true, SingleWriter = true });
-        void Release(ChunkBatch batch)
-        {
-            if (batch.Release())
-                free.Writer.TryWrite(batch);
-        }
 
         var received = 0;
         var appender = Task.Run(async () =>
@@ -53,7 +45,7 @@ internal static class ChunkFrameReceiver
                         received++;
                     }
                     await toHash.Writer.WriteAsync(batch, cancel.Token); // only chunks that passed the check reach the whole-image hash
-                    Release(batch);
+                    ring.Release(batch);
                 }
                 toHash.Writer.TryComplete();
             }
@@ -76,7 +68,7 @@ internal static class ChunkFrameReceiver
                     session.WholeImage.Offer(session.OrderedChunks, ids[i], batch.Buffer.AsSpan(offset, batch.Lengths[i]));
                     offset += batch.Lengths[i];
                 }
-                Release(batch);
+                ring.Release(batch);
             }
         }, cancel.Token);
 
@@ -99,7 +91,7 @@ internal static class ChunkFrameReceiver
                     await SendAsync(current);
                     current = null;
                 }
-                current ??= (await free.Reader.ReadAsync(cancel.Token)).Reset();
+                current ??= await ring.TakeAsync(cancel.Token);
                 if (await body.ReadAtLeastAsync(current.Buffer.AsMemory(current.Used, length), length, throwOnEndOfStream: false, cancel.Token) < length)
                     throw ApiException.BadRequest("invalid-frame", "The body ends inside a chunk.");
                 current.Used += length;

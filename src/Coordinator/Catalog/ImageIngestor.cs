@@ -32,10 +32,7 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
         ArgumentNullException.ThrowIfNull(source);
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var capacity = BatchBytes + chunker.Parameters.MaxSize;
-        var free = Channel.CreateBounded<ChunkBatch>(BatchesInFlight + 2);
         using var ring = new ChunkBatchRing(BatchesInFlight + 2, capacity);
-        foreach (var batch in ring.Batches)
-            free.Writer.TryWrite(batch);
         var toAppend = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(BatchesInFlight) { SingleWriter = true, SingleReader = true });
         var toHash = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(BatchesInFlight) { SingleWriter = true, SingleReader = true });
         await using var writer = new PackWriter(chunks);
@@ -43,11 +40,6 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
         var probe = new MediaProbe();
 
         // Both consumers call Release; the second one hands the buffer back to the reader.
-        void Release(ChunkBatch batch)
-        {
-            if (batch.Release())
-                free.Writer.TryWrite(batch);
-        }
 
         var appender = Task.Run(async () =>
         {
@@ -67,7 +59,7 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
                 }
                 finally
                 {
-                    Release(batch);
+                    ring.Release(batch);
                 }
             }
             await writer.CompleteAsync(cancel.Token);
@@ -84,7 +76,7 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
                 }
                 finally
                 {
-                    Release(batch);
+                    ring.Release(batch);
                 }
             }
         }, cancel.Token);
@@ -111,7 +103,7 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
                     await SendAsync(current);
                     current = null;
                 }
-                current ??= (await free.Reader.ReadAsync(cancel.Token)).Reset();
+                current ??= await ring.TakeAsync(cancel.Token);
                 current.Add(chunk.Span);
                 size += chunk.Length;
             }

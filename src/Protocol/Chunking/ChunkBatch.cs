@@ -70,27 +70,48 @@ public sealed class ChunkBatch(byte[] buffer)
 }
 
 /// <summary>
-/// A pipeline's fixed ring of batches, their buffers rented from the shared array pool and returned on dispose, so
-/// consecutive uploads reuse the same memory instead of leaving megabytes per request to the GC's large-object heap
-/// (which grew the Coordinator's resident set by ~10 MB per operation until a full collection).
+/// A pipeline's fixed ring of batches and the free list its reader takes them from: <see cref="TakeAsync"/> waits for
+/// a free batch (that wait is the pipeline's back-pressure), <see cref="Release"/> gives it back once its last
+/// consumer is done. Buffers are rented from the shared array pool (unless <c>pooled</c> is false) and returned on
+/// dispose, so consecutive uploads reuse the same memory instead of leaving megabytes per request to the GC's
+/// large-object heap (which grew the Coordinator's resident set by ~10 MB per operation until a full collection).
 /// </summary>
 public sealed class ChunkBatchRing : IDisposable
 {
     private readonly List<ChunkBatch> _batches = [];
+    private readonly System.Threading.Channels.Channel<ChunkBatch> _free;
+    private readonly bool _pooled;
 
-    public ChunkBatchRing(int count, int capacity)
+    public ChunkBatchRing(int count, int capacity, bool pooled = true)
     {
+        _pooled = pooled;
+        _free = System.Threading.Channels.Channel.CreateBounded<ChunkBatch>(count);
         for (var i = 0; i < count; i++)
-            _batches.Add(new ChunkBatch(System.Buffers.ArrayPool<byte>.Shared.Rent(capacity)));
+        {
+            var batch = new ChunkBatch(pooled ? System.Buffers.ArrayPool<byte>.Shared.Rent(capacity) : new byte[capacity]);
+            _batches.Add(batch);
+            _free.Writer.TryWrite(batch);
+        }
     }
 
-    public IReadOnlyList<ChunkBatch> Batches => _batches;
+    /// <summary>A free, emptied batch; waits while every batch is in the pipeline.</summary>
+    public async ValueTask<ChunkBatch> TakeAsync(CancellationToken cancellationToken) =>
+        (await _free.Reader.ReadAsync(cancellationToken).ConfigureAwait(false)).Reset();
+
+    /// <summary>One consumer is done with <paramref name="batch"/>; the last one makes it free again.</summary>
+    public void Release(ChunkBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        if (batch.Release())
+            _free.Writer.TryWrite(batch);
+    }
 
     /// <summary>Call only once nothing reads the batches any more.</summary>
     public void Dispose()
     {
-        foreach (var batch in _batches)
-            System.Buffers.ArrayPool<byte>.Shared.Return(batch.Buffer);
+        if (_pooled)
+            foreach (var batch in _batches)
+                System.Buffers.ArrayPool<byte>.Shared.Return(batch.Buffer);
         _batches.Clear();
     }
 }

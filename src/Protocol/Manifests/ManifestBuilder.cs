@@ -23,10 +23,7 @@ public static class ManifestBuilder
         ArgumentNullException.ThrowIfNull(source);
         var chunker = new ContentChunker(ChunkerParameters.Default);
         var capacity = BatchBytes + chunker.Parameters.MaxSize;
-        var free = Channel.CreateBounded<ChunkBatch>(BatchesInFlight + 1);
         using var ring = new ChunkBatchRing(BatchesInFlight + 1, capacity);
-        foreach (var batch in ring.Batches)
-            free.Writer.TryWrite(batch);
         // Batches in image order; each is released to the reader after the whole-image hash and its ids are done.
         var ordered = Channel.CreateBounded<ChunkBatch>(new BoundedChannelOptions(BatchesInFlight) { SingleReader = true, SingleWriter = true });
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -43,13 +40,14 @@ public static class ManifestBuilder
                 var ids = await batch.Ids!;
                 for (var i = 0; i < ids.Length; i++)
                     chunks.Add(new ManifestChunk { Id = ids[i], Length = batch.Lengths[i] });
-                free.Writer.TryWrite(batch);
+                ring.Release(batch);
             }
         }, cancel.Token);
 
         ChunkBatch? current = null;
         async Task SendAsync(ChunkBatch batch)
         {
+            batch.Holders = 1; // the collector
             batch.StartHashingIds();
             await ordered.Writer.WriteAsync(batch, cancel.Token).ConfigureAwait(false);
         }
@@ -63,7 +61,7 @@ public static class ManifestBuilder
                     current = null;
                     progress?.Invoke(position);
                 }
-                current ??= (await free.Reader.ReadAsync(cancel.Token).ConfigureAwait(false)).Reset();
+                current ??= await ring.TakeAsync(cancel.Token).ConfigureAwait(false);
                 current.Add(chunk.Span);
                 offsets.Add(position);
                 position += chunk.Length;
