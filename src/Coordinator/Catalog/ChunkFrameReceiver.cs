@@ -55,8 +55,6 @@ internal static class ChunkFrameReceiver
                 throw;
             }
         }, cancel.Token);
-        // A consumer that fails stops the reader too, which may be waiting for room in a full channel.
-        _ = appender.ContinueWith(_ => cancel.Cancel(), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         var hasher = Task.Run(async () =>
         {
             await foreach (var batch in toHash.Reader.ReadAllAsync(cancel.Token))
@@ -71,6 +69,9 @@ internal static class ChunkFrameReceiver
                 ring.Release(batch);
             }
         }, cancel.Token);
+        // A consumer that fails stops the reader too, which may be waiting for room in a full channel.
+        foreach (var consumer in (Task[])[appender, hasher])
+            _ = consumer.ContinueWith(_ => cancel.Cancel(), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
 
         try
         {

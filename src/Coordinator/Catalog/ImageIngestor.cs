@@ -40,7 +40,6 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
         var probe = new MediaProbe();
 
         // Both consumers call Release; the second one hands the buffer back to the reader.
-
         var appender = Task.Run(async () =>
         {
             await foreach (var batch in toAppend.Reader.ReadAllAsync(cancel.Token))
@@ -82,7 +81,8 @@ public sealed class ImageIngestor(ChunkStore chunks, ContentChunker chunker, Med
         }, cancel.Token);
 
         // A consumer that fails stops the reader too, which may be waiting for room in a full channel.
-        _ = appender.ContinueWith(_ => cancel.Cancel(), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        foreach (var consumer in (Task[])[appender, hasher])
+            _ = consumer.ContinueWith(_ => cancel.Cancel(), CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         byte[] sha256;
         long size = 0;
         ChunkBatch? current = null;
